@@ -1,0 +1,17 @@
+// The livefs command line: each command group registers its subcommands on the app.
+// Every command returns its process exit status: 0 ok, 1 operational error (one line on
+// stderr naming the path and the errno), 2 usage error.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace livefs::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;
+inline constexpr int kExitUsage = 2;
+
+// Each register_* adds its subcommands; a subcommand's callback stores its exit status in
+// `status`. (Groups are added here as they are written.)
+
+}  // namespace livefs::cli

@@ -1,0 +1,24 @@
+// livefs: apply OS updates to a running system through a merged FUSE view.
+#include <cstdio>
+
+#include "common/log.h"
+#include "livefs/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"livefs: apply OS updates to a running system without a reboot"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "livefs 0.1");
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "Log debug messages");
+  int status = livefs::cli::kExitOk;
+  app.parse_complete_callback([&] {
+    if (verbose) livefs::set_log_level(spdlog::level::debug);
+  });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? livefs::cli::kExitOk : livefs::cli::kExitUsage;
+  }
+  return status;
+}

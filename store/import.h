@@ -1,0 +1,45 @@
+// Importing a directory tree: walk it, hash (and optionally store) every regular file, and
+// produce its Tree manifest.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+
+#include "common/error.h"
+#include "store/object_store.h"
+#include "store/tree.h"
+
+namespace livefs::store {
+
+struct ImportOptions {
+  // Store file contents in the store (import) or only hash them (scan: a manifest of a
+  // tree that is served from where it is, such as the booted tree).
+  bool store_objects = true;
+  bool link = false;      // PutOptions::link for every file
+  bool progress = false;  // a progress line on stderr when it is a terminal
+  // A manifest of an earlier import of a tree on the same file system: files whose
+  // (dev, ino, size, mtime, ctime) match are not reread. Optional.
+  const Tree* previous = nullptr;
+};
+
+struct ImportStats {
+  uint64_t files = 0;
+  uint64_t dirs = 0;
+  uint64_t other = 0;  // symlinks, devices, fifos, sockets
+  uint64_t bytes = 0;  // file bytes hashed
+  uint64_t bytes_stored = 0;
+  double seconds = 0;
+};
+
+struct ImportResult {
+  Tree tree;
+  ImportStats stats;
+};
+
+// Imports the tree under `dir` (not following symlinks, not crossing into other mounts is
+// NOT done: the tree is taken as the kernel presents it). `store` may be null when
+// options.store_objects is false. An unreadable file is an error naming the path.
+Result<ImportResult> import_directory(const std::filesystem::path& dir, ObjectStore* store,
+                                      const ImportOptions& options = {});
+
+}  // namespace livefs::store
