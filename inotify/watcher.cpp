@@ -204,6 +204,7 @@ Status RecursiveWatcher::rescan(std::vector<Event>& out) {
   // Re-watch in place rather than dropping every watch first: inotify_add_watch returns the
   // same wd for a directory still there, and removing thousands of watches would queue as
   // many IN_IGNORED events and could overflow the queue again.
+  const size_t reported_before = out.size();
   auto before = std::move(path_by_wd_);
   path_by_wd_.clear();
   wd_by_path_.clear();
@@ -223,7 +224,7 @@ Status RecursiveWatcher::rescan(std::vector<Event>& out) {
     }
   }
   logger("inotify")->info("watch({}): rescan found {} entries, {} directories watched, {} stale",
-                          root_.string(), out.size(), watch_count(), dropped);
+                          root_.string(), out.size() - reported_before, watch_count(), dropped);
   return {};
 }
 
