@@ -24,12 +24,15 @@ Result<std::unique_ptr<WatchLoop>> WatchLoop::open(const std::filesystem::path& 
 }
 
 WatchLoop::WatchLoop(RecursiveWatcher watcher, UniqueFd stop_fd, DebounceOptions options)
-    : watcher_(std::move(watcher)), stop_fd_(std::move(stop_fd)), options_(options) {}
+    : root_(watcher.root()),
+      watcher_(std::move(watcher)),
+      stop_fd_(std::move(stop_fd)),
+      options_(options) {}
 
 WatchLoop::~WatchLoop() { stop(); }
 
 Status WatchLoop::start(ChangeCallback on_change, ErrorCallback on_error) {
-  if (started_) return fail(EBUSY, "watch(" + watcher_.root().string() + "): already started");
+  if (started_) return fail(EBUSY, "watch(" + root_.string() + "): already started");
   started_ = true;
   thread_ = std::thread([this, on_change = std::move(on_change), on_error = std::move(on_error)] {
     run(on_change, on_error);
@@ -47,7 +50,7 @@ void WatchLoop::stop() {
 void WatchLoop::run(const ChangeCallback& on_change, const ErrorCallback& on_error) {
   auto log = logger("inotify");
   Debouncer debouncer(options_);
-  const std::string root = watcher_.root().string();
+  const std::string root = root_.string();
   log->debug("watch({}): loop started, {} directories watched", root, watcher_.watch_count());
   for (;;) {
     int timeout_ms = -1;

@@ -38,6 +38,9 @@ class WatchLoop {
   WatchLoop& operator=(const WatchLoop&) = delete;
   ~WatchLoop();  // stop()
 
+  // The watched root (immutable, so safe from any thread): change set paths are below it.
+  const std::filesystem::path& root() const { return root_; }
+
   // Starts the thread. Fails with EBUSY when already started.
   Status start(ChangeCallback on_change, ErrorCallback on_error = {});
   // Signals the thread to end and joins it (unless called from it). Events not yet settled
@@ -48,6 +51,7 @@ class WatchLoop {
   WatchLoop(RecursiveWatcher watcher, UniqueFd stop_fd, DebounceOptions options);
   void run(const ChangeCallback& on_change, const ErrorCallback& on_error);
 
+  const std::filesystem::path root_;
   RecursiveWatcher watcher_;  // owned by the thread once started
   UniqueFd stop_fd_;          // eventfd: written by stop(), polled by the thread
   DebounceOptions options_;

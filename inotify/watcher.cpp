@@ -34,12 +34,6 @@ std::string join(const std::string& dir, const std::string& name) {
   return dir.empty() ? name : dir + "/" + name;
 }
 
-bool is_in(const std::string& path, const std::string& dir) {
-  if (dir.empty()) return true;
-  return path.size() >= dir.size() && path.compare(0, dir.size(), dir) == 0 &&
-         (path.size() == dir.size() || path[dir.size()] == '/');
-}
-
 Error watch_limit_error(const std::filesystem::path& path) {
   long limit = max_user_watches();
   return make_error(ENOSPC, "inotify_add_watch(" + path.string() +
@@ -166,35 +160,36 @@ Status RecursiveWatcher::watch_tree(const std::string& top, std::vector<Event>* 
   return {};
 }
 
-void RecursiveWatcher::drop_subtree(const std::string& rel, std::vector<Event>* out) {
-  std::vector<std::pair<int, std::string>> victims;
-  for (const auto& [wd, path] : path_by_wd_) {
-    if (is_in(path, rel)) victims.emplace_back(wd, path);
+std::vector<std::pair<std::string, int>> RecursiveWatcher::subtree(const std::string& rel) const {
+  if (rel.empty()) return {wd_by_path_.begin(), wd_by_path_.end()};
+  std::vector<std::pair<std::string, int>> found;
+  if (auto it = wd_by_path_.find(rel); it != wd_by_path_.end()) found.emplace_back(*it);
+  // Paths below `rel` all start with "rel/", so they are one contiguous range of the map.
+  const std::string prefix = rel + "/";
+  for (auto it = wd_by_path_.lower_bound(prefix);
+       it != wd_by_path_.end() && it->first.starts_with(prefix); ++it) {
+    found.emplace_back(*it);
   }
-  for (auto& [wd, path] : victims) {
+  return found;
+}
+
+void RecursiveWatcher::drop_subtree(const std::string& rel, std::vector<Event>* out) {
+  for (const auto& [path, wd] : subtree(rel)) {
     // EINVAL when the kernel already dropped it (directory deleted): nothing to do.
     ::inotify_rm_watch(fd_.get(), wd);
     path_by_wd_.erase(wd);
-    if (auto it = wd_by_path_.find(path); it != wd_by_path_.end() && it->second == wd) {
-      wd_by_path_.erase(it);
-    }
+    wd_by_path_.erase(path);
     if (out != nullptr && path != rel) out->push_back({EventKind::Removed, path, true});
   }
 }
 
 void RecursiveWatcher::rename_subtree(const std::string& from, const std::string& to) {
-  std::vector<std::pair<int, std::string>> moved;
-  for (const auto& [wd, path] : path_by_wd_) {
-    if (is_in(path, from)) moved.emplace_back(wd, to + path.substr(from.size()));
-  }
-  for (const auto& [wd, path] : moved) {
-    if (auto it = wd_by_path_.find(path_by_wd_[wd]); it != wd_by_path_.end() && it->second == wd) {
-      wd_by_path_.erase(it);
-    }
-  }
-  for (auto& [wd, path] : moved) {
-    path_by_wd_[wd] = path;
-    wd_by_path_[path] = wd;
+  auto moved = subtree(from);
+  for (const auto& [path, wd] : moved) wd_by_path_.erase(path);
+  for (const auto& [path, wd] : moved) {
+    std::string renamed = to + path.substr(from.size());
+    path_by_wd_[wd] = renamed;
+    wd_by_path_[renamed] = wd;
   }
 }
 

@@ -5,8 +5,10 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "common/error.h"
@@ -87,6 +89,8 @@ class RecursiveWatcher {
   Status watch_tree(const std::string& rel, std::vector<Event>* out);
   // Returns the watch descriptor, or -1 when the directory is gone or not a directory.
   Result<int> add_watch(const std::string& rel);
+  // The watched directories at `rel` and below (all of them for the root), by path.
+  std::vector<std::pair<std::string, int>> subtree(const std::string& rel) const;
   // Forgets (and removes from the kernel) the watches of `rel` and below; reports them
   // as Removed into `out` when given.
   void drop_subtree(const std::string& rel, std::vector<Event>* out);
@@ -104,9 +108,11 @@ class RecursiveWatcher {
 
   std::filesystem::path root_;
   UniqueFd fd_;
-  std::unordered_map<int, std::string> path_by_wd_;  // every watched dir, by its wd
-  std::unordered_map<std::string, int> wd_by_path_;  // the inverse
-  std::vector<PendingMove> pending_moves_;           // IN_MOVED_FROM awaiting its IN_MOVED_TO
+  // Every watched directory, both ways; the two maps are always exact inverses. Ordered by
+  // path so a subtree is one range (a rename or removal costs the subtree, not the tree).
+  std::unordered_map<int, std::string> path_by_wd_;
+  std::map<std::string, int> wd_by_path_;
+  std::vector<PendingMove> pending_moves_;  // IN_MOVED_FROM awaiting its IN_MOVED_TO
   bool root_gone_ = false;
 };
 
