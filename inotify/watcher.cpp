@@ -84,6 +84,8 @@ Result<RecursiveWatcher> RecursiveWatcher::open(const std::filesystem::path& roo
     return fail_errno("inotify_init1");
   }
   RecursiveWatcher watcher(root, std::move(fd));
+  watcher.root_dev_ = st.st_dev;
+  watcher.root_ino_ = st.st_ino;
   if (auto st2 = watcher.watch_tree("", nullptr); !st2) {
     return std::unexpected(with_context(st2.error(), "watch(" + root.string() + ")"));
   }
@@ -94,7 +96,9 @@ Result<RecursiveWatcher> RecursiveWatcher::open(const std::filesystem::path& roo
 
 Result<int> RecursiveWatcher::add_watch(const std::string& rel) {
   std::filesystem::path abs = rel.empty() ? root_ : root_ / rel;
-  int wd = ::inotify_add_watch(fd_.get(), abs.c_str(), kDirMask);
+  // The root itself may be given as a symlink to a directory (as `open` accepted it).
+  uint32_t mask = rel.empty() ? kDirMask & ~IN_DONT_FOLLOW : kDirMask;
+  int wd = ::inotify_add_watch(fd_.get(), abs.c_str(), mask);
   if (wd < 0) {
     // Gone again, or replaced by a file or symlink: its parent's events report that.
     if (errno == ENOENT || errno == ENOTDIR) return -1;
@@ -132,7 +136,10 @@ Status RecursiveWatcher::watch_tree(const std::string& top, std::vector<Event>* 
                               wd.error().code_name());
       continue;
     }
-    if (*wd < 0) continue;
+    if (*wd < 0) {
+      if (rel.empty()) return fail(ENOENT, "inotify_add_watch(" + root_.string() + ")");
+      continue;
+    }
     // List after the watch exists: an entry made in between is listed, raises an event, or
     // both (the consumer sees it twice, which is harmless).
     std::filesystem::path abs = rel.empty() ? root_ : root_ / rel;
@@ -232,6 +239,13 @@ void RecursiveWatcher::mark_root_gone(std::vector<Event>& out, const char* why) 
   wd_by_path_.clear();
   pending_moves_.clear();
   out.push_back({EventKind::RootGone, "", true});
+}
+
+void RecursiveWatcher::check_root(std::vector<Event>& out) {
+  struct stat st;
+  if (::stat(root_.c_str(), &st) != 0 || st.st_dev != root_dev_ || st.st_ino != root_ino_) {
+    mark_root_gone(out, "removed, replaced or moved away (its path names another file now)");
+  }
 }
 
 Result<bool> RecursiveWatcher::read_queue(std::vector<char>& buf, size_t& len) {
@@ -368,6 +382,7 @@ Result<std::vector<Event>> RecursiveWatcher::read_events() {
       return std::unexpected(st.error());
     }
   }
+  if (!root_gone_ && !out.empty()) check_root(out);
   if (root_gone_) return out;
   if (overflowed) {
     // Everything pending is unreliable now; the rescan reports the tree as it is.

@@ -3,6 +3,8 @@
 // Knows nothing of FUSE or the store: its consumer re-stats or re-imports what it reports.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -28,8 +30,11 @@ namespace livefs::inotify {
 //  - Overflow: the kernel queue overflowed and events were lost; the tree was rescanned
 //    (every directory re-watched) and every path in it is reported as Created after this
 //    event. The consumer should diff the whole tree against what it has live.
-//  - RootGone: the watched root was removed, moved away or unmounted. The watcher is dead
-//    from then on (read_events returns nothing more).
+//  - RootGone: the watched root was removed, moved away, replaced by another directory of
+//    the same name, or unmounted; or a parent was renamed so its path names nothing now.
+//    The watcher is dead from then on (read_events returns nothing more). An *empty* root
+//    removed while some process still holds it open (cwd, fd) is only noticed once that
+//    reference goes: the kernel sends nothing before.
 enum class EventKind : uint8_t { Created, Modified, Removed, Overflow, RootGone };
 
 const char* event_kind_name(EventKind kind);
@@ -104,6 +109,10 @@ class RecursiveWatcher {
   // Translates the events in buf[0, len) into `out`. Sets `overflowed` on IN_Q_OVERFLOW.
   Status translate(const char* buf, size_t len, std::vector<Event>& out, bool& overflowed);
   void resolve_unpaired_moves(std::vector<Event>& out);
+  // IN_DELETE_SELF on the root comes only once the last reference to it is gone, so a
+  // process with its cwd or an fd in the root would delay it indefinitely: after each
+  // batch of events, check that the root's path still names the watched directory.
+  void check_root(std::vector<Event>& out);
   void mark_root_gone(std::vector<Event>& out, const char* why);
 
   std::filesystem::path root_;
@@ -113,6 +122,8 @@ class RecursiveWatcher {
   std::unordered_map<int, std::string> path_by_wd_;
   std::map<std::string, int> wd_by_path_;
   std::vector<PendingMove> pending_moves_;  // IN_MOVED_FROM awaiting its IN_MOVED_TO
+  dev_t root_dev_ = 0;                      // identity of the watched root, for check_root()
+  ino_t root_ino_ = 0;
   bool root_gone_ = false;
 };
 

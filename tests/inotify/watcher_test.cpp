@@ -2,6 +2,7 @@
 // compilers and `rm -rf` / `mv` do, and that watches follow directories and do not leak.
 #include "inotify/watcher.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -10,6 +11,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "common/unique_fd.h"
 #include "inotify/inotify_test_util.h"
 #include "inotify/watch_loop.h"
 #include "support/temp_dir.h"
@@ -59,6 +61,17 @@ TEST_F(WatcherTest, WatchesEveryExistingDirectory) {
   auto w = open_watcher();
   EXPECT_EQ(w.watch_count(), 5u);  // root, a, a/b, a/b/c, d
   EXPECT_EQ(kernel_watch_count(w.fd()), 5u);
+}
+
+TEST_F(WatcherTest, RootMayBeASymlinkToADirectory) {
+  write_file(src_ / "sub/f", "x");
+  fs::create_directory_symlink(src_, outside_ / "link");
+  auto w = RecursiveWatcher::open(outside_ / "link");
+  ASSERT_TRUE(w) << w.error().message();
+  EXPECT_EQ(w->watch_count(), 2u);
+  write_file(src_ / "sub/f", "edited");
+  Seen seen;
+  EXPECT_TRUE(read_until(*w, seen, [](const Seen& s) { return s.modified.contains("sub/f"); }));
 }
 
 TEST_F(WatcherTest, EditAndCloseReportsTheFile) {
@@ -196,6 +209,37 @@ TEST_F(WatcherTest, RootRemovedIsRootGone) {
   EXPECT_TRUE(w.root_gone());
   EXPECT_EQ(w.watch_count(), 0u);
   EXPECT_TRUE(seen.removed.contains("a/f"));
+}
+
+TEST_F(WatcherTest, RootRemovedWhileHeldOpenIsRootGone) {
+  write_file(src_ / "a/f", "x");
+  auto w = open_watcher();
+  // Like a shell whose cwd is the build directory: the kernel delays IN_DELETE_SELF.
+  UniqueFd held(::open(src_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(held);
+  fs::remove_all(src_);
+  Seen seen;
+  EXPECT_TRUE(read_until(w, seen, [](const Seen& s) { return s.root_gone; }));
+}
+
+TEST_F(WatcherTest, RootReplacedIsRootGone) {
+  write_file(src_ / "a/f", "x");
+  auto w = open_watcher();
+  fs::rename(src_, outside_ / "old-src");  // as `mv build build.old && mkdir build` does
+  fs::create_directories(src_);
+  Seen seen;
+  EXPECT_TRUE(read_until(w, seen, [](const Seen& s) { return s.root_gone; }));
+}
+
+TEST_F(WatcherTest, ParentOfRootRenamedIsRootGone) {
+  fs::path nested = outside_ / "parent/src";
+  write_file(nested / "f", "x");
+  auto w = RecursiveWatcher::open(nested);
+  ASSERT_TRUE(w);
+  fs::rename(outside_ / "parent", outside_ / "parent2");
+  write_file(outside_ / "parent2/src/f", "edited");  // events still come; the path is dead
+  Seen seen;
+  EXPECT_TRUE(read_until(*w, seen, [](const Seen& s) { return s.root_gone; }));
 }
 
 TEST_F(WatcherTest, RootMovedAwayIsRootGoneAndDropsAllWatches) {
