@@ -1,0 +1,458 @@
+// The libfuse low-level ops (thin: decode, ask the View and the node table, reply), the
+// mount and loop, and switching Views.
+//
+// Everything served is immutable (the booted tree is read-only, objects are write-once,
+// and a node's snapshot never changes), so entries, attributes and file pages may be
+// cached by the kernel for as long as it likes: long timeouts, keep_cache, cache_readdir.
+// The only source of change is switch_to(), which invalidates exactly what it changed.
+#include "overlay/filesystem.h"
+
+#include <fuse_lowlevel.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <set>
+
+#include "common/log.h"
+#include "store/diff.h"
+
+namespace livefs::overlay {
+namespace {
+
+constexpr double kTimeout = 86400.0;  // a day: nothing served changes behind our back
+
+Filesystem& fs_of(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
+
+// The one place where an Error becomes an errno for the kernel.
+void reply_error(fuse_req_t req, const char* op, fuse_ino_t ino, const Error& e) {
+  if (e.code == ENOENT || e.code == ENODATA || e.code == EROFS)
+    logger("overlay")->debug("{} ino={}: {} ({})", op, ino, e.message(), e.code_name());
+  else
+    logger("overlay")->error("{} ino={}: {} ({})", op, ino, e.message(), e.code_name());
+  fuse_reply_err(req, e.code != 0 ? e.code : EIO);
+}
+
+// Runs an op body; no exception crosses into libfuse (a bad_alloc becomes EIO).
+template <class Fn>
+void guarded(fuse_req_t req, const char* op, fuse_ino_t ino, Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& ex) {
+    reply_error(req, op, ino, make_error(EIO, std::string("exception: ") + ex.what()));
+  }
+}
+
+// A node's current attributes: a directory is resolved again in the current view (its
+// node outlives generations); anything else is served from its snapshot.
+Resolved current_attrs(Filesystem& fs, const Node& node) {
+  if (node.snapshot.is_dir()) {
+    auto r = fs.current()->resolve(node.snapshot.path);
+    if (r && r->is_dir()) return std::move(*r);
+  }
+  return node.snapshot;
+}
+
+fuse_entry_param entry_for(fuse_ino_t ino, const struct stat& st) {
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof e);
+  e.ino = ino;
+  e.attr = st;
+  e.attr_timeout = kTimeout;
+  e.entry_timeout = kTimeout;
+  return e;
+}
+
+// ---- ops -----------------------------------------------------------------------------------
+
+void op_init(void*, fuse_conn_info* conn) {
+  // Replies of file data are spliced from the backing descriptor.
+  if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
+  if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
+  if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+  // Pages are never invalidated by mtime checks: content never changes under a node.
+  conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+}
+
+// Valid replies: fuse_reply_entry (ino 0 = cached negative entry), fuse_reply_err.
+// A positive reply counts one lookup on the node.
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  guarded(req, "lookup", parent, [&] {
+    Filesystem& fs = fs_of(req);
+    auto dir = fs.nodes().get(parent);
+    if (!dir) return reply_error(req, "lookup", parent, make_error(ESTALE, "unknown parent"));
+    auto r = fs.current()->resolve(join_path(dir->snapshot.path, name));
+    if (!r) {
+      if (r.error().code != ENOENT) return reply_error(req, "lookup", parent, r.error());
+      fuse_entry_param negative = entry_for(0, {});
+      fuse_reply_entry(req, &negative);
+      return;
+    }
+    fuse_entry_param e = entry_for(fs.nodes().acquire(*r), r->st);
+    fuse_reply_entry(req, &e);
+  });
+}
+
+// Valid replies: fuse_reply_none.
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  fs_of(req).nodes().forget(ino, nlookup);
+  fuse_reply_none(req);
+}
+
+void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  for (size_t i = 0; i < count; ++i) fs_of(req).nodes().forget(forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+// Valid replies: fuse_reply_attr, fuse_reply_err.
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  guarded(req, "getattr", ino, [&] {
+    Filesystem& fs = fs_of(req);
+    auto node = fs.nodes().get(ino);
+    if (!node) return reply_error(req, "getattr", ino, make_error(ESTALE, "unknown node"));
+    Resolved r = current_attrs(fs, *node);
+    fuse_reply_attr(req, &r.st, kTimeout);
+  });
+}
+
+// Valid replies: fuse_reply_readlink, fuse_reply_err.
+void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  guarded(req, "readlink", ino, [&] {
+    Filesystem& fs = fs_of(req);
+    auto node = fs.nodes().get(ino);
+    if (!node) return reply_error(req, "readlink", ino, make_error(ESTALE, "unknown node"));
+    auto target = fs.current()->readlink(node->snapshot);
+    if (!target) return reply_error(req, "readlink", ino, target.error());
+    fuse_reply_readlink(req, target->c_str());
+  });
+}
+
+// A directory listing taken at opendir: a reader sees one generation's listing whole.
+struct DirHandle {
+  std::string path;
+  std::vector<DirEntry> entries;
+};
+
+// Valid replies: fuse_reply_open, fuse_reply_err.
+void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  guarded(req, "opendir", ino, [&] {
+    Filesystem& fs = fs_of(req);
+    auto node = fs.nodes().get(ino);
+    if (!node) return reply_error(req, "opendir", ino, make_error(ESTALE, "unknown node"));
+    auto view = fs.current();
+    Resolved dir = current_attrs(fs, *node);
+    if (!dir.is_dir()) return reply_error(req, "opendir", ino, make_error(ENOTDIR, dir.path));
+    auto entries = view->list(dir);
+    if (!entries) return reply_error(req, "opendir", ino, entries.error());
+    auto handle = std::make_unique<DirHandle>(DirHandle{dir.path, std::move(*entries)});
+    fi->fh = reinterpret_cast<uint64_t>(handle.release());
+    fi->cache_readdir = 1;
+    fi->keep_cache = 1;
+    if (fuse_reply_open(req, fi) != 0) delete reinterpret_cast<DirHandle*>(fi->fh);
+  });
+}
+
+// Offsets: 1 and 2 follow "." and ".."; entry i of the handle is followed by offset i + 3.
+template <bool kPlus>
+void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  guarded(req, kPlus ? "readdirplus" : "readdir", ino, [&] {
+    Filesystem& fs = fs_of(req);
+    auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
+    std::vector<char> buf(size);
+    size_t used = 0;
+    auto view = kPlus ? fs.current() : nullptr;
+    for (off_t i = off; i < static_cast<off_t>(handle->entries.size()) + 2; ++i) {
+      char* p = buf.data() + used;
+      size_t room = size - used;
+      size_t need;
+      if (i < 2) {
+        struct stat st {};
+        st.st_mode = S_IFDIR;
+        const char* name = i == 0 ? "." : "..";
+        if constexpr (kPlus) {
+          // ino 0: the kernel makes no dentry for it, so no lookup is counted.
+          fuse_entry_param e = entry_for(0, st);
+          need = fuse_add_direntry_plus(req, p, room, name, &e, i + 1);
+        } else {
+          need = fuse_add_direntry(req, p, room, name, &st, i + 1);
+        }
+      } else {
+        const DirEntry& d = handle->entries[static_cast<size_t>(i - 2)];
+        if constexpr (kPlus) {
+          auto r = view->resolve(join_path(handle->path, d.name));
+          if (!r) continue;  // gone in the current generation
+          fuse_ino_t node = fs.nodes().acquire(*r);
+          fuse_entry_param e = entry_for(node, r->st);
+          need = fuse_add_direntry_plus(req, p, room, d.name.c_str(), &e, i + 1);
+          if (need > room) fs.nodes().forget(node, 1);  // not sent: not counted
+        } else {
+          struct stat st {};
+          st.st_mode = d.type;
+          st.st_ino = d.ino;
+          need = fuse_add_direntry(req, p, room, d.name.c_str(), &st, i + 1);
+        }
+      }
+      if (need > room) break;
+      used += need;
+    }
+    fuse_reply_buf(req, buf.data(), used);
+  });
+}
+
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  readdir_common<false>(req, ino, size, off, fi);
+}
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  readdir_common<true>(req, ino, size, off, fi);
+}
+
+void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+// Valid replies: fuse_reply_open, fuse_reply_err. fh is the backing descriptor (a booted
+// file or a store object), read by splicing.
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  guarded(req, "open", ino, [&] {
+    Filesystem& fs = fs_of(req);
+    auto node = fs.nodes().get(ino);
+    if (!node) return reply_error(req, "open", ino, make_error(ESTALE, "unknown node"));
+    if ((fi->flags & O_ACCMODE) != O_RDONLY)
+      return reply_error(req, "open", ino, make_error(EROFS, node->snapshot.path));
+    if (node->snapshot.is_dir())
+      return reply_error(req, "open", ino, make_error(EISDIR, node->snapshot.path));
+    auto fd = fs.current()->open(node->snapshot);
+    if (!fd) return reply_error(req, "open", ino, fd.error());
+    fi->fh = static_cast<uint64_t>(fd->release());
+    fi->keep_cache = 1;
+    fi->noflush = 1;
+    if (fuse_reply_open(req, fi) != 0) ::close(static_cast<int>(fi->fh));
+  });
+}
+
+// Valid replies: fuse_reply_data (spliced from the descriptor), fuse_reply_err.
+void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  buf.buf[0].fd = static_cast<int>(fi->fh);
+  buf.buf[0].pos = off;
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  ::close(static_cast<int>(fi->fh));
+  fuse_reply_err(req, 0);
+}
+
+void op_statfs(fuse_req_t req, fuse_ino_t ino) {
+  struct statvfs sv;
+  if (::fstatvfs(fs_of(req).current()->booted_fd(), &sv) < 0)
+    return reply_error(req, "statfs", ino, errno_error("fstatvfs(booted)"));
+  fuse_reply_statfs(req, &sv);
+}
+
+// Valid replies: fuse_reply_buf (size > 0), fuse_reply_xattr (size 0), fuse_reply_err.
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  guarded(req, "getxattr", ino, [&] {
+    Filesystem& fs = fs_of(req);
+    auto node = fs.nodes().get(ino);
+    if (!node) return reply_error(req, "getxattr", ino, make_error(ESTALE, "unknown node"));
+    auto value = fs.current()->xattr(current_attrs(fs, *node), name);
+    if (!value) return reply_error(req, "getxattr", ino, value.error());
+    if (size == 0) return void(fuse_reply_xattr(req, value->size()));
+    if (size < value->size()) return void(fuse_reply_err(req, ERANGE));
+    fuse_reply_buf(req, value->data(), value->size());
+  });
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  guarded(req, "listxattr", ino, [&] {
+    Filesystem& fs = fs_of(req);
+    auto node = fs.nodes().get(ino);
+    if (!node) return reply_error(req, "listxattr", ino, make_error(ESTALE, "unknown node"));
+    auto names = fs.current()->xattr_names(current_attrs(fs, *node));
+    if (!names) return reply_error(req, "listxattr", ino, names.error());
+    std::string packed;
+    for (const std::string& n : *names) packed.append(n).push_back('\0');
+    if (size == 0) return void(fuse_reply_xattr(req, packed.size()));
+    if (size < packed.size()) return void(fuse_reply_err(req, ERANGE));
+    fuse_reply_buf(req, packed.data(), packed.size());
+  });
+}
+
+// Permission bits are checked by the kernel (default_permissions); writes never succeed.
+void op_access(fuse_req_t req, fuse_ino_t, int mask) {
+  fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
+}
+
+// Every write operation: the view is read-only.
+void op_setattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) {
+  fuse_reply_err(req, EROFS);
+}
+void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
+  fuse_reply_err(req, EROFS);
+}
+void op_mkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { fuse_reply_err(req, EROFS); }
+void op_unlink(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+void op_symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) {
+  fuse_reply_err(req, EROFS);
+}
+void op_rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) {
+  fuse_reply_err(req, EROFS);
+}
+void op_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+void op_write(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, fuse_file_info*) {
+  fuse_reply_err(req, EROFS);
+}
+void op_create(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) {
+  fuse_reply_err(req, EROFS);
+}
+void op_setxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) {
+  fuse_reply_err(req, EROFS);
+}
+void op_removexattr(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+void op_fallocate(fuse_req_t req, fuse_ino_t, int, off_t, off_t, fuse_file_info*) {
+  fuse_reply_err(req, EROFS);
+}
+
+// Unlisted ops stay null: libfuse answers them itself (ENOSYS, or success for flush).
+fuse_lowlevel_ops make_ops() {
+  fuse_lowlevel_ops ops{};
+  ops.init = op_init;
+  ops.lookup = op_lookup;
+  ops.forget = op_forget;
+  ops.getattr = op_getattr;
+  ops.setattr = op_setattr;
+  ops.readlink = op_readlink;
+  ops.mknod = op_mknod;
+  ops.mkdir = op_mkdir;
+  ops.unlink = op_unlink;
+  ops.rmdir = op_unlink;
+  ops.symlink = op_symlink;
+  ops.rename = op_rename;
+  ops.link = op_link;
+  ops.open = op_open;
+  ops.read = op_read;
+  ops.write = op_write;
+  ops.release = op_release;
+  ops.opendir = op_opendir;
+  ops.readdir = op_readdir;
+  ops.releasedir = op_releasedir;
+  ops.statfs = op_statfs;
+  ops.setxattr = op_setxattr;
+  ops.getxattr = op_getxattr;
+  ops.listxattr = op_listxattr;
+  ops.removexattr = op_removexattr;
+  ops.access = op_access;
+  ops.create = op_create;
+  ops.forget_multi = op_forget_multi;
+  ops.fallocate = op_fallocate;
+  ops.readdirplus = op_readdirplus;
+  return ops;
+}
+const fuse_lowlevel_ops kOps = make_ops();
+
+std::string parent_of(const std::string& path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? std::string() : path.substr(0, slash);
+}
+
+}  // namespace
+
+Filesystem::Filesystem(const MountOptions& options, std::shared_ptr<const View> initial,
+                       Resolved root)
+    : options_(options), view_(std::move(initial)), nodes_(std::move(root)) {}
+
+Result<std::unique_ptr<Filesystem>> Filesystem::mount(const MountOptions& options,
+                                                      std::shared_ptr<const View> initial) {
+  auto root = initial->resolve("");
+  if (!root) return std::unexpected(root.error());
+  std::unique_ptr<Filesystem> fs(new Filesystem(options, std::move(initial), std::move(*root)));
+
+  std::string opts = "ro,default_permissions,fsname=livefs,subtype=livefs";
+  if (options.allow_other) opts += ",allow_other";
+  std::vector<std::string> argv = {"livefs", "-o", opts};
+  if (options.debug) argv.push_back("-d");
+  fuse_args args = FUSE_ARGS_INIT(0, nullptr);
+  for (const std::string& a : argv) fuse_opt_add_arg(&args, a.c_str());
+  fs->session_ = fuse_session_new(&args, &kOps, sizeof kOps, fs.get());
+  fuse_opt_free_args(&args);
+  if (fs->session_ == nullptr) return fail(EINVAL, "fuse_session_new");
+  if (fuse_session_mount(fs->session_, options.mountpoint.c_str()) != 0)
+    return fail(EIO, "mount(" + options.mountpoint.string() + "): see the log line above");
+  fs->mounted_ = true;
+  logger("overlay")->info("mounted {} (generation {})", options.mountpoint.string(),
+                          fs->current()->generation());
+  return fs;
+}
+
+Filesystem::~Filesystem() {
+  if (session_ == nullptr) return;
+  if (mounted_.exchange(false)) fuse_session_unmount(session_);
+  fuse_session_destroy(session_);
+}
+
+Status Filesystem::serve() {
+  fuse_loop_config* config = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_max_threads(config, options_.threads);
+  fuse_loop_cfg_set_idle_threads(config, options_.threads);
+  int rc = fuse_session_loop_mt(session_, config);
+  fuse_loop_cfg_destroy(config);
+  if (rc < 0 && rc != -ENODEV) return fail(-rc, "fuse loop(" + options_.mountpoint.string() + ")");
+  return {};
+}
+
+void Filesystem::stop() {
+  if (session_ == nullptr) return;
+  fuse_session_exit(session_);
+  if (mounted_.exchange(false)) {
+    // A lazy unmount ends the connection once nothing under it is open; the loop then
+    // returns. fuse_session_unmount would not wake the loop threads.
+    if (::umount2(options_.mountpoint.c_str(), MNT_DETACH) < 0)
+      logger("overlay")->error("umount {}: {}", options_.mountpoint.string(), strerror(errno));
+  }
+}
+
+Result<SwitchStats> Filesystem::switch_to(std::shared_ptr<const View> next) {
+  std::lock_guard lock(switch_mutex_);
+  auto start = std::chrono::steady_clock::now();
+  std::shared_ptr<const View> old = view_.exchange(next);
+  SwitchStats stats;
+  stats.from_generation = old->generation();
+  stats.to_generation = next->generation();
+
+  // What resolves differently: every path whose layer entry changed. A directory that
+  // changed has its own cached children dropped by the kernel with its dentry.
+  std::vector<store::Change> changes = store::diff(old->layer(), next->layer());
+  stats.changed_paths = changes.size();
+  std::set<fuse_ino_t> listings;
+  for (const store::Change& c : changes) {
+    std::string parent = parent_of(c.path);
+    if (fuse_ino_t dir = nodes_.dir_at(parent)) {
+      std::string name = c.path.substr(parent.empty() ? 0 : parent.size() + 1);
+      if (session_ != nullptr && mounted_) {
+        fuse_lowlevel_notify_inval_entry(session_, dir, name.c_str(), name.size());
+        ++stats.invalidations;
+      }
+      listings.insert(dir);
+    }
+    if (fuse_ino_t self = nodes_.dir_at(c.path)) listings.insert(self);
+  }
+  for (fuse_ino_t dir : listings) {
+    if (session_ != nullptr && mounted_) {
+      fuse_lowlevel_notify_inval_inode(session_, dir, 0, 0);
+      ++stats.invalidations;
+    }
+  }
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  logger("overlay")->info("switched generation {} -> {}: {} paths, {} invalidations, {:.3f} ms",
+                          stats.from_generation, stats.to_generation, stats.changed_paths,
+                          stats.invalidations, stats.seconds * 1e3);
+  return stats;
+}
+
+}  // namespace livefs::overlay

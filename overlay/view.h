@@ -1,0 +1,96 @@
+// The merged view: an immutable snapshot of the booted tree (served from its directory by
+// file descriptor) with one live layer on top (a Tree of what the live generation changed).
+//
+// How a path resolves, layer first:
+//  - a whiteout at the path or at an ancestor: absent (ENOENT);
+//  - a layer non-directory at an ancestor: absent (the booted subtree below it is hidden);
+//  - an opaque layer directory at an ancestor: the booted tree below it is hidden;
+//  - a layer entry at the path itself: served from the layer (files from store objects);
+//  - otherwise: the booted tree, by fstatat on the booted directory's descriptor.
+// A non-opaque layer directory is structure only: where the booted tree has a directory at
+// that path, it is served with the booted directory's attributes and a merged listing (so
+// the empty layer of generation 0 — a Tree holding only its root — serves the booted tree
+// unchanged). Where the booted tree has none, the layer entry's attributes are served.
+// Consequence, by design: a metadata-only change of a directory that exists in the booted
+// tree (chmod of a directory) is not made live; `diff` still lists it.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/error.h"
+#include "common/unique_fd.h"
+#include "store/object_store.h"
+#include "store/tree.h"
+
+namespace livefs::overlay {
+
+// The booted directory, opened before mounting (so the mount may hide it) and shared by
+// every View.
+struct BootedDir {
+  UniqueFd fd;                    // O_PATH | O_DIRECTORY
+  std::string proc_path() const;  // "/proc/self/fd/N": reaches the booted tree under a mount
+};
+
+enum class Source : uint8_t { booted, layer };
+
+// What a path is in one View.
+struct Resolved {
+  Source source = Source::booted;
+  std::string path;   // relative; "" is the root
+  struct stat st {};  // attributes as served (st_ino already the served inode number)
+  std::optional<store::Entry> entry;  // the layer entry, for layer sources
+  // Identity of the content for the node table: equal identity = same served object.
+  std::string identity;
+  bool is_dir() const { return S_ISDIR(st.st_mode); }
+};
+
+struct DirEntry {
+  std::string name;
+  mode_t type;  // S_IFDIR etc.
+  ino_t ino;    // as served
+};
+
+class View {
+ public:
+  static std::shared_ptr<const View> create(UniqueFd booted_dir,
+                                            std::shared_ptr<const store::ObjectStore> store,
+                                            store::Tree layer, uint64_t generation);
+  // The same booted tree and store with another layer.
+  std::shared_ptr<const View> with_layer(store::Tree layer, uint64_t generation) const;
+
+  uint64_t generation() const { return generation_; }
+  const store::Tree& layer() const { return layer_; }
+  const std::shared_ptr<const store::ObjectStore>& store() const { return store_; }
+  int booted_fd() const { return booted_->fd.get(); }
+
+  Result<Resolved> resolve(std::string_view path) const;
+  // The merged listing of a directory (without "." and "..").
+  Result<std::vector<DirEntry>> list(const Resolved& dir) const;
+
+  // Content and metadata of a resolved non-directory.
+  Result<UniqueFd> open(const Resolved& r) const;
+  Result<std::string> readlink(const Resolved& r) const;
+  Result<std::vector<std::string>> xattr_names(const Resolved& r) const;
+  Result<std::string> xattr(const Resolved& r, const std::string& name) const;
+
+ private:
+  View() = default;
+  Result<Resolved> resolve_booted(std::string_view path) const;
+  static Resolved from_layer(const store::EntryRef& e);
+
+  std::shared_ptr<const BootedDir> booted_;
+  std::shared_ptr<const store::ObjectStore> store_;
+  store::Tree layer_;
+  uint64_t generation_ = 0;
+};
+
+// "a/b" + "c" → "a/b/c"; "" + "c" → "c".
+std::string join_path(std::string_view dir, std::string_view name);
+
+}  // namespace livefs::overlay
