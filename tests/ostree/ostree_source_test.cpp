@@ -277,10 +277,21 @@ TEST(OstreeImport, SecondImportReusesUnchangedObjects) {
   ASSERT_TRUE(list);
   expect_same(scan_checkout((*list)[0].path / "usr"), from_entries(second->entries));
 
-  // A reused id whose object vanished from the store (gc) is read again.
+  // The same commit again: nothing is read.
   auto again = read_commit(s.repo, s.commit2, *reopened);
   ASSERT_TRUE(again);
   EXPECT_EQ(again->stats.files_read, 0u);
+
+  // An indexed object that vanished from the store (gc) is read again, not trusted.
+  const Entry* hello = nullptr;
+  for (const Entry& e : again->entries)
+    if (e.path == "bin/hello") hello = &e;
+  ASSERT_NE(hello, nullptr);
+  fs::remove(store_dir / ObjectStore::relative_path(hello->object));
+  auto after_gc = read_commit(s.repo, s.commit2, *reopened);
+  ASSERT_TRUE(after_gc) << after_gc.error().message();
+  EXPECT_EQ(after_gc->stats.files_read, 1u);
+  EXPECT_TRUE(reopened->has(hello->object));
 }
 
 TEST(OstreeImport, UnknownRefIsAClearError) {
@@ -331,6 +342,31 @@ TEST(OstreeImport, CorruptObjectIsAClearErrorAndNothingIsRegistered) {
   EXPECT_NE(r.error().context.find("bin/tool"), std::string::npos) << r.error().context;
   EXPECT_FALSE(fs::exists(store_dir / "ostree-index") &&
                fs::file_size(store_dir / "ostree-index") > 0);
+}
+
+TEST(OstreeImport, ObjectsGoneFromTheRepositoryAreAClearError) {
+  Sysroot s;
+  TempDir store_dir;
+  auto store = ObjectStore::open(store_dir.path());
+  ASSERT_TRUE(store);
+  std::string sha = sh_out("ostree --repo=" + s.repo.string() + " ls -C " + s.commit2 +
+                           " /usr/bin/new-tool | awk '{print $5}'");
+  ASSERT_EQ(sha.size(), 64u) << sha;
+  fs::path object = s.repo / "objects" / sha.substr(0, 2) / (sha.substr(2) + ".file");
+  run("chattr -R -i " + s.root.string() + " 2>/dev/null");
+  ASSERT_TRUE(fs::remove(object));
+  auto r = read_commit(s.repo, s.commit2, *store);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ENOENT) << r.error().message();
+  EXPECT_NE(r.error().context.find(sha), std::string::npos) << r.error().context;
+  EXPECT_FALSE(fs::exists(store_dir / "ostree-index"));
+
+  // The whole repository gone.
+  fs::remove_all(s.repo);
+  auto gone = read_commit(s.repo, s.commit2, *store);
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code, ENOENT);
+  EXPECT_NE(gone.error().context.find(s.repo.string()), std::string::npos);
 }
 
 // A free loopback TCP port (bound then released; the server binds it right after).
