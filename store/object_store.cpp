@@ -195,7 +195,7 @@ Status ObjectStore::Batch::finish_tmp(UniqueFd fd, const std::string& tmp, const
     sys.unlinkat(store_->root_fd(), tmp.c_str(), 0);
     return std::unexpected(err);
   }
-  pending_.push_back(Pending{id, tmp, std::move(fd), false});
+  pending_.push_back(Pending{id, tmp});
   pending_ids_.insert(id);
   return {};
 }
@@ -307,18 +307,21 @@ Status ObjectStore::Batch::commit() {
   };
   // Durability first: one fsync for a single object, one syncfs for many.
   if (pending_.size() == 1) {
-    if (sys.fsync(pending_[0].fd.get()) < 0)
+    UniqueFd fd(sys.openat(store_->root_fd(), pending_[0].tmp.c_str(), O_RDONLY, 0));
+    if (!fd || sys.fsync(fd.get()) < 0)
       return fail_all(errno_error("fsync(" + pending_[0].tmp + ")"));
   } else if (!pending_.empty() || !linked_.empty()) {
     if (sys.syncfs(store_->root_fd()) < 0) return fail_all(errno_error("syncfs(store)"));
   }
-  for (Pending& p : pending_) {
-    p.fd.reset();
+  for (size_t i = 0; i < pending_.size(); ++i) {
+    Pending& p = pending_[i];
     if (auto st = store_->ensure_fanout(p.id); !st) return fail_all(st.error());
     std::string rel = relative_path(p.id);
-    if (sys.renameat(store_->root_fd(), p.tmp.c_str(), store_->root_fd(), rel.c_str()) < 0)
+    if (sys.renameat(store_->root_fd(), p.tmp.c_str(), store_->root_fd(), rel.c_str()) < 0) {
+      // The objects renamed so far are whole and durable; only the rest is dropped.
+      pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(i));
       return fail_all(errno_error("rename(" + p.tmp + " -> " + rel + ")"));
-    p.published = true;
+    }
   }
   // Make the new names durable too.
   if ((!pending_.empty() || !linked_.empty()) && sys.syncfs(store_->root_fd()) < 0)

@@ -109,8 +109,6 @@ class ObjectStore {
     struct Pending {
       ObjectId id;
       std::string tmp;  // relative to the store root
-      UniqueFd fd;      // kept open until commit, for a single-object fsync
-      bool published;
     };
     Result<std::string> create_tmp(UniqueFd& fd);
     Status finish_tmp(UniqueFd fd, const std::string& tmp, const ObjectId& id);
