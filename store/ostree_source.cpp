@@ -402,18 +402,6 @@ class CommitReader {
   OstreeImportStats stats_;
 };
 
-// Tree order (component-wise: "a" < "a/b" < "a.b"): '/' sorts before every other byte.
-bool tree_order_less(const std::string& a, const std::string& b) {
-  const size_t n = std::min(a.size(), b.size());
-  for (size_t i = 0; i < n; ++i) {
-    if (a[i] == b[i]) continue;
-    if (a[i] == '/') return true;
-    if (b[i] == '/') return false;
-    return static_cast<unsigned char>(a[i]) < static_cast<unsigned char>(b[i]);
-  }
-  return a.size() < b.size();
-}
-
 bool all_digits(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
@@ -551,7 +539,7 @@ Result<CommitContents> read_commit(const std::filesystem::path& repo_path, const
   if (auto st = reader.finish(); !st) return std::unexpected(st.error());
   CommitContents out{*checksum, reader.take_entries(), reader.stats()};
   std::sort(out.entries.begin(), out.entries.end(),
-            [](const Entry& a, const Entry& b) { return tree_order_less(a.path, b.path); });
+            [](const Entry& a, const Entry& b) { return path_less(a.path, b.path); });
   out.stats.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return out;

@@ -246,6 +246,36 @@ TEST(OstreeImport, CommitUsrMatchesTheDeploymentCheckout) {
   EXPECT_TRUE(got.contains("usr/etc/os-release"));
 }
 
+TEST(OstreeImport, ImportCommitBuildsATreeManifest) {
+  Sysroot s;
+  TempDir store_dir;
+  auto store = ObjectStore::open(store_dir.path());
+  ASSERT_TRUE(store);
+  auto imported = import_commit(s.repo, s.commit1, *store);
+  ASSERT_TRUE(imported) << imported.error().message();
+  EXPECT_EQ(imported->checksum, s.commit1);
+  const Tree& tree = imported->tree;
+  auto hello = tree.find("bin/hello");
+  ASSERT_TRUE(hello);
+  EXPECT_EQ(hello->type(), EntryType::file);
+  EXPECT_EQ(hello->mode(), 0755u);
+  EXPECT_EQ(hello->object(), ObjectId::of(std::string("hello 1\n")));
+  auto hi = tree.find("bin/hi");
+  ASSERT_TRUE(hi);
+  EXPECT_EQ(hi->type(), EntryType::symlink);
+  EXPECT_EQ(hi->target(), "hello");
+  auto copyright = tree.find("share/doc/tool/copyright");
+  ASSERT_TRUE(copyright);
+  EXPECT_EQ(copyright->nlink(), 2u);
+  EXPECT_EQ(tree.size(), from_entries(read_commit(s.repo, s.commit1, *store)->entries).size());
+  // The manifest round-trips through the store.
+  auto id = tree.save(*store);
+  ASSERT_TRUE(id) << id.error().message();
+  auto loaded = Tree::load(*store, *id);
+  ASSERT_TRUE(loaded);
+  EXPECT_EQ(loaded->root().digest(), tree.root().digest());
+}
+
 TEST(OstreeImport, SecondImportReusesUnchangedObjects) {
   Sysroot s;
   TempDir store_dir;
