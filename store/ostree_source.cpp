@@ -186,12 +186,14 @@ class CommitReader {
   // fd limit.
   static constexpr size_t kBatchLimit = 256;
 
-  CommitReader(OstreeRepo* repo, std::string repo_name, ObjectStore& store, bool progress)
+  CommitReader(OstreeRepo* repo, std::string repo_name, ObjectStore& store,
+               const OstreeImportOptions& options)
       : repo_(repo),
         repo_name_(std::move(repo_name)),
         store_(store),
         index_(store.root() / "ostree-index"),
-        progress_(progress && ::isatty(STDERR_FILENO) == 1) {}
+        progress_(options.progress && ::isatty(STDERR_FILENO) == 1),
+        on_file_(options.on_file) {}
 
   Status walk_dir(const std::string& path, const std::string& tree_csum,
                   const std::string& meta_csum) {
@@ -338,6 +340,7 @@ class CommitReader {
     file_sha_.resize(entries_.size());
     file_sha_.back() = sha;
     show_progress();
+    if (on_file_) on_file_(stats_);
     return {};
   }
 
@@ -395,6 +398,7 @@ class CommitReader {
   ObjectStore::Batch batch_{store_};
   ContentIndex index_;
   bool progress_;
+  std::function<void(const OstreeImportStats&)> on_file_;
   std::chrono::steady_clock::time_point last_progress_{};
   std::vector<Entry> entries_;
   std::vector<std::string> file_sha_;  // parallel to entries_: the OSTree content checksum
@@ -534,7 +538,7 @@ Result<CommitContents> read_commit(const std::filesystem::path& repo_path, const
   if (tree_csum == nullptr || meta_csum == nullptr)
     return fail(ENOENT, "ostree: no '" + options.subdir + "' in commit " + *checksum);
 
-  CommitReader reader(repo->get(), repo_path.string(), store, options.progress);
+  CommitReader reader(repo->get(), repo_path.string(), store, options);
   if (auto st = reader.walk_dir("", tree_csum, meta_csum); !st) return std::unexpected(st.error());
   if (auto st = reader.finish(); !st) return std::unexpected(st.error());
   CommitContents out{*checksum, reader.take_entries(), reader.stats()};

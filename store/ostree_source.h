@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -49,6 +50,9 @@ struct OstreeImportOptions {
   // The part of the commit to import, relative to its root ("usr"); "" for the whole tree.
   std::string subdir = "usr";
   bool progress = false;  // a progress line on stderr when it is a terminal
+  // Called after each file entry with the running stats (for a caller's own progress
+  // display, or a test that changes the repository mid-import).
+  std::function<void(const struct OstreeImportStats&)> on_file = {};
 };
 
 struct OstreeImportStats {

@@ -399,6 +399,30 @@ TEST(OstreeImport, ObjectsGoneFromTheRepositoryAreAClearError) {
   EXPECT_NE(gone.error().context.find(s.repo.string()), std::string::npos);
 }
 
+TEST(OstreeImport, RepositoryDisappearingMidImportIsAClearError) {
+  Sysroot s;
+  TempDir store_dir;
+  auto store = ObjectStore::open(store_dir.path());
+  ASSERT_TRUE(store);
+  run("chattr -R -i " + s.root.string() + " 2>/dev/null");
+  // libostree holds the repository's directory open, so a rename goes unnoticed; removal
+  // (what `rm -rf` or a full cleanup does) is what a reader can see.
+  bool moved_away = false;
+  OstreeImportOptions options;
+  options.on_file = [&](const OstreeImportStats& stats) {
+    if (stats.files == 2 && !moved_away) {
+      fs::remove_all(s.repo);
+      moved_away = true;
+    }
+  };
+  auto r = read_commit(s.repo, s.commit2, *store, options);
+  ASSERT_TRUE(moved_away);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ENOENT) << r.error().message();
+  EXPECT_NE(r.error().context.find(s.repo.string()), std::string::npos) << r.error().context;
+  EXPECT_FALSE(fs::exists(store_dir / "ostree-index"));
+}
+
 // A free loopback TCP port (bound then released; the server binds it right after).
 int free_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
