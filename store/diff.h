@@ -29,7 +29,8 @@ struct Change {
 };
 
 // In path order. An added or removed directory is listed, and so is each of its
-// descendants.
-std::vector<Change> diff(const Tree& old_tree, const Tree& new_tree);
+// descendants. `visited`, when given, counts the entries the walk looked at (for tests of
+// the subtree skipping).
+std::vector<Change> diff(const Tree& old_tree, const Tree& new_tree, size_t* visited = nullptr);
 
 }  // namespace livefs::store

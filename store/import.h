@@ -17,9 +17,6 @@ struct ImportOptions {
   bool store_objects = true;
   bool link = false;      // PutOptions::link for every file
   bool progress = false;  // a progress line on stderr when it is a terminal
-  // A manifest of an earlier import of a tree on the same file system: files whose
-  // (dev, ino, size, mtime, ctime) match are not reread. Optional.
-  const Tree* previous = nullptr;
 };
 
 struct ImportStats {
@@ -36,9 +33,11 @@ struct ImportResult {
   ImportStats stats;
 };
 
-// Imports the tree under `dir` (not following symlinks, not crossing into other mounts is
-// NOT done: the tree is taken as the kernel presents it). `store` may be null when
-// options.store_objects is false. An unreadable file is an error naming the path.
+// Imports the tree under `dir` as the kernel presents it (symlinks are recorded, never
+// followed; mounts below `dir` are walked like any directory). `store` may be null when
+// options.store_objects is false. An unreadable file is an error naming the path. Objects
+// are published in batches (one syncfs per batch), and nothing is published for an import
+// that fails.
 Result<ImportResult> import_directory(const std::filesystem::path& dir, ObjectStore* store,
                                       const ImportOptions& options = {});
 

@@ -85,6 +85,40 @@ class ObjectStore {
   Status remove_tree_root(const ObjectId& tree_id);
   Result<std::vector<ObjectId>> tree_roots() const;
 
+  // Many puts with one flush: objects put through a Batch are written to tmp/ without an
+  // fsync each, and commit() makes them all durable with one syncfs before renaming them
+  // into objects/ — so nothing partial is ever published. A Batch destroyed or aborted
+  // before commit() removes its temporary files; none of its objects appear.
+  class Batch {
+   public:
+    explicit Batch(ObjectStore& store);
+    ~Batch();
+    Batch(const Batch&) = delete;
+    Batch& operator=(const Batch&) = delete;
+
+    Result<ObjectId> put_bytes(std::string_view data);
+    // `what` names the source in errors.
+    Result<ObjectId> put_fd(int fd, const ObjectId* known_id, const std::string& what);
+    Result<ObjectId> put_at(int dirfd, const char* name, PutOptions options = {},
+                            const ObjectId* known_id = nullptr);
+    Status commit();
+    void abort();
+    size_t pending() const { return pending_.size(); }
+
+   private:
+    struct Pending {
+      ObjectId id;
+      std::string tmp;  // relative to the store root
+    };
+    Result<std::string> create_tmp(UniqueFd& fd);
+    Status finish_tmp(UniqueFd fd, const std::string& tmp, const ObjectId& id);
+
+    ObjectStore* store_;
+    std::vector<Pending> pending_;
+    IdSet pending_ids_;
+    std::vector<ObjectId> linked_;  // published by hard link; only need the final sync
+  };
+
   Result<StoreStats> stats() const;
   // Rehashes every object; reports each mismatch and each object that is not 0444 (objects
   // imported with --link are exempt from the mode check; they keep their source's mode).
@@ -94,6 +128,8 @@ class ObjectStore {
 
  private:
   ObjectStore() = default;
+  Status ensure_fanout(const ObjectId& id);
+
   std::filesystem::path root_;
   UniqueFd root_fd_;
   Sys* sys_ = nullptr;

@@ -1,0 +1,203 @@
+// Tree manifests: building, the binary round trip, lookups, path order, corrupt input.
+#include "store/tree.h"
+
+#include <gtest/gtest.h>
+
+#include "store/object_store.h"
+#include "support/temp_dir.h"
+
+namespace livefs::store {
+namespace {
+
+using livefs::testing::TempDir;
+
+Entry file(std::string path, std::string content, uint32_t mode = 0644) {
+  Entry e;
+  e.path = std::move(path);
+  e.type = EntryType::file;
+  e.mode = mode;
+  e.size = content.size();
+  e.object = ObjectId::of(content);
+  return e;
+}
+
+Entry dir(std::string path, uint32_t mode = 0755) {
+  Entry e;
+  e.path = std::move(path);
+  e.type = EntryType::dir;
+  e.mode = mode;
+  return e;
+}
+
+TEST(PathOrder, DirectoryIsFollowedByItsSubtree) {
+  EXPECT_TRUE(path_less("", "a"));
+  EXPECT_TRUE(path_less("a", "a/b"));
+  EXPECT_TRUE(path_less("a/b", "a.b"));
+  EXPECT_TRUE(path_less("a/z", "a-b/c"));
+  EXPECT_TRUE(path_less("a-b", "a.b"));
+  EXPECT_FALSE(path_less("a", "a"));
+  EXPECT_EQ(path_compare("x/y", "x/y"), 0);
+}
+
+TEST(Tree, EveryFieldSurvivesTheRoundTrip) {
+  Entry f = file("usr/bin/tool", "binary", 04755);
+  f.uid = 12;
+  f.gid = 34;
+  f.mtime_sec = 1700000000;
+  f.mtime_nsec = 123;
+  f.xattrs = {{"user.b", "2"}, {"security.capability", std::string("\0\1\2", 3)}};
+  Entry link;
+  link.path = "usr/bin/alias";
+  link.type = EntryType::symlink;
+  link.mode = 0777;
+  link.target = "tool";
+  Entry dev;
+  dev.path = "dev/null";
+  dev.type = EntryType::chardev;
+  dev.mode = 0666;
+  dev.rdev = 0x103;
+  Entry wo;
+  wo.path = "usr/gone";
+  wo.type = EntryType::whiteout;
+  Entry odir = dir("usr/opaque");
+  odir.opaque = true;
+  auto tree = Tree::build({f, link, dev, wo, odir, file("usr/lib/a\nb", "x")});
+  ASSERT_TRUE(tree) << tree.error().message();
+  auto reparsed = Tree::parse(std::make_shared<const std::string>(tree->bytes()));
+  ASSERT_TRUE(reparsed) << reparsed.error().message();
+  EXPECT_EQ(reparsed->id(), tree->id());
+
+  auto t = reparsed->find("usr/bin/tool");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->type(), EntryType::file);
+  EXPECT_EQ(t->mode(), 04755u);
+  EXPECT_EQ(t->uid(), 12u);
+  EXPECT_EQ(t->gid(), 34u);
+  EXPECT_EQ(t->size(), 6u);
+  EXPECT_EQ(t->mtime_sec(), 1700000000);
+  EXPECT_EQ(t->mtime_nsec(), 123u);
+  EXPECT_EQ(t->object(), ObjectId::of(std::string_view("binary")));
+  EXPECT_EQ(t->name(), "tool");
+  ASSERT_EQ(t->xattrs().size(), 2u);
+  EXPECT_EQ(t->xattrs()[0].name, "security.capability");  // sorted by name
+  EXPECT_EQ(*t->xattr("security.capability"), std::string("\0\1\2", 3));
+  EXPECT_FALSE(t->xattr("user.none"));
+  EXPECT_EQ(reparsed->find("usr/bin/alias")->target(), "tool");
+  EXPECT_EQ(reparsed->find("usr/bin/alias")->size(), 4u);
+  EXPECT_EQ(reparsed->find("dev/null")->rdev(), 0x103u);
+  EXPECT_EQ(reparsed->find("usr/gone")->type(), EntryType::whiteout);
+  EXPECT_TRUE(reparsed->find("usr/opaque")->opaque());
+  EXPECT_TRUE(reparsed->find("usr/lib/a\nb"));
+  // Parents were added.
+  auto usr = reparsed->find("usr");
+  ASSERT_TRUE(usr);
+  EXPECT_EQ(usr->type(), EntryType::dir);
+  EXPECT_EQ(reparsed->entry(*t->parent()).path(), "usr/bin");
+  EXPECT_FALSE(reparsed->find("usr/bin/nope"));
+}
+
+TEST(Tree, ChildrenAndSubtrees) {
+  auto tree = Tree::build({file("a/x", "1"), file("a/y/z", "2"), file("a.b", "3"), dir("c")});
+  ASSERT_TRUE(tree);
+  auto a = tree->find("a");
+  ASSERT_TRUE(a);
+  auto kids = tree->children(a->index());
+  ASSERT_EQ(kids.size(), 2u);
+  EXPECT_EQ(kids[0].name(), "x");
+  EXPECT_EQ(kids[1].name(), "y");
+  EXPECT_EQ(a->subtree_end() - a->index(), 4u);  // a, a/x, a/y, a/y/z
+  auto root_kids = tree->children(0);
+  ASSERT_EQ(root_kids.size(), 3u);
+  EXPECT_EQ(root_kids[1].name(), "a.b");
+  EXPECT_TRUE(tree->child(a->index(), "y"));
+  EXPECT_FALSE(tree->child(a->index(), "z"));
+  EXPECT_EQ(a->nlink(), 3u);  // 2 + one subdirectory
+}
+
+TEST(Tree, HardLinkGroupsCountLinks) {
+  Entry a = file("a", "same"), b = file("b", "same"), c = file("c", "other");
+  a.link_group = b.link_group = 7;
+  auto tree = Tree::build({a, b, c});
+  ASSERT_TRUE(tree);
+  EXPECT_EQ(tree->find("a")->nlink(), 2u);
+  EXPECT_EQ(tree->find("c")->nlink(), 1u);
+}
+
+TEST(Tree, RejectsMalformedAndDuplicatePaths) {
+  for (const char* bad : {"/abs", "trailing/", "a//b", "a/./b", "a/../b"}) {
+    auto tree = Tree::build({file(bad, "x")});
+    ASSERT_FALSE(tree) << bad;
+    EXPECT_EQ(tree.error().code, EINVAL);
+  }
+  auto dup = Tree::build({file("a", "x"), file("a", "y")});
+  ASSERT_FALSE(dup);
+  EXPECT_NE(dup.error().message().find("duplicate path 'a'"), std::string::npos);
+  auto below = Tree::build({file("a", "x"), file("a/b", "y")});
+  ASSERT_FALSE(below);
+}
+
+TEST(Tree, DigestsCoverSubtrees) {
+  auto one = Tree::build({file("a/b/c", "1"), file("d", "2")});
+  auto two = Tree::build({file("a/b/c", "changed"), file("d", "2")});
+  ASSERT_TRUE(one && two);
+  EXPECT_NE(one->find("a")->digest(), two->find("a")->digest());
+  EXPECT_EQ(one->find("d")->digest(), two->find("d")->digest());
+  // A directory's own mtime does not matter.
+  Entry d1 = dir("x"), d2 = dir("x");
+  d2.mtime_sec = 99;
+  EXPECT_EQ(Tree::build({d1})->find("x")->digest(), Tree::build({d2})->find("x")->digest());
+}
+
+std::string corrupted(std::string bytes, size_t at) {
+  bytes[at] = static_cast<char>(bytes[at] ^ 0x40);
+  return bytes;
+}
+
+TEST(Tree, CorruptManifestsAreClearErrors) {
+  auto tree = Tree::build({file("a", "1"), file("b/c", "2")});
+  ASSERT_TRUE(tree);
+  std::string good(tree->bytes());
+  struct Case {
+    std::string bytes;
+    std::string expect;
+  } cases[] = {
+      {corrupted(good, good.size() - 1), "checksum mismatch"},
+      {corrupted(good, 100), "checksum mismatch"},
+      {good.substr(0, good.size() - 10), "truncated"},
+      {good.substr(0, 20), "truncated"},
+      {corrupted(good, 0), "bad magic"},
+      {corrupted(good, 8), "unsupported version"},
+      {good + "x", "trailing bytes"},
+  };
+  for (const Case& c : cases) {
+    auto parsed = Tree::parse(std::make_shared<const std::string>(c.bytes));
+    ASSERT_FALSE(parsed) << c.expect;
+    EXPECT_EQ(parsed.error().code, EBADMSG);
+    EXPECT_NE(parsed.error().message().find(c.expect), std::string::npos)
+        << parsed.error().message();
+  }
+}
+
+TEST(Tree, SavedInTheStoreAndInAFile) {
+  TempDir tmp;
+  auto store = ObjectStore::open(tmp / "store");
+  ASSERT_TRUE(store);
+  auto tree = Tree::build({file("a", "1")});
+  ASSERT_TRUE(tree);
+  auto id = tree->save(*store);
+  ASSERT_TRUE(id);
+  EXPECT_EQ(*id, tree->id());
+  auto loaded = Tree::load(*store, *id);
+  ASSERT_TRUE(loaded) << loaded.error().message();
+  EXPECT_TRUE(loaded->find("a"));
+  ASSERT_TRUE(tree->write_file(tmp / "manifest"));
+  auto from_file = Tree::load(tmp / "manifest");
+  ASSERT_TRUE(from_file);
+  EXPECT_EQ(from_file->id(), tree->id());
+  auto missing = Tree::load(tmp / "nope");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, ENOENT);
+}
+
+}  // namespace
+}  // namespace livefs::store
