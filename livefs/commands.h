@@ -14,4 +14,7 @@ inline constexpr int kExitUsage = 2;
 // Each register_* adds its subcommands; a subcommand's callback stores its exit status in
 // `status`. (Groups are added here as they are written.)
 
+// store import|verify|stats|gc, diff OLD NEW (cli_store.cpp).
+void register_store_commands(CLI::App& app, int& status);
+
 }  // namespace livefs::cli

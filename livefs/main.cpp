@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "Log debug messages");
   int status = livefs::cli::kExitOk;
+  livefs::cli::register_store_commands(app, status);
   app.parse_complete_callback([&] {
     if (verbose) livefs::set_log_level(spdlog::level::debug);
   });
