@@ -1,0 +1,27 @@
+// The livefs daemon: validates and locks the state directory, imports the staged tree,
+// replays the journal, mounts the merged view, then answers the control socket (apply,
+// rollback, reset, status, diff, umount) until it is told to stop or gets SIGTERM/SIGINT.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+
+namespace livefs::cli {
+
+struct MountArgs {
+  std::filesystem::path booted;
+  std::filesystem::path staged;
+  std::filesystem::path state;
+  std::optional<std::filesystem::path> store;  // default STATEDIR/store
+  std::filesystem::path mountpoint;
+  bool allow_other = false;
+  bool foreground = false;
+  bool debug = false;
+};
+
+// Runs `livefs mount`: returns the process exit status. Without `foreground`, the calling
+// process returns (0) once the daemon, a detached child, has the mount ready, or (1) with
+// the child's error on stderr.
+int run_mount(const MountArgs& args);
+
+}  // namespace livefs::cli

@@ -1,0 +1,263 @@
+// Pending changes and the next layer built from a selection of them.
+#include "overlay/selection.h"
+
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+namespace livefs::overlay {
+
+namespace {
+
+using store::Change;
+using store::ChangeKind;
+using store::Entry;
+using store::EntryType;
+
+// "a/b/c" → "", "a", "a/b" (the root first).
+std::vector<std::string_view> ancestors(std::string_view path) {
+  std::vector<std::string_view> out;
+  if (path.empty()) return out;
+  out.push_back("");
+  for (size_t pos = path.find('/'); pos != std::string_view::npos; pos = path.find('/', pos + 1)) {
+    out.push_back(path.substr(0, pos));
+  }
+  return out;
+}
+
+std::string normalize_pattern(std::string_view p) {
+  while (!p.empty() && p.front() == '/') p.remove_prefix(1);
+  while (!p.empty() && p.back() == '/') p.remove_suffix(1);
+  return std::string(p);
+}
+
+// A pattern selects a path when it matches the path or one of its ancestors (a directory
+// selects its subtree). The root is selected only by an empty pattern ("/").
+bool pattern_selects(const std::string& pattern, std::string_view path) {
+  std::string p(path);
+  if (pattern.empty()) return true;
+  if (fnmatch(pattern.c_str(), p.c_str(), FNM_PATHNAME | FNM_PERIOD) == 0) return true;
+  for (auto a : ancestors(path)) {
+    if (a.empty()) continue;
+    if (fnmatch(pattern.c_str(), std::string(a).c_str(), FNM_PATHNAME | FNM_PERIOD) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string join_paths(const std::vector<std::string>& paths, size_t max = 20) {
+  std::string out;
+  for (size_t i = 0; i < paths.size() && i < max; ++i) {
+    if (i != 0) out += ", ";
+    out += paths[i].empty() ? "/" : paths[i];
+  }
+  if (paths.size() > max) out += ", ... (" + std::to_string(paths.size() - max) + " more)";
+  return out;
+}
+
+}  // namespace
+
+bool same_content(const Entry& a, const Entry& b) {
+  if (a.type != b.type || a.mode != b.mode || a.uid != b.uid || a.gid != b.gid ||
+      a.xattrs != b.xattrs) {
+    return false;
+  }
+  switch (a.type) {
+    case EntryType::file:
+      return a.object == b.object;
+    case EntryType::symlink:
+      return a.target == b.target;
+    case EntryType::chardev:
+    case EntryType::blockdev:
+      return a.rdev == b.rdev;
+    default:
+      return true;
+  }
+}
+
+std::optional<Entry> resolve_merged(const store::Tree& booted, const store::Tree& layer,
+                                    std::string_view path) {
+  bool booted_visible = !layer.root().opaque();
+  for (auto a : ancestors(path)) {
+    if (a.empty()) continue;  // the root is a directory in both trees
+    if (auto l = layer.find(a)) {
+      if (l->type() != EntryType::dir) return std::nullopt;  // whiteout or non-directory
+      if (l->opaque()) booted_visible = false;
+      continue;
+    }
+    if (!booted_visible) return std::nullopt;
+    auto b = booted.find(a);
+    if (!b || b->type() != EntryType::dir) return std::nullopt;
+  }
+  if (auto l = layer.find(path)) {
+    if (l->type() == EntryType::whiteout) return std::nullopt;
+    return l->to_entry();
+  }
+  if (!booted_visible) return std::nullopt;
+  if (auto b = booted.find(path)) return b->to_entry();
+  return std::nullopt;
+}
+
+std::vector<Change> pending_changes(const SelectionInput& in) {
+  std::vector<Change> out;
+  for (auto& c : store::diff(in.booted, in.staged)) {
+    std::optional<Entry> staged;
+    if (c.new_index) staged = in.staged.entry(*c.new_index).to_entry();
+    auto live = resolve_merged(in.booted, in.layer, c.path);
+    bool done = staged.has_value() == live.has_value() && (!staged || same_content(*staged, *live));
+    if (!done) out.push_back(std::move(c));
+  }
+  return out;
+}
+
+bool is_kernel_path(std::string_view path) {
+  static const char* const kPatterns[] = {
+      "lib/modules/*/vmlinuz*",
+      "usr/lib/modules/*/vmlinuz*",
+      "lib/modules/*/initramfs*",
+      "usr/lib/modules/*/initramfs*",
+      "boot/vmlinuz*",
+      "boot/initrd*",
+      "boot/initramfs*",
+  };
+  std::string p(path);
+  for (const char* pattern : kPatterns) {
+    if (fnmatch(pattern, p.c_str(), FNM_PATHNAME) == 0) return true;
+  }
+  std::string_view name =
+      path.substr(path.rfind('/') == std::string_view::npos ? 0 : path.rfind('/') + 1);
+  return name.starts_with("initramfs");
+}
+
+Result<Selection> select_changes(const SelectionInput& in, const std::vector<std::string>& patterns,
+                                 const SelectOptions& options) {
+  std::vector<Change> pending = pending_changes(in);
+  std::unordered_map<std::string_view, size_t> by_path;
+  for (size_t i = 0; i < pending.size(); ++i) by_path.emplace(pending[i].path, i);
+
+  Selection result;
+  std::set<size_t> chosen;
+  if (!options.all && patterns.empty()) {
+    return fail(EINVAL, "nothing selected: name paths or globs, or --all");
+  }
+  if (options.all) {
+    for (size_t i = 0; i < pending.size(); ++i) {
+      if (is_kernel_path(pending[i].path)) {
+        result.skipped_kernel.push_back(pending[i].path);
+      } else {
+        chosen.insert(i);
+      }
+    }
+  }
+  for (const auto& raw : patterns) {
+    std::string pattern = normalize_pattern(raw);
+    bool matched = false;
+    for (size_t i = 0; i < pending.size(); ++i) {
+      if (pattern_selects(pattern, pending[i].path)) {
+        chosen.insert(i);
+        matched = true;
+      }
+    }
+    if (!matched) return fail(EINVAL, "selection matches no pending change: " + raw);
+  }
+  if (chosen.empty()) return fail(EINVAL, "selection matches no pending change");
+
+  // A change below a directory that is itself new (or replaced a non-directory) cannot
+  // go live without that directory: it joins the selection.
+  for (size_t i : std::vector<size_t>(chosen.begin(), chosen.end())) {
+    for (auto a : ancestors(pending[i].path)) {
+      auto it = by_path.find(a);
+      if (it != by_path.end() && (pending[it->second].kind == ChangeKind::added ||
+                                  pending[it->second].kind == ChangeKind::type_changed)) {
+        chosen.insert(it->second);
+      }
+    }
+  }
+
+  std::vector<std::string> kernel, replaced;
+  for (size_t i : chosen) {
+    if (is_kernel_path(pending[i].path)) kernel.push_back(pending[i].path);
+    if (pending[i].kind != ChangeKind::added) replaced.push_back(pending[i].path);
+  }
+  if (!kernel.empty()) {
+    return fail(EPERM, "kernel update: needs a reboot: " + join_paths(kernel));
+  }
+  if (!replaced.empty() && !options.allow_replace) {
+    return fail(
+        EPERM, "replacing or removing booted files needs --allow-replace: " + join_paths(replaced));
+  }
+
+  // The next layer, keyed by path: the live layer's entries, then the selection on top.
+  std::map<std::string, Entry, decltype([](const std::string& a, const std::string& b) {
+             return store::path_less(a, b);
+           })>
+      next;
+  for (size_t i = 0; i < in.layer.size(); ++i) {
+    auto e = in.layer.entry(i).to_entry();
+    next.emplace(e.path, std::move(e));
+  }
+  if (!next.contains("")) next.emplace("", in.booted.root().to_entry());
+
+  for (size_t i : chosen) {
+    const Change& c = pending[i];
+    Entry e;
+    if (c.kind == ChangeKind::removed) {
+      e.path = c.path;
+      e.type = EntryType::whiteout;
+      e.mode = 0;
+    } else {
+      e = in.staged.entry(*c.new_index).to_entry();
+      if (e.type == EntryType::dir) {
+        // A directory where the booted tree has a non-directory must hide it entirely.
+        auto b = in.booted.find(c.path);
+        e.opaque = b && b->type() != EntryType::dir;
+      }
+    }
+    next.insert_or_assign(c.path, std::move(e));
+    // Ancestors that the layer does not have yet are carried with their booted metadata,
+    // non-opaque, so they merge with the booted directory.
+    for (auto a : ancestors(c.path)) {
+      if (next.contains(std::string(a))) continue;
+      Entry d;
+      if (auto b = in.booted.find(a); b && b->type() == EntryType::dir) {
+        d = b->to_entry();
+      } else if (auto s = in.staged.find(a); s && s->type() == EntryType::dir) {
+        d = s->to_entry();
+      } else {
+        return fail(EINVAL,
+                    "select: no directory for ancestor " + std::string(a) + " of " + c.path);
+      }
+      d.opaque = false;
+      next.emplace(d.path, std::move(d));
+    }
+    result.applied.push_back(c);
+  }
+
+  // Entries below a whiteout or a non-directory of the layer are hidden by it: drop them
+  // (a removed directory's descendants, the old children of a directory replaced by a file).
+  std::vector<Entry> entries;
+  entries.reserve(next.size());
+  for (auto& [path, e] : next) {
+    bool hidden = false;
+    for (auto a : ancestors(path)) {
+      auto it = next.find(std::string(a));
+      if (it != next.end() && it->second.type != EntryType::dir) {
+        hidden = true;
+        break;
+      }
+    }
+    if (!hidden) entries.push_back(std::move(e));
+  }
+  auto tree = store::Tree::build(std::move(entries));
+  if (!tree) return std::unexpected(with_context(tree.error(), "build layer"));
+  result.layer = std::move(*tree);
+  std::sort(result.applied.begin(), result.applied.end(),
+            [](const Change& a, const Change& b) { return store::path_less(a.path, b.path); });
+  return result;
+}
+
+}  // namespace livefs::overlay
