@@ -22,9 +22,13 @@ namespace livefs::inotify {
 // What happened to one path. Paths are relative to the watched root, "" being the root.
 //
 // Contract for the consumer (the hotfix loop):
-//  - Created/Modified/Removed are hints; the consumer re-stats the path to learn its state.
+//  - Created/Modified/Removed are hints; the consumer re-stats the path to learn its state
+//    (a path may be reported more than once, or under a name it held only briefly; an
+//    extra path costs a re-stat, a missing one would be a bug). ChangeSet (debouncer.h)
+//    states the full rule, which a randomized test checks.
 //  - A Removed directory means its whole subtree is gone (descendant directories the
-//    watcher knew of are reported too, files inside it may not be).
+//    watcher knew of are reported too, files inside it may not be: a directory moved out
+//    of the tree reports only itself and its watched subdirectories).
 //  - A Created directory (mkdir, or moved in from outside the tree or from elsewhere in it)
 //    is scanned after its watch is added, and every entry found inside is reported as
 //    Created as well, so a directory made and filled before its watch existed is complete.
