@@ -367,7 +367,8 @@ void RecursiveWatcher::resolve_unpaired_moves(std::vector<Event>& out) {
 Result<std::vector<Event>> RecursiveWatcher::read_events() {
   std::vector<Event> out;
   // Big enough for many events per read(2); sized in events of the longest name.
-  std::vector<char> buf(64 * (sizeof(inotify_event) + NAME_MAX + 1));
+  if (buf_.empty()) buf_.resize(64 * (sizeof(inotify_event) + NAME_MAX + 1));
+  std::vector<char>& buf = buf_;
   bool overflowed = false;
   bool waited_for_pair = false;
   for (;;) {

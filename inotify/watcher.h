@@ -149,6 +149,7 @@ class RecursiveWatcher {
   dev_t root_dev_ = 0;                      // identity of the watched root, for check_root()
   ino_t root_ino_ = 0;
   bool root_gone_ = false;
+  std::vector<char> buf_;  // read(2) buffer, kept between calls
 };
 
 // The value of /proc/sys/fs/inotify/max_user_watches, or -1 when it cannot be read.
