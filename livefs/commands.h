@@ -17,4 +17,7 @@ inline constexpr int kExitUsage = 2;
 // store import|verify|stats|gc, diff OLD NEW (cli_store.cpp).
 void register_store_commands(CLI::App& app, int& status);
 
+// mount, diff --state, apply, rollback, reset, status, umount (cli_live.cpp).
+void register_live_commands(CLI::App& app, int& status);
+
 }  // namespace livefs::cli

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   app.add_flag("-v,--verbose", verbose, "Log debug messages");
   int status = livefs::cli::kExitOk;
   livefs::cli::register_store_commands(app, status);
+  livefs::cli::register_live_commands(app, status);
   app.parse_complete_callback([&] {
     if (verbose) livefs::set_log_level(spdlog::level::debug);
   });

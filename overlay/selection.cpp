@@ -95,6 +95,11 @@ std::optional<Entry> resolve_merged(const store::Tree& booted, const store::Tree
   }
   if (auto l = layer.find(path)) {
     if (l->type() == EntryType::whiteout) return std::nullopt;
+    // As overlay/view.h serves it: a non-opaque layer directory over a booted directory
+    // shows the booted directory's attributes.
+    if (l->type() == EntryType::dir && !l->opaque() && booted_visible) {
+      if (auto b = booted.find(path); b && b->type() == EntryType::dir) return b->to_entry();
+    }
     return l->to_entry();
   }
   if (!booted_visible) return std::nullopt;
@@ -105,6 +110,12 @@ std::optional<Entry> resolve_merged(const store::Tree& booted, const store::Tree
 std::vector<Change> pending_changes(const SelectionInput& in) {
   std::vector<Change> out;
   for (auto& c : store::diff(in.booted, in.staged)) {
+    // The view serves a booted directory's own attributes (overlay/view.h): a metadata
+    // change of a directory that stays a directory cannot go live, so it is not pending.
+    if (c.kind == ChangeKind::metadata && c.old_index && c.new_index &&
+        in.booted.entry(*c.old_index).type() == EntryType::dir) {
+      continue;
+    }
     std::optional<Entry> staged;
     if (c.new_index) staged = in.staged.entry(*c.new_index).to_entry();
     auto live = resolve_merged(in.booted, in.layer, c.path);

@@ -1,0 +1,126 @@
+// End-to-end test support: a booted and a staged tree in a temp dir, the real `livefs`
+// binary run against them, and cleanup of mounts and daemons even when a test fails.
+#pragma once
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+#include "support/temp_dir.h"
+
+namespace livefs::e2e {
+
+namespace fs = std::filesystem;
+
+struct Ran {
+  int status = -1;
+  std::string out;  // stdout and stderr together
+};
+
+inline std::string quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      q += "'\\''";
+    } else {
+      q += c;
+    }
+  }
+  return q + "'";
+}
+
+// Runs `livefs ARGS` (ARGS already quoted as needed).
+inline Ran livefs(const std::string& args) {
+  Ran r;
+  r.status = livefs::testing::run(std::string(LIVEFS_BINARY) + " " + args + " 2>&1", &r.out);
+  return r;
+}
+
+inline bool present(const fs::path& p) {
+  struct stat st {};
+  return ::lstat(p.c_str(), &st) == 0;
+}
+
+inline bool has_mount(const fs::path& mountpoint) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  std::string needle = " " + mountpoint.string() + " ";
+  while (std::getline(in, line)) {
+    if (line.find(needle) != std::string::npos && line.find("livefs") != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
+inline pid_t daemon_pid(const fs::path& state) {
+  std::ifstream in(state / "daemon.pid");
+  pid_t pid = 0;
+  in >> pid;
+  return pid;
+}
+
+// Guards against a recycled pid: only a livefs process is killed.
+inline bool is_livefs_process(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string argv0;
+  std::getline(in, argv0, '\0');
+  return argv0.ends_with("livefs");
+}
+
+// One test's world: booted/, staged/, state/, mnt/ under a temp dir.
+class LiveWorld {
+ public:
+  // Declared first: the paths below are made from it.
+  livefs::testing::TempDir dir{"livefs-e2e"};
+  fs::path booted, staged, state, mnt;
+
+  LiveWorld()
+      : booted(dir / "booted"), staged(dir / "staged"), state(dir / "state"), mnt(dir / "mnt") {
+    fs::create_directories(booted);
+    fs::create_directories(staged);
+    fs::create_directories(mnt);
+  }
+  ~LiveWorld() { cleanup(); }
+  LiveWorld(const LiveWorld&) = delete;
+  LiveWorld& operator=(const LiveWorld&) = delete;
+
+  std::string state_arg() const { return "--state " + quote(state.string()); }
+
+  Ran mount(const fs::path& mountpoint) {
+    mounted_at = mountpoint;
+    return livefs("mount --booted " + quote(booted.string()) + " --staged " +
+                  quote(staged.string()) + " " + state_arg() + " " + quote(mountpoint.string()));
+  }
+  Ran mount() { return mount(mnt); }
+  Ran cmd(const std::string& command, const std::string& args = "") {
+    return livefs(command + " " + state_arg() + " " + args);
+  }
+  nlohmann::json status_json() {
+    Ran r = cmd("status", "--json");
+    if (r.status != 0) return nlohmann::json();
+    return nlohmann::json::parse(r.out, nullptr, false);
+  }
+
+  // Always: ask the daemon to go, then force whatever is left.
+  void cleanup() {
+    if (mounted_at.empty()) return;
+    if (daemon_pid(state) > 0) cmd("umount");
+    pid_t pid = daemon_pid(state);
+    if (pid > 0 && is_livefs_process(pid)) ::kill(pid, SIGKILL);
+    for (int i = 0; i < 10 && has_mount(mounted_at); ++i) {
+      livefs::testing::run("umount -l " + quote(mounted_at.string()) + " 2>/dev/null");
+    }
+  }
+
+  fs::path mounted_at;
+};
+
+}  // namespace livefs::e2e
