@@ -430,8 +430,24 @@ Result<SwitchStats> Filesystem::switch_to(std::shared_ptr<const View> next) {
   std::vector<store::Change> changes = store::diff(old->layer(), next->layer());
   stats.changed_paths = changes.size();
   std::set<fuse_ino_t> listings;
+  // A directory that stays a merged (non-opaque) directory keeps its dentry and its cached
+  // children: only its listing is invalidated, and changes below it carry their own entries.
+  auto stays_merged_dir = [&](const std::string& path) {
+    auto opaque_in = [&](const View& v) {
+      auto e = v.layer().find(path);
+      return e && e->opaque();
+    };
+    if (opaque_in(*old) || opaque_in(*next)) return false;
+    auto before = old->resolve(path);
+    auto after = next->resolve(path);
+    return before && after && before->is_dir() && after->is_dir();
+  };
   for (const store::Change& c : changes) {
     std::string parent = parent_of(c.path);
+    if (stays_merged_dir(c.path)) {
+      if (fuse_ino_t self = nodes_.dir_at(c.path)) listings.insert(self);
+      continue;
+    }
     if (fuse_ino_t dir = nodes_.dir_at(parent)) {
       std::string name = c.path.substr(parent.empty() ? 0 : parent.size() + 1);
       if (session_ != nullptr && mounted_) {

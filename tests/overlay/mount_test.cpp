@@ -187,6 +187,27 @@ TEST_F(MountTest, LayersAddReplaceRemoveAndSwitchBack) {
   EXPECT_FALSE(fs::exists(mnt_ / "new"));
 }
 
+TEST_F(MountTest, OpaqueDirectoryHidesCachedBootedChildren) {
+  start(empty_layer(), mnt_);
+  ASSERT_EQ(read_file(mnt_ / "lib/gone/x"), "x\n");  // cached by the kernel now
+  store::Entry opaque;
+  opaque.path = "lib/gone";
+  opaque.type = store::EntryType::dir;
+  opaque.mode = 0755;
+  opaque.opaque = true;
+  switch_to({opaque, layer_file("lib/gone/z", "z\n")}, 1);
+  EXPECT_FALSE(fs::exists(mnt_ / "lib/gone/x"));
+  EXPECT_EQ(read_file(mnt_ / "lib/gone/z"), "z\n");
+  // A file added under a merged directory leaves its cached siblings alone and visible.
+  ASSERT_EQ(read_file(mnt_ / "bin/keep"), "keep\n");
+  switch_to({opaque, layer_file("lib/gone/z", "z\n"), layer_file("bin/added", "a\n")}, 2);
+  EXPECT_EQ(read_file(mnt_ / "bin/added"), "a\n");
+  EXPECT_EQ(read_file(mnt_ / "bin/keep"), "keep\n");
+  std::set<std::string> names;
+  for (auto& e : fs::directory_iterator(mnt_ / "bin")) names.insert(e.path().filename());
+  EXPECT_TRUE(names.contains("added"));
+}
+
 TEST_F(MountTest, OverMountsTheBootedDirectory) {
   start(empty_layer(), booted_);
   switch_to({layer_file("bin/tool", "new tool\n", 0755)}, 1);
