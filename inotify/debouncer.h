@@ -14,8 +14,15 @@
 
 namespace livefs::inotify {
 
-// The settled result of a burst. `paths` are relative to the watched root and hold every
-// path created, modified or removed (directories included); the consumer re-stats each one.
+// The settled result of a burst. `paths` are relative to the watched root ("" is the root
+// itself) and hold every path created, modified or removed (directories included), in no
+// particular order. What happened to each is not kept (a name may have been removed and
+// made again): the consumer re-stats each path, as the tree is when it looks, and
+//  - a path that is gone, or no longer a directory, takes whatever was below it along;
+//  - a path that is a directory now is re-listed: it may have replaced a directory of the
+//    same name, so children the consumer knew there may be gone (new children are
+//    reported themselves, as the watcher lists every new directory).
+// That rule is checked by tests/inotify/random_ops_test.cpp against random operations.
 struct ChangeSet {
   std::set<std::string> paths;
   // The kernel queue overflowed: `paths` lists the whole tree as rescanned, but what was

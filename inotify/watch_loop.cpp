@@ -44,10 +44,14 @@ void WatchLoop::stop() {
   uint64_t one = 1;
   // Cannot fail short of a closed fd: the counter would need 2^64-1 stops to saturate.
   (void)::write(stop_fd_.get(), &one, sizeof one);
-  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+  // From a callback: only signal (joining itself would deadlock). Compared through an
+  // atomic the thread set itself: thread_ belongs to the owner's thread.
+  if (loop_thread_.load() == std::this_thread::get_id()) return;
+  if (thread_.joinable()) thread_.join();
 }
 
 void WatchLoop::run(const ChangeCallback& on_change, const ErrorCallback& on_error) {
+  loop_thread_.store(std::this_thread::get_id());
   auto log = logger("inotify");
   Debouncer debouncer(options_);
   const std::string root = root_.string();

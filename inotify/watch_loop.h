@@ -2,6 +2,7 @@
 // settled ChangeSet to a callback. This is what the daemon's hotfix loop holds.
 #pragma once
 
+#include <atomic>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -18,7 +19,8 @@ namespace livefs::inotify {
 // else touches them afterwards. It waits in poll(2) on the inotify fd and an eventfd (the
 // stop signal), with the debouncer's time-until-due as the timeout. Both callbacks run on
 // that thread, one call at a time, and may block (events queue in the kernel meanwhile; a
-// long block can overflow the queue, which is then recovered by a rescan). stop() may be
+// long block can overflow the queue, which is then recovered by a rescan) but must not
+// throw (it would end the process) nor destroy the WatchLoop. stop() may be
 // called from any thread, including from a callback (then it only signals; the thread
 // ends after the callback returns and the destructor joins it).
 //
@@ -55,8 +57,9 @@ class WatchLoop {
   RecursiveWatcher watcher_;  // owned by the thread once started
   UniqueFd stop_fd_;          // eventfd: written by stop(), polled by the thread
   DebounceOptions options_;
-  std::thread thread_;
-  bool started_ = false;  // touched only by the owner's thread (start/stop/destructor)
+  std::thread thread_;                          // owner's thread only (start/stop/~)
+  std::atomic<std::thread::id> loop_thread_{};  // set by the loop thread when it runs
+  bool started_ = false;                        // owner's thread only
 };
 
 }  // namespace livefs::inotify

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 #include <fstream>
 #include <utility>
@@ -18,12 +19,13 @@
 namespace livefs::inotify {
 namespace {
 
-// Every directory gets the same watch. IN_ONLYDIR|IN_DONT_FOLLOW: a name that was replaced
-// by a file or a symlink between the event and the watch is refused, not followed.
+// Every directory gets the same watch. IN_ONLYDIR: refuse a name that is no directory.
+// Symlinks are not followed: the directory is opened O_PATH|O_NOFOLLOW first and watched
+// through /proc/self/fd (IN_DONT_FOLLOW would watch that magic link itself).
 // IN_EXCL_UNLINK: no events for files unlinked while still open (build tools do this).
 constexpr uint32_t kDirMask = IN_CREATE | IN_DELETE | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO |
                               IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR |
-                              IN_DONT_FOLLOW | IN_EXCL_UNLINK;
+                              IN_EXCL_UNLINK;
 
 // How long an IN_MOVED_FROM at the end of the queue waits for its IN_MOVED_TO. The kernel
 // queues both from the same rename(2) call, so the gap is only another thread's timing;
@@ -95,32 +97,44 @@ Result<RecursiveWatcher> RecursiveWatcher::open(const std::filesystem::path& roo
 }
 
 Result<int> RecursiveWatcher::add_watch(const std::string& rel) {
-  std::filesystem::path abs = rel.empty() ? root_ : root_ / rel;
-  // The root itself may be given as a symlink to a directory (as `open` accepted it).
-  uint32_t mask = rel.empty() ? kDirMask & ~IN_DONT_FOLLOW : kDirMask;
-  int wd = ::inotify_add_watch(fd_.get(), abs.c_str(), mask);
-  if (wd < 0) {
+  std::filesystem::path abs = absolute(rel);
+  // The root itself may be given as a symlink to a directory (as open() accepted it).
+  int flags = O_PATH | O_DIRECTORY | O_CLOEXEC | (rel.empty() ? 0 : O_NOFOLLOW);
+  // Held only for the next three calls: an open reference would delay IN_DELETE_SELF.
+  UniqueFd dir(::open(abs.c_str(), flags));
+  if (!dir) {
     // Gone again, or replaced by a file or symlink: its parent's events report that.
-    if (errno == ENOENT || errno == ENOTDIR) return -1;
+    if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) return -1;
+    return fail_errno("open(" + abs.string() + ")");
+  }
+  struct stat st;
+  if (::fstat(dir.get(), &st) != 0) return fail_errno("fstat(" + abs.string() + ")");
+  std::string via = "/proc/self/fd/" + std::to_string(dir.get());
+  int wd = ::inotify_add_watch(fd_.get(), via.c_str(), kDirMask);
+  if (wd < 0) {
     if (errno == ENOSPC) return std::unexpected(watch_limit_error(abs));
     return fail_errno("inotify_add_watch(" + abs.string() + ")");
   }
-  // The kernel returns the existing wd for an inode already watched: a directory we knew
-  // under another path (a rename we could not pair) now lives here.
-  auto [it, inserted] = path_by_wd_.try_emplace(wd, rel);
-  if (!inserted && it->second != rel) {
-    if (auto old = wd_by_path_.find(it->second); old != wd_by_path_.end() && old->second == wd) {
-      wd_by_path_.erase(old);
-    }
-    it->second = rel;
-  }
-  // A different directory watched under this path before (replaced): forget its watch.
-  if (auto old = wd_by_path_.find(rel); old != wd_by_path_.end() && old->second != wd) {
-    ::inotify_rm_watch(fd_.get(), old->second);
-    path_by_wd_.erase(old->second);
-  }
-  wd_by_path_[rel] = wd;
+  record(wd, rel, st);
   return wd;
+}
+
+void RecursiveWatcher::record(int wd, const std::string& rel, const struct stat& st) {
+  auto [it, inserted] = watches_.try_emplace(wd, Watch{rel, st.st_dev, st.st_ino});
+  if (!inserted) {
+    if (it->second.path == rel) return;
+    // The kernel returned the wd of an inode already watched: it moved here.
+    by_path_.erase({it->second.path, wd});
+    it->second.path = rel;
+  }
+  by_path_.insert({rel, wd});
+}
+
+void RecursiveWatcher::forget(int wd) {
+  if (auto it = watches_.find(wd); it != watches_.end()) {
+    by_path_.erase({it->second.path, wd});
+    watches_.erase(it);
+  }
 }
 
 Status RecursiveWatcher::watch_tree(const std::string& top, std::vector<Event>* out) {
@@ -140,9 +154,10 @@ Status RecursiveWatcher::watch_tree(const std::string& top, std::vector<Event>* 
       if (rel.empty()) return fail(ENOENT, "inotify_add_watch(" + root_.string() + ")");
       continue;
     }
+    if (rel.empty()) root_wd_ = *wd;
     // List after the watch exists: an entry made in between is listed, raises an event, or
     // both (the consumer sees it twice, which is harmless).
-    std::filesystem::path abs = rel.empty() ? root_ : root_ / rel;
+    std::filesystem::path abs = absolute(rel);
     DIR* dir = ::opendir(abs.c_str());
     if (dir == nullptr) {
       if (errno != ENOENT && errno != ENOTDIR) {
@@ -168,35 +183,34 @@ Status RecursiveWatcher::watch_tree(const std::string& top, std::vector<Event>* 
 }
 
 std::vector<std::pair<std::string, int>> RecursiveWatcher::subtree(const std::string& rel) const {
-  if (rel.empty()) return {wd_by_path_.begin(), wd_by_path_.end()};
+  if (rel.empty()) return {by_path_.begin(), by_path_.end()};
   std::vector<std::pair<std::string, int>> found;
-  if (auto it = wd_by_path_.find(rel); it != wd_by_path_.end()) found.emplace_back(*it);
-  // Paths below `rel` all start with "rel/", so they are one contiguous range of the map.
+  for (auto it = by_path_.lower_bound({rel, INT_MIN}); it != by_path_.end() && it->first == rel;
+       ++it) {
+    found.push_back(*it);
+  }
+  // Paths below `rel` all start with "rel/", so they are one contiguous range of the set.
   const std::string prefix = rel + "/";
-  for (auto it = wd_by_path_.lower_bound(prefix);
-       it != wd_by_path_.end() && it->first.starts_with(prefix); ++it) {
-    found.emplace_back(*it);
+  for (auto it = by_path_.lower_bound({prefix, INT_MIN});
+       it != by_path_.end() && it->first.starts_with(prefix); ++it) {
+    found.push_back(*it);
   }
   return found;
 }
 
-void RecursiveWatcher::drop_subtree(const std::string& rel, std::vector<Event>* out) {
+void RecursiveWatcher::drop_departed(const std::string& rel, std::vector<Event>& out) {
   for (const auto& [path, wd] : subtree(rel)) {
-    // EINVAL when the kernel already dropped it (directory deleted): nothing to do.
+    if (wd == root_wd_) continue;
+    const Watch& w = watches_.at(wd);
+    struct stat st;
+    if (::lstat(absolute(path).c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_dev == w.dev &&
+        st.st_ino == w.ino) {
+      continue;  // this directory is still (or again) there
+    }
+    // EINVAL when the kernel dropped it already (directory deleted): nothing to do.
     ::inotify_rm_watch(fd_.get(), wd);
-    path_by_wd_.erase(wd);
-    wd_by_path_.erase(path);
-    if (out != nullptr && path != rel) out->push_back({EventKind::Removed, path, true});
-  }
-}
-
-void RecursiveWatcher::rename_subtree(const std::string& from, const std::string& to) {
-  auto moved = subtree(from);
-  for (const auto& [path, wd] : moved) wd_by_path_.erase(path);
-  for (const auto& [path, wd] : moved) {
-    std::string renamed = to + path.substr(from.size());
-    path_by_wd_[wd] = renamed;
-    wd_by_path_[renamed] = wd;
+    forget(wd);
+    if (path != rel) out.push_back({EventKind::Removed, path, true});
   }
 }
 
@@ -207,9 +221,9 @@ Status RecursiveWatcher::rescan(std::vector<Event>& out) {
   // same wd for a directory still there, and removing thousands of watches would queue as
   // many IN_IGNORED events and could overflow the queue again.
   const size_t reported_before = out.size();
-  auto before = std::move(path_by_wd_);
-  path_by_wd_.clear();
-  wd_by_path_.clear();
+  auto before = std::move(watches_);
+  watches_.clear();
+  by_path_.clear();
   auto st = watch_tree("", &out);
   if (!st) {
     if (st.error().code == ENOENT || st.error().code == ENOTDIR) {
@@ -219,8 +233,8 @@ Status RecursiveWatcher::rescan(std::vector<Event>& out) {
     return st;
   }
   size_t dropped = 0;
-  for (const auto& [wd, path] : before) {
-    if (!path_by_wd_.contains(wd)) {
+  for (const auto& [wd, w] : before) {
+    if (!watches_.contains(wd)) {
       ::inotify_rm_watch(fd_.get(), wd);
       ++dropped;
     }
@@ -234,9 +248,9 @@ void RecursiveWatcher::mark_root_gone(std::vector<Event>& out, const char* why) 
   if (root_gone_) return;
   root_gone_ = true;
   logger("inotify")->warn("watch({}): the watched root is {}; no more events", root_.string(), why);
-  for (const auto& [wd, path] : path_by_wd_) ::inotify_rm_watch(fd_.get(), wd);
-  path_by_wd_.clear();
-  wd_by_path_.clear();
+  for (const auto& [wd, w] : watches_) ::inotify_rm_watch(fd_.get(), wd);
+  watches_.clear();
+  by_path_.clear();
   pending_moves_.clear();
   out.push_back({EventKind::RootGone, "", true});
 }
@@ -275,21 +289,17 @@ Status RecursiveWatcher::translate(const char* buf, size_t len, std::vector<Even
       overflowed = true;
       continue;
     }
-    auto it = path_by_wd_.find(ev.wd);
-    if (it == path_by_wd_.end()) continue;   // a watch already dropped; its IN_IGNORED
-    const std::string dir = it->second;      // copy: the maps change below
-    const bool is_root_watch = dir.empty();  // only the root's watch has the empty path
+    auto it = watches_.find(ev.wd);
+    if (it == watches_.end()) continue;       // a watch already dropped; its IN_IGNORED
+    const std::string dir = it->second.path;  // copy: the maps change below
 
     if (ev.mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED)) {
-      if (is_root_watch) {
+      if (ev.wd == root_wd_) {
         mark_root_gone(out, (ev.mask & IN_MOVE_SELF) ? "moved away" : "removed");
       } else if (ev.mask & (IN_IGNORED | IN_UNMOUNT)) {
         // The kernel dropped this watch (directory deleted or unmounted): forget it. Its
         // parent reported the deletion by name.
-        path_by_wd_.erase(ev.wd);
-        if (auto p = wd_by_path_.find(dir); p != wd_by_path_.end() && p->second == ev.wd) {
-          wd_by_path_.erase(p);
-        }
+        forget(ev.wd);
       }
       // IN_MOVE_SELF of a subdirectory: its parent's IN_MOVED_FROM/TO carry the news.
       continue;
@@ -307,8 +317,8 @@ Status RecursiveWatcher::translate(const char* buf, size_t len, std::vector<Even
       out.push_back({EventKind::Modified, name.empty() ? dir : path, is_dir || name.empty()});
     }
     if (ev.mask & IN_DELETE) {
+      // The directory's own watch goes with an IN_IGNORED from the kernel.
       out.push_back({EventKind::Removed, path, is_dir});
-      if (is_dir) drop_subtree(path, &out);
     }
     if (ev.mask & IN_MOVED_FROM) {
       pending_moves_.push_back({ev.cookie, path, is_dir});
@@ -316,26 +326,22 @@ Status RecursiveWatcher::translate(const char* buf, size_t len, std::vector<Even
     if (ev.mask & IN_MOVED_TO) {
       auto from = std::find_if(pending_moves_.begin(), pending_moves_.end(),
                                [&](const PendingMove& m) { return m.cookie == ev.cookie; });
-      if (is_dir && wd_by_path_.contains(path) &&
-          (from == pending_moves_.end() || from->path != path)) {
-        // Renamed over an (empty) directory: that one is gone, without an IN_DELETE.
-        drop_subtree(path, nullptr);
-      }
       if (from != pending_moves_.end()) {
         PendingMove move = std::move(*from);
         pending_moves_.erase(from);
         out.push_back({EventKind::Removed, move.path, move.is_dir});
         out.push_back({EventKind::Created, path, is_dir});
         if (is_dir) {
-          // Renamed inside the tree: its watches follow it. Report its content under both
-          // names so a consumer working path by path drops the old and imports the new.
-          rename_subtree(move.path, path);
+          // Renamed inside the tree. Re-watching what is at the new path now re-records
+          // the watches that moved (same inodes, same wds). Its content is reported under
+          // both names so a consumer working path by path drops the old, imports the new.
           std::vector<Event> content;
           if (auto st = watch_tree(path, &content); !st) return st;
           for (const Event& e : content) {
             out.push_back({EventKind::Removed, move.path + e.path.substr(path.size()), e.is_dir});
             out.push_back(e);
           }
+          drop_departed(move.path, out);
         }
       } else {
         // Moved in from outside the tree: a new subtree, possibly full already.
@@ -353,7 +359,7 @@ void RecursiveWatcher::resolve_unpaired_moves(std::vector<Event>& out) {
   for (PendingMove& move : pending_moves_) {
     // Moved out of the tree (or the pairing was missed): gone from here.
     out.push_back({EventKind::Removed, move.path, move.is_dir});
-    if (move.is_dir) drop_subtree(move.path, &out);
+    if (move.is_dir) drop_departed(move.path, out);
   }
   pending_moves_.clear();
 }
@@ -361,7 +367,8 @@ void RecursiveWatcher::resolve_unpaired_moves(std::vector<Event>& out) {
 Result<std::vector<Event>> RecursiveWatcher::read_events() {
   std::vector<Event> out;
   // Big enough for many events per read(2); sized in events of the longest name.
-  std::vector<char> buf(64 * (sizeof(inotify_event) + NAME_MAX + 1));
+  if (buf_.empty()) buf_.resize(64 * (sizeof(inotify_event) + NAME_MAX + 1));
+  std::vector<char>& buf = buf_;
   bool overflowed = false;
   bool waited_for_pair = false;
   for (;;) {

@@ -3,11 +3,12 @@
 // Knows nothing of FUSE or the store: its consumer re-stats or re-imports what it reports.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
 #include <filesystem>
-#include <map>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -21,9 +22,13 @@ namespace livefs::inotify {
 // What happened to one path. Paths are relative to the watched root, "" being the root.
 //
 // Contract for the consumer (the hotfix loop):
-//  - Created/Modified/Removed are hints; the consumer re-stats the path to learn its state.
+//  - Created/Modified/Removed are hints; the consumer re-stats the path to learn its state
+//    (a path may be reported more than once, or under a name it held only briefly; an
+//    extra path costs a re-stat, a missing one would be a bug). ChangeSet (debouncer.h)
+//    states the full rule, which a randomized test checks.
 //  - A Removed directory means its whole subtree is gone (descendant directories the
-//    watcher knew of are reported too, files inside it may not be).
+//    watcher knew of are reported too, files inside it may not be: a directory moved out
+//    of the tree reports only itself and its watched subdirectories).
 //  - A Created directory (mkdir, or moved in from outside the tree or from elsewhere in it)
 //    is scanned after its watch is added, and every entry found inside is reported as
 //    Created as well, so a directory made and filled before its watch existed is complete.
@@ -75,7 +80,7 @@ class RecursiveWatcher {
   Result<std::vector<Event>> read_events();
 
   // Number of directories watched now (the kernel holds exactly this many watches).
-  size_t watch_count() const { return path_by_wd_.size(); }
+  size_t watch_count() const { return watches_.size(); }
   bool root_gone() const { return root_gone_; }
 
  private:
@@ -83,6 +88,13 @@ class RecursiveWatcher {
     uint32_t cookie;
     std::string path;
     bool is_dir;
+  };
+  // One watched directory. The path is where the directory was last seen; the identity
+  // (dev, ino) is what the kernel watches, and says whether the path still names it.
+  struct Watch {
+    std::string path;
+    dev_t dev;
+    ino_t ino;
   };
 
   RecursiveWatcher(std::filesystem::path root, UniqueFd fd);
@@ -92,15 +104,19 @@ class RecursiveWatcher {
   // listed in turn. Watch first, list second: whatever is created meanwhile is either
   // seen by the listing or raises an event.
   Status watch_tree(const std::string& rel, std::vector<Event>* out);
-  // Returns the watch descriptor, or -1 when the directory is gone or not a directory.
+  // Watches the directory at `rel` now and records it there (a directory already watched
+  // elsewhere is re-recorded here: the kernel gives one wd per inode). Returns the wd, or
+  // -1 when `rel` is gone or not a directory (symlinks are not followed below the root).
   Result<int> add_watch(const std::string& rel);
-  // The watched directories at `rel` and below (all of them for the root), by path.
+  void record(int wd, const std::string& rel, const struct stat& st);
+  void forget(int wd);
+  // The watches recorded at `rel` and below (all of them for the root), by path.
   std::vector<std::pair<std::string, int>> subtree(const std::string& rel) const;
-  // Forgets (and removes from the kernel) the watches of `rel` and below; reports them
-  // as Removed into `out` when given.
-  void drop_subtree(const std::string& rel, std::vector<Event>* out);
-  // Rewrites the watched paths of `from` and below to `to` (a rename inside the tree).
-  void rename_subtree(const std::string& from, const std::string& to);
+  // After `rel` was renamed away or moved out: every watch still recorded at or below it
+  // whose directory is no longer there (by identity) is removed and, below `rel`,
+  // reported as Removed. A directory that went elsewhere in the tree is re-watched when
+  // its own IN_MOVED_TO is read; one already re-recorded elsewhere is not under `rel`.
+  void drop_departed(const std::string& rel, std::vector<Event>& out);
   // After IN_Q_OVERFLOW: re-watch the whole tree, report everything, drop stale watches.
   Status rescan(std::vector<Event>& out);
 
@@ -114,17 +130,26 @@ class RecursiveWatcher {
   // batch of events, check that the root's path still names the watched directory.
   void check_root(std::vector<Event>& out);
   void mark_root_gone(std::vector<Event>& out, const char* why);
+  std::filesystem::path absolute(const std::string& rel) const {
+    return rel.empty() ? root_ : root_ / rel;
+  }
 
+  // Why paths are not enough: a new directory is listed as it is *now*, ahead of the
+  // events still queued, so a queued rename may describe a directory whose path the map
+  // already moved on. Paths translate events (a stale one only adds a harmless extra path
+  // to re-stat); anything destructive is decided by identity.
   std::filesystem::path root_;
   UniqueFd fd_;
-  // Every watched directory, both ways; the two maps are always exact inverses. Ordered by
-  // path so a subtree is one range (a rename or removal costs the subtree, not the tree).
-  std::unordered_map<int, std::string> path_by_wd_;
-  std::map<std::string, int> wd_by_path_;
+  int root_wd_ = -1;
+  std::unordered_map<int, Watch> watches_;  // every watch this instance holds, by wd
+  // (path, wd) of every watch, ordered so that a subtree is one range. Two wds may claim
+  // one path for a while (a directory replaced before the old one's IN_IGNORED is read).
+  std::set<std::pair<std::string, int>> by_path_;
   std::vector<PendingMove> pending_moves_;  // IN_MOVED_FROM awaiting its IN_MOVED_TO
   dev_t root_dev_ = 0;                      // identity of the watched root, for check_root()
   ino_t root_ino_ = 0;
   bool root_gone_ = false;
+  std::vector<char> buf_;  // read(2) buffer, kept between calls
 };
 
 // The value of /proc/sys/fs/inotify/max_user_watches, or -1 when it cannot be read.

@@ -185,6 +185,40 @@ TEST_F(WatcherTest, RenamedDirectoryReportsEditsUnderTheNewPath) {
   for (const Event& e : edit.all) EXPECT_FALSE(e.path.starts_with("old")) << e.path;
 }
 
+TEST_F(WatcherTest, DirectoryRenamedThenMovedOutBeforeAnyRead) {
+  write_file(src_ / "x/s/f", "x");
+  auto w = open_watcher();
+  ASSERT_EQ(w.watch_count(), 3u);
+  // When the rename x -> y is read, y is gone already: the watches must not stay behind
+  // under x for a directory that is outside the tree.
+  fs::rename(src_ / "x", src_ / "y");
+  fs::rename(src_ / "y", outside_ / "gone");
+  Seen seen;
+  EXPECT_TRUE(read_until(w, seen, [&](const Seen& s) {
+    return s.removed.contains("x") && s.removed.contains("y") && w.watch_count() == 1;
+  }));
+  EXPECT_EQ(kernel_watch_count(w.fd()), 1u);
+  write_file(outside_ / "gone/s/f", "edited outside");
+  Seen after;
+  read_for_a_while(w, after);
+  EXPECT_TRUE(after.all.empty()) << after.all.front().path;
+}
+
+TEST_F(WatcherTest, DirectoryRenamedTwiceBeforeAnyRead) {
+  write_file(src_ / "x/s/f", "x");
+  auto w = open_watcher();
+  fs::rename(src_ / "x", src_ / "y");
+  fs::rename(src_ / "y", src_ / "z");
+  Seen seen;
+  EXPECT_TRUE(read_until(w, seen, [&](const Seen& s) {
+    return s.removed.contains("x") && s.created.contains("z/s/f") && w.watch_count() == 3;
+  }));
+  EXPECT_EQ(kernel_watch_count(w.fd()), 3u);
+  write_file(src_ / "z/s/f", "edited");
+  Seen after;
+  EXPECT_TRUE(read_until(w, after, [](const Seen& s) { return s.modified.contains("z/s/f"); }));
+}
+
 TEST_F(WatcherTest, DirectoryRenamedOverAnEmptyDirectory) {
   write_file(src_ / "a/f", "x");
   fs::create_directories(src_ / "b");

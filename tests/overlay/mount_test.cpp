@@ -241,7 +241,9 @@ TEST_F(MountTest, ReadersSeeWholeVersionsDuringSwitches) {
       }
     });
   }
-  for (int i = 0; i < 300; ++i) {
+  // At least 300 switches, and on until the readers have read 200 times (a loaded machine
+  // may start them late); bounded.
+  for (int i = 0; (i < 300 || reads < 200) && i < 200000; ++i) {
     auto stats = fs_->switch_to(fs_->current()->with_layer(i % 2 ? layer_a : layer_b, i + 1));
     ASSERT_TRUE(stats);
   }
