@@ -108,7 +108,17 @@ bool has_livefs_mount(const fs::path& mountpoint) {
 // again.
 Status clean_stale_mount(const fs::path& mountpoint) {
   struct stat st {};
-  if (::stat(mountpoint.c_str(), &st) == 0 || errno != ENOTCONN) return {};
+  bool stale = ::stat(mountpoint.c_str(), &st) != 0 && errno == ENOTCONN;
+  if (!stale && has_livefs_mount(mountpoint)) {
+    // The mount root's attributes may be cached for a day, so a stat can succeed on a dead
+    // mount; a lookup of a name never asked before always reaches the daemon, and a dead
+    // one's connection answers ENOTCONN.
+    fs::path probe =
+        mountpoint / (".livefs-liveness-probe-" + std::to_string(::getpid()) + "-" +
+                      std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+    stale = ::lstat(probe.c_str(), &st) != 0 && (errno == ENOTCONN || errno == ECONNABORTED);
+  }
+  if (!stale) return {};
   log()->warn("mount point {} is a stale FUSE mount (ENOTCONN): detaching it", mountpoint.string());
   if (::umount2(mountpoint.c_str(), MNT_DETACH) != 0) {
     std::string cmd = "fusermount3 -uz '" + mountpoint.string() + "' 2>/dev/null";
@@ -295,6 +305,9 @@ class Daemon {
         response = error_response(peer.error());
       } else if (!peer_allowed(*peer)) {
         log()->warn("control: refused pid {} uid {}", peer->pid, peer->uid);
+        // The request is read (never acted on) so that closing with it unread does not
+        // reset the connection before the refusal reaches the peer.
+        (void)read_line(conn.get(), 4096);
         response = error_response(make_error(EACCES, refusal_message(*peer)));
         response["error"] = refusal_message(*peer);
       } else if (auto line = read_line(conn.get()); !line) {
