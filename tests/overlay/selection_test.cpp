@@ -3,33 +3,19 @@
 
 #include <gtest/gtest.h>
 
+#include "support/entries.h"
+
 #include <algorithm>
 
 namespace livefs::overlay {
 namespace {
 
+using livefs::testing::dir;
+using livefs::testing::file;
 using store::ChangeKind;
 using store::Entry;
 using store::EntryType;
 using store::Tree;
-
-Entry dir(std::string path, uint32_t mode = 0755) {
-  Entry e;
-  e.path = std::move(path);
-  e.type = EntryType::dir;
-  e.mode = mode;
-  return e;
-}
-
-Entry file(std::string path, std::string_view content, uint32_t mode = 0644) {
-  Entry e;
-  e.path = std::move(path);
-  e.type = EntryType::file;
-  e.mode = mode;
-  e.size = content.size();
-  e.object = store::ObjectId::of(content);
-  return e;
-}
 
 Tree build(std::vector<Entry> entries) {
   auto t = Tree::build(std::move(entries));

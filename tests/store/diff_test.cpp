@@ -5,18 +5,12 @@
 
 #include <map>
 
+#include "support/entries.h"
+
 namespace livefs::store {
 namespace {
 
-Entry file(std::string path, std::string content, uint32_t mode = 0644) {
-  Entry e;
-  e.path = std::move(path);
-  e.type = EntryType::file;
-  e.mode = mode;
-  e.size = content.size();
-  e.object = ObjectId::of(content);
-  return e;
-}
+using livefs::testing::file;
 
 std::map<std::string, ChangeKind> changes(const Tree& a, const Tree& b) {
   std::map<std::string, ChangeKind> out;

@@ -4,30 +4,15 @@
 #include <gtest/gtest.h>
 
 #include "store/object_store.h"
+#include "support/entries.h"
 #include "support/temp_dir.h"
 
 namespace livefs::store {
 namespace {
 
+using livefs::testing::dir;
+using livefs::testing::file;
 using livefs::testing::TempDir;
-
-Entry file(std::string path, std::string content, uint32_t mode = 0644) {
-  Entry e;
-  e.path = std::move(path);
-  e.type = EntryType::file;
-  e.mode = mode;
-  e.size = content.size();
-  e.object = ObjectId::of(content);
-  return e;
-}
-
-Entry dir(std::string path, uint32_t mode = 0755) {
-  Entry e;
-  e.path = std::move(path);
-  e.type = EntryType::dir;
-  e.mode = mode;
-  return e;
-}
 
 TEST(PathOrder, DirectoryIsFollowedByItsSubtree) {
   EXPECT_TRUE(path_less("", "a"));
