@@ -67,7 +67,11 @@ fuse_entry_param entry_for(fuse_ino_t ino, const struct stat& st) {
 
 // ---- ops -----------------------------------------------------------------------------------
 
-void op_init(void*, fuse_conn_info* conn) {
+void op_init(void* userdata, fuse_conn_info* conn) {
+  // opendir/releasedir need no round trip: listings come from the View, and the kernel
+  // then caches readdir results as with keep_cache + cache_readdir.
+  if (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT)
+    static_cast<Filesystem*>(userdata)->set_no_opendir(true);
   // Replies of file data are spliced from the backing descriptor.
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
@@ -130,10 +134,11 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
   });
 }
 
-// A directory listing taken at opendir: a reader sees one generation's listing whole.
+// A directory listing of one generation. With no-opendir support the kernel sends readdir
+// with fh 0 and the listing is the current View's (cached per View).
 struct DirHandle {
   std::string path;
-  std::vector<DirEntry> entries;
+  std::shared_ptr<const std::vector<DirEntry>> entries;
 };
 
 // Valid replies: fuse_reply_open, fuse_reply_err.
@@ -142,10 +147,11 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Filesystem& fs = fs_of(req);
     auto node = fs.nodes().get(ino);
     if (!node) return reply_error(req, "opendir", ino, make_error(ESTALE, "unknown node"));
+    if (fs.no_opendir()) return void(fuse_reply_err(req, ENOSYS));  // "success, never ask again"
     auto view = fs.current();
     Resolved dir = current_attrs(fs, *node);
     if (!dir.is_dir()) return reply_error(req, "opendir", ino, make_error(ENOTDIR, dir.path));
-    auto entries = view->list(dir);
+    auto entries = view->cached_list(dir);
     if (!entries) return reply_error(req, "opendir", ino, entries.error());
     auto handle = std::make_unique<DirHandle>(DirHandle{dir.path, std::move(*entries)});
     fi->fh = reinterpret_cast<uint64_t>(handle.release());
@@ -160,11 +166,23 @@ template <bool kPlus>
 void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   guarded(req, kPlus ? "readdirplus" : "readdir", ino, [&] {
     Filesystem& fs = fs_of(req);
+    DirHandle fresh;
     auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
+    if (handle == nullptr) {
+      auto node = fs.nodes().get(ino);
+      if (!node) return reply_error(req, "readdir", ino, make_error(ESTALE, "unknown node"));
+      Resolved dir = current_attrs(fs, *node);
+      if (!dir.is_dir()) return reply_error(req, "readdir", ino, make_error(ENOTDIR, dir.path));
+      auto entries = fs.current()->cached_list(dir);
+      if (!entries) return reply_error(req, "readdir", ino, entries.error());
+      fresh = DirHandle{dir.path, std::move(*entries)};
+      handle = &fresh;
+    }
     std::vector<char> buf(size);
     size_t used = 0;
     auto view = kPlus ? fs.current() : nullptr;
-    for (off_t i = off; i < static_cast<off_t>(handle->entries.size()) + 2; ++i) {
+    const std::vector<DirEntry>& entries = *handle->entries;
+    for (off_t i = off; i < static_cast<off_t>(entries.size()) + 2; ++i) {
       char* p = buf.data() + used;
       size_t room = size - used;
       size_t need;
@@ -180,7 +198,7 @@ void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
           need = fuse_add_direntry(req, p, room, name, &st, i + 1);
         }
       } else {
-        const DirEntry& d = handle->entries[static_cast<size_t>(i - 2)];
+        const DirEntry& d = entries[static_cast<size_t>(i - 2)];
         if constexpr (kPlus) {
           auto r = view->resolve(join_path(handle->path, d.name));
           if (!r) continue;  // gone in the current generation

@@ -56,8 +56,10 @@ class Filesystem {
   size_t node_count() const { return nodes_.size(); }
   const std::filesystem::path& mountpoint() const { return options_.mountpoint; }
 
-  // Used by the FUSE ops (fuse_ops.cpp).
+  // Used by the FUSE ops.
   NodeTable& nodes() { return nodes_; }
+  bool no_opendir() const { return no_opendir_; }
+  void set_no_opendir(bool on) { no_opendir_ = on; }
 
  private:
   Filesystem(const MountOptions& options, std::shared_ptr<const View> initial, Resolved root);
@@ -67,7 +69,8 @@ class Filesystem {
   NodeTable nodes_;
   fuse_session* session_ = nullptr;
   std::atomic<bool> mounted_{false};
-  std::mutex switch_mutex_;  // one switch at a time; never held by a FUSE op
+  std::atomic<bool> no_opendir_{false};  // negotiated at init
+  std::mutex switch_mutex_;              // one switch at a time; never held by a FUSE op
 };
 
 }  // namespace livefs::overlay

@@ -219,6 +219,18 @@ Result<std::vector<DirEntry>> View::list(const Resolved& dir) const {
   return out;
 }
 
+Result<std::shared_ptr<const std::vector<DirEntry>>> View::cached_list(const Resolved& dir) const {
+  {
+    std::lock_guard lock(listings_mutex_);
+    if (auto it = listings_.find(dir.path); it != listings_.end()) return it->second;
+  }
+  auto listing = list(dir);  // outside the lock: two threads may both compute it once
+  if (!listing) return std::unexpected(listing.error());
+  auto shared = std::make_shared<const std::vector<DirEntry>>(std::move(*listing));
+  std::lock_guard lock(listings_mutex_);
+  return listings_.try_emplace(dir.path, std::move(shared)).first->second;
+}
+
 Result<UniqueFd> View::open(const Resolved& r) const {
   if (r.source == Source::layer) {
     if (!r.entry || r.entry->type != store::EntryType::file)

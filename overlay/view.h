@@ -18,9 +18,11 @@
 #include <sys/stat.h>
 
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common/error.h"
@@ -72,6 +74,9 @@ class View {
   Result<Resolved> resolve(std::string_view path) const;
   // The merged listing of a directory (without "." and "..").
   Result<std::vector<DirEntry>> list(const Resolved& dir) const;
+  // The same, computed once per View and directory: a View never changes, so its listings
+  // do not either (they are dropped with the View after a switch).
+  Result<std::shared_ptr<const std::vector<DirEntry>>> cached_list(const Resolved& dir) const;
 
   // Content and metadata of a resolved non-directory.
   Result<UniqueFd> open(const Resolved& r) const;
@@ -88,6 +93,8 @@ class View {
   std::shared_ptr<const store::ObjectStore> store_;
   store::Tree layer_;
   uint64_t generation_ = 0;
+  mutable std::mutex listings_mutex_;  // guards listings_
+  mutable std::unordered_map<std::string, std::shared_ptr<const std::vector<DirEntry>>> listings_;
 };
 
 // "a/b" + "c" → "a/b/c"; "" + "c" → "c".
