@@ -18,9 +18,14 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
+
 namespace fs = std::filesystem;
 
 namespace {
+
+using livefs::bench::drop_caches;
+using livefs::bench::sh;
 
 // prefix + n, built by append: g++ 12 at -O3 reports a false -Wrestrict on
 // `"literal" + std::to_string(n)`.
@@ -42,16 +47,6 @@ struct Row {
   double seconds;
   double mbps, files_per_s, ratio;
 };
-
-int sh(const std::string& cmd) {
-  int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-void drop_caches() {
-  sync();
-  std::ofstream("/proc/sys/vm/drop_caches") << "3\n";
-}
 
 double time_command(const std::string& cmd, bool cold) {
   if (cold) drop_caches();

@@ -23,6 +23,7 @@
 #include <functional>
 #include <thread>
 
+#include "bench/bench_util.h"
 #include "common/log.h"
 #include "overlay/filesystem.h"
 
@@ -30,6 +31,9 @@ namespace fs = std::filesystem;
 using namespace livefs;
 
 namespace {
+
+using livefs::bench::drop_caches;
+using livefs::bench::sh;
 
 // prefix + n, built by append: g++ 12 at -O3 reports a false -Wrestrict on
 // `"literal" + std::to_string(n)`.
@@ -42,16 +46,6 @@ std::string numbered(const char* prefix, long long n) {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-int sh(const std::string& cmd) {
-  int rc = std::system(cmd.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-void drop_caches() {
-  sync();
-  std::ofstream("/proc/sys/vm/drop_caches") << "3\n";
 }
 
 void must(bool ok, const std::string& what) {

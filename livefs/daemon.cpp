@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "common/log.h"
+#include "common/text.h"
 #include "livefs/control.h"
 #include "overlay/filesystem.h"
 #include "overlay/journal.h"
@@ -74,19 +75,12 @@ bool has_livefs_mount(const fs::path& mountpoint) {
   while (std::getline(in, line)) {
     // "id parent major:minor root mountpoint options ... - fstype source
     // superoptions"
-    std::vector<std::string> f;
-    size_t pos = 0;
-    while (pos <= line.size()) {
-      size_t sp = line.find(' ', pos);
-      if (sp == std::string::npos) sp = line.size();
-      f.push_back(line.substr(pos, sp - pos));
-      pos = sp + 1;
-    }
+    std::vector<std::string_view> f = split_words(line);
     if (f.size() < 5) continue;
     std::string mp;  // octal escapes: \040 for a space
     for (size_t i = 0; i < f[4].size(); ++i) {
       if (f[4][i] == '\\' && i + 3 < f[4].size()) {
-        mp += static_cast<char>(std::stoi(f[4].substr(i + 1, 3), nullptr, 8));
+        mp += static_cast<char>(std::stoi(std::string(f[4].substr(i + 1, 3)), nullptr, 8));
         i += 3;
       } else {
         mp += f[4][i];

@@ -10,6 +10,8 @@
 #include <chrono>
 #include <cstdio>
 
+#include "common/text.h"
+
 namespace livefs::overlay {
 
 namespace {
@@ -48,18 +50,6 @@ std::optional<std::string> unescape(std::string_view s) {
     i += 2;
   }
   return out;
-}
-
-std::vector<std::string_view> split_words(std::string_view line) {
-  std::vector<std::string_view> words;
-  size_t pos = 0;
-  while (pos <= line.size()) {
-    size_t sp = line.find(' ', pos);
-    if (sp == std::string_view::npos) sp = line.size();
-    words.push_back(line.substr(pos, sp - pos));
-    pos = sp + 1;
-  }
-  return words;
 }
 
 template <class T>
