@@ -87,13 +87,18 @@ struct Package {
 class DpkgDb final : public PackageDb {
  public:
   DpkgDb(const TreeReader& tree, std::shared_ptr<const TreeReader> keep_alive, std::string location,
-         std::vector<Package> packages, std::vector<std::string> aliases, std::string served_subdir)
+         std::vector<Package> packages, std::vector<Diversion> diversions,
+         std::vector<std::string> aliases, std::string served_subdir)
       : keep_alive_(std::move(keep_alive)),
         tree_(&tree),
         location_(std::move(location)),
         packages_(std::move(packages)),
         usr_aliases_(std::move(aliases)),
         served_subdir_(std::move(served_subdir)) {
+    for (Diversion& d : diversions) {
+      std::string from = d.from;
+      diversions_.insert_or_assign(std::move(from), std::move(d));
+    }
     for (uint32_t i = 0; i < packages_.size(); ++i) {
       const Package& p = packages_[i];
       by_name_[p.name].push_back(i);
@@ -134,7 +139,12 @@ class DpkgDb final : public PackageDb {
     auto it = owner_index_.find(std::string(served));
     std::vector<std::string> out;
     if (it == owner_index_.end()) return out;
-    for (uint32_t i : it->second) out.push_back(packages_[i].info.name);
+    if (it->second & kShared) {
+      for (uint32_t i : shared_owners_[it->second & ~kShared])
+        out.push_back(packages_[i].info.name);
+    } else {
+      out.push_back(packages_[it->second].info.name);
+    }
     return out;  // packages_ is sorted and indices were added in order
   }
 
@@ -207,10 +217,19 @@ class DpkgDb final : public PackageDb {
     while (pos < text.size()) {
       size_t end = text.find('\n', pos);
       if (end == std::string_view::npos) end = text.size();
-      if (auto path = served_path(text.substr(pos, end - pos), usr_aliases_, served_subdir_)) {
+      std::string_view listed = text.substr(pos, end - pos);
+      pos = end + 1;
+      // A file another package (or the admin, ":") diverted is unpacked to the diversion's
+      // target; the list keeps the name in the package.
+      if (!diversions_.empty()) {
+        auto diverted = diversions_.find(std::string(listed));
+        if (diverted != diversions_.end() && diverted->second.by != p.name) {
+          listed = diverted->second.to;
+        }
+      }
+      if (auto path = served_path(listed, usr_aliases_, served_subdir_)) {
         paths.push_back(std::move(*path));
       }
-      pos = end + 1;
     }
     return paths;
   }
@@ -225,8 +244,15 @@ class DpkgDb final : public PackageDb {
         continue;
       }
       for (std::string& path : *paths) {
-        std::vector<uint32_t>& owners = owner_index_[std::move(path)];
-        if (owners.empty() || owners.back() != i) owners.push_back(i);
+        auto [it, inserted] = owner_index_.try_emplace(std::move(path), i);
+        if (inserted || it->second == i) continue;
+        if (it->second & kShared) {
+          std::vector<uint32_t>& owners = shared_owners_[it->second & ~kShared];
+          if (owners.back() != i) owners.push_back(i);
+        } else {
+          shared_owners_.push_back({it->second, i});
+          it->second = kShared | static_cast<uint32_t>(shared_owners_.size() - 1);
+        }
       }
     }
     logger("packages")
@@ -240,12 +266,17 @@ class DpkgDb final : public PackageDb {
   std::vector<Package> packages_;  // sorted by id
   std::unordered_map<std::string, std::vector<uint32_t>> by_name_;
   std::string native_arch_;
+  std::unordered_map<std::string, Diversion> diversions_;  // by the path diverted
   std::vector<std::string> usr_aliases_;
   std::string served_subdir_;
 
   // Built once, under index_built_; read-only afterwards, so owners() needs no lock.
+  // Most paths have one owner: the value is its index in packages_, or, for a path several
+  // packages list (directories), kShared | its index in shared_owners_.
+  static constexpr uint32_t kShared = 0x80000000u;
   mutable std::once_flag index_built_;
-  mutable std::unordered_map<std::string, std::vector<uint32_t>> owner_index_;
+  mutable std::unordered_map<std::string, uint32_t> owner_index_;
+  mutable std::vector<std::vector<uint32_t>> shared_owners_;
 };
 
 }  // namespace
@@ -331,6 +362,31 @@ Result<std::vector<StatusEntry>> parse_status(std::string_view text, std::string
   return entries;
 }
 
+Result<std::vector<Diversion>> parse_diversions(std::string_view text, std::string_view what) {
+  std::vector<std::string_view> lines;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    lines.push_back(text.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  if (lines.size() % 3 != 0) {
+    return fail(EBADMSG, std::string(what) + ": " + std::to_string(lines.size()) +
+                             " lines, not a whole number of (from, to, package) triples");
+  }
+  std::vector<Diversion> diversions;
+  for (size_t i = 0; i < lines.size(); i += 3) {
+    if (!lines[i].starts_with('/') || !lines[i + 1].starts_with('/') || lines[i + 2].empty()) {
+      return fail(EBADMSG, std::string(what) + " line " + std::to_string(i + 1) +
+                               ": expected two absolute paths and a package");
+    }
+    diversions.push_back(
+        Diversion{std::string(lines[i]), std::string(lines[i + 1]), std::string(lines[i + 2])});
+  }
+  return diversions;
+}
+
 bool is_installed(std::string_view status) {
   // "want flag state": the state is the last word.
   size_t space = status.find_last_of(' ');
@@ -392,13 +448,22 @@ Result<std::unique_ptr<PackageDb>> open(const TreeReader& tree,
     if (shared) packages[i].info.name = packages[i].name + ":" + packages[i].info.arch;
   }
 
+  std::vector<Diversion> diversions;
+  auto diversions_text = tree.read_file(location + "/diversions");
+  if (!diversions_text) return std::unexpected(diversions_text.error());
+  if (*diversions_text) {
+    auto parsed = parse_diversions(**diversions_text, location + "/diversions");
+    if (!parsed) return std::unexpected(parsed.error());
+    diversions = std::move(*parsed);
+  }
+
   auto aliases = find_usr_aliases(tree);
   if (!aliases) return std::unexpected(aliases.error());
   logger("packages")
       ->debug("dpkg: {} installed packages in {} (of {} stanzas)", packages.size(), location,
               entries->size());
   return std::make_unique<DpkgDb>(tree, std::move(keep_alive), std::move(location),
-                                  std::move(packages), std::move(*aliases),
+                                  std::move(packages), std::move(diversions), std::move(*aliases),
                                   std::move(served_subdir));
 }
 

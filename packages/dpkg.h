@@ -1,5 +1,5 @@
-// dpkg's database: the `status` file (RFC 822-like stanzas) and the per-package file lists
-// (info/NAME.list, info/NAME:ARCH.list for Multi-Arch: same packages).
+// dpkg's database: the `status` file (RFC 822-like stanzas), the per-package file lists
+// (info/NAME.list, info/NAME:ARCH.list for Multi-Arch: same packages) and `diversions`.
 #pragma once
 
 #include <memory>
@@ -26,6 +26,18 @@ struct StatusEntry {
 // "Field: value" lines, continuation lines and blank separators, or a stanza without
 // Package or Status.
 Result<std::vector<StatusEntry>> parse_status(std::string_view text, std::string_view what);
+
+// One line triple of dpkg's `diversions` file: `from` of any package but `by` is unpacked
+// to `to`. `by` is ":" for a local (administrator's) diversion.
+struct Diversion {
+  std::string from;
+  std::string to;
+  std::string by;
+};
+
+// Parses a diversions file; EBADMSG naming `what` when it is not whole triples of two
+// absolute paths and a package.
+Result<std::vector<Diversion>> parse_diversions(std::string_view text, std::string_view what);
 
 // Whether a Status value means the package's files are on disk and configured: the state
 // "installed", or one of the "triggers-*" states (configured, only waiting for a trigger to

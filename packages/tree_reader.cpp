@@ -142,15 +142,64 @@ class DirectoryReader final : public TreeReader {
     int fd =
         static_cast<int>(::syscall(SYS_openat2, root_fd_.get(), rel.c_str(), &how, sizeof how));
     if (fd < 0 && errno == ENOSYS) {
-      // Kernels before 5.6: absolute symlinks inside the tree would point at the host, but
-      // relative ones (and plain paths) still resolve right.
-      fd = ::openat(root_fd_.get(), rel.c_str(), flags | O_CLOEXEC);
+      // Kernels before 5.6 (and valgrind): resolve the symlinks here, then open the
+      // symlink-free path.
+      auto resolved = resolve_in_root(path);
+      if (!resolved) return std::unexpected(resolved.error());
+      if (!*resolved) return std::optional<UniqueFd>();
+      std::string walked = (*resolved)->empty() ? std::string(".") : std::move(**resolved);
+      fd = ::openat(root_fd_.get(), walked.c_str(), flags | O_CLOEXEC | O_NOFOLLOW);
     }
     if (fd < 0) {
       if (errno == ENOENT || errno == ENOTDIR) return std::optional<UniqueFd>();
       return fail_errno("open(" + shown(path) + ")");
     }
     return std::optional<UniqueFd>(UniqueFd(fd));
+  }
+
+  // What RESOLVE_IN_ROOT does, by hand: a path below the root with every symlink on the way
+  // (the last component's too) replaced by its target, absolute targets starting at the
+  // root and ".." stopping there. nullopt when a component does not exist.
+  Result<std::optional<std::string>> resolve_in_root(std::string_view path) const {
+    constexpr int kMaxSymlinks = 40;
+    std::deque<std::string> pending;
+    for (std::string_view part : path_components(path)) pending.emplace_back(part);
+    std::vector<std::string> current;
+    auto joined = [&current](std::string_view extra) {
+      std::string out;
+      for (const std::string& part : current) out += part + "/";
+      out += extra;
+      if (out.ends_with('/')) out.pop_back();
+      return out;
+    };
+    int followed = 0;
+    while (!pending.empty()) {
+      std::string part = std::move(pending.front());
+      pending.pop_front();
+      if (part == "..") {
+        if (!current.empty()) current.pop_back();
+        continue;
+      }
+      std::string candidate = joined(part);
+      struct stat st;
+      if (::fstatat(root_fd_.get(), candidate.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT || errno == ENOTDIR) return std::nullopt;
+        return fail_errno("stat(" + shown(candidate) + ")");
+      }
+      if (!S_ISLNK(st.st_mode)) {
+        current.push_back(std::move(part));
+        continue;
+      }
+      if (++followed > kMaxSymlinks) return fail(ELOOP, "open(" + shown(path) + ")");
+      std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
+      ssize_t n = ::readlinkat(root_fd_.get(), candidate.c_str(), target.data(), target.size());
+      if (n < 0) return fail_errno("readlink(" + shown(candidate) + ")");
+      target.resize(std::min(static_cast<size_t>(n), target.size()));
+      if (target.starts_with('/')) current.clear();
+      auto parts = path_components(target);
+      for (auto it = parts.rbegin(); it != parts.rend(); ++it) pending.emplace_front(*it);
+    }
+    return joined("");
   }
 
   std::filesystem::path root_;

@@ -152,6 +152,35 @@ TEST(DpkgDb, UnknownPackageErrorNamesCloseOnes) {
   EXPECT_EQ(arch.error().context, "unknown package libc6:arm64 (close: libc6)");
 }
 
+TEST(DpkgDb, DivertedFilesAreWhereTheDiversionPutsThem) {
+  TempDir tmp;
+  write_os_tree(tmp.path());
+  // cat of coreutils diverted by dpkg; dpkg's own file "diverted" by itself stays put; a
+  // local diversion (":") applies to every package.
+  write_file(tmp / "var/lib/dpkg/diversions",
+             "/bin/cat\n/usr/bin/cat.coreutils\ndpkg\n"
+             "/usr/bin/dpkg\n/usr/bin/dpkg.orig\ndpkg\n"
+             "/usr/bin/oldtool\n/usr/local/bin/oldtool\n:\n");
+  auto reader = directory_reader(tmp.path());
+  auto db = open_db(*reader, "usr");
+  ASSERT_TRUE(db);
+  EXPECT_EQ(db->owners("bin/cat.coreutils"), Paths{"coreutils"});
+  EXPECT_TRUE(db->owners("bin/cat").empty());
+  EXPECT_EQ(db->owners("bin/dpkg"), Paths{"dpkg"});
+  EXPECT_EQ(db->owners("local/bin/oldtool"), Paths{"oldpkg"});
+  auto files = db->files("coreutils");
+  ASSERT_TRUE(files);
+  EXPECT_EQ(std::count(files->begin(), files->end(), "bin/cat.coreutils"), 1);
+  EXPECT_EQ(std::count(files->begin(), files->end(), "bin/cat"), 0);
+
+  write_file(tmp / "var/lib/dpkg/diversions", "/bin/cat\n/usr/bin/cat.coreutils\n");
+  auto broken = open_package_db(*reader, "usr");
+  ASSERT_FALSE(broken);
+  EXPECT_EQ(broken.error().code, EBADMSG);
+  EXPECT_EQ(broken.error().context,
+            "var/lib/dpkg/diversions: 2 lines, not a whole number of (from, to, package) triples");
+}
+
 TEST(DpkgDb, DatabaseUnderUsr) {
   TempDir tmp;
   FixtureOptions options;
