@@ -1,0 +1,470 @@
+// The dpkg PackageDb: installed packages from `status` (read once, at open), file lists
+// read on demand (files() reads one .list), and an owner index over every list built the
+// first time owners() is asked.
+#include "packages/dpkg.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <mutex>
+#include <unordered_map>
+
+#include "common/log.h"
+#include "store/tree.h"
+
+namespace livefs::packages::dpkg {
+
+namespace {
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+std::string shorten(std::string_view s) {
+  constexpr size_t kMax = 60;
+  return s.size() <= kMax ? std::string(s) : std::string(s.substr(0, kMax)) + "...";
+}
+
+// Edit distance, for suggesting names close to a mistyped one.
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// The top-level directories a merged-/usr system turns into symlinks to usr/X.
+constexpr std::string_view kUsrMergeDirs[] = {"bin", "sbin", "lib", "lib32", "lib64", "libx32"};
+
+// Which of kUsrMergeDirs the tree merges into usr: X is a symlink to usr/X, or X is absent
+// altogether while usr/X exists (a reader that sees only usr/, such as a manifest of the
+// served tree: in a tree where /bin/ls is listed and no /bin exists, it can only be
+// /usr/bin/ls).
+Result<std::vector<std::string>> find_usr_aliases(const TreeReader& tree) {
+  std::vector<std::string> aliases;
+  for (std::string_view dir : kUsrMergeDirs) {
+    std::string usr_dir = "usr/" + std::string(dir);
+    auto link = tree.read_link(dir);
+    if (!link) return std::unexpected(link.error());
+    if (*link) {
+      auto parts = path_components(**link);
+      std::string target;
+      for (std::string_view part : parts) target += (target.empty() ? "" : "/") + std::string(part);
+      if (target == usr_dir) aliases.emplace_back(dir);
+      continue;
+    }
+    auto listed = tree.list(dir);
+    if (listed || listed.error().code != ENOENT) continue;  // a real directory (or a file)
+    if (tree.list(usr_dir)) aliases.emplace_back(dir);
+  }
+  return aliases;
+}
+
+struct Package {
+  PackageInfo info;  // info.name is the id (name or name:arch)
+  std::string name;  // the bare package name
+  std::string multi_arch;
+};
+
+class DpkgDb final : public PackageDb {
+ public:
+  DpkgDb(const TreeReader& tree, std::shared_ptr<const TreeReader> keep_alive, std::string location,
+         std::vector<Package> packages, std::vector<Diversion> diversions,
+         std::vector<std::string> aliases, std::string served_subdir)
+      : keep_alive_(std::move(keep_alive)),
+        tree_(&tree),
+        location_(std::move(location)),
+        packages_(std::move(packages)),
+        usr_aliases_(std::move(aliases)),
+        served_subdir_(std::move(served_subdir)) {
+    for (Diversion& d : diversions) {
+      std::string from = d.from;
+      diversions_.insert_or_assign(std::move(from), std::move(d));
+    }
+    for (uint32_t i = 0; i < packages_.size(); ++i) {
+      const Package& p = packages_[i];
+      by_name_[p.name].push_back(i);
+      if (p.name == "dpkg") native_arch_ = p.info.arch;
+    }
+  }
+
+  std::string kind() const override { return "dpkg"; }
+  std::string location() const override { return location_; }
+
+  std::vector<PackageInfo> packages() const override {
+    std::vector<PackageInfo> out;
+    out.reserve(packages_.size());
+    for (const Package& p : packages_) out.push_back(p.info);
+    return out;
+  }
+
+  std::optional<PackageInfo> find(std::string_view name) const override {
+    auto index = lookup(name);
+    if (!index) return std::nullopt;
+    return packages_[*index].info;
+  }
+
+  Result<std::vector<std::string>> files(std::string_view name) const override {
+    auto index = lookup(name);
+    if (!index) return fail(ENOENT, unknown_package(name));
+    auto paths = read_list(packages_[*index]);
+    if (!paths) return std::unexpected(paths.error());
+    std::sort(paths->begin(), paths->end(), store::path_less);
+    paths->erase(std::unique(paths->begin(), paths->end()), paths->end());
+    return paths;
+  }
+
+  std::vector<std::string> owners(std::string_view served) const override {
+    std::call_once(index_built_, [this] { build_owner_index(); });
+    while (!served.empty() && served.front() == '/') served.remove_prefix(1);
+    while (!served.empty() && served.back() == '/') served.remove_suffix(1);
+    auto it = owner_index_.find(std::string(served));
+    std::vector<std::string> out;
+    if (it == owner_index_.end()) return out;
+    if (it->second & kShared) {
+      for (uint32_t i : shared_owners_[it->second & ~kShared])
+        out.push_back(packages_[i].info.name);
+    } else {
+      out.push_back(packages_[it->second].info.name);
+    }
+    return out;  // packages_ is sorted and indices were added in order
+  }
+
+ private:
+  std::optional<size_t> lookup(std::string_view name) const {
+    std::string_view arch;
+    if (size_t colon = name.find(':'); colon != std::string_view::npos) {
+      arch = name.substr(colon + 1);
+      name = name.substr(0, colon);
+    }
+    auto it = by_name_.find(std::string(name));
+    if (it == by_name_.end()) return std::nullopt;
+    const std::vector<uint32_t>& candidates = it->second;
+    if (!arch.empty()) {
+      for (uint32_t i : candidates) {
+        if (packages_[i].info.arch == arch) return i;
+      }
+      return std::nullopt;
+    }
+    for (uint32_t i : candidates) {
+      if (packages_[i].info.arch == native_arch_) return i;
+    }
+    return candidates.front();
+  }
+
+  std::string unknown_package(std::string_view name) const {
+    std::string_view bare = name.substr(0, name.find(':'));
+    std::vector<std::pair<size_t, std::string>> close;
+    size_t limit = std::max<size_t>(1, bare.size() / 4);
+    for (const auto& [candidate, indices] : by_name_) {
+      size_t distance = edit_distance(bare, candidate);
+      bool prefix = candidate.starts_with(bare) || bare.starts_with(candidate);
+      if (distance <= limit || (prefix && !bare.empty())) close.emplace_back(distance, candidate);
+    }
+    std::sort(close.begin(), close.end());
+    std::string message = "unknown package " + std::string(name);
+    if (close.empty()) return message;
+    message += " (close: ";
+    for (size_t i = 0; i < close.size() && i < 5; ++i) {
+      message += (i ? ", " : "") + close[i].second;
+    }
+    return message + ")";
+  }
+
+  // The package's served paths in list order (duplicates possible: "/bin" and "/usr/bin"
+  // are one directory on a merged-/usr system). A package without a list owns nothing.
+  Result<std::vector<std::string>> read_list(const Package& p) const {
+    std::string arch_list = p.name + ":" + p.info.arch + ".list";
+    std::string plain_list = p.name + ".list";
+    const std::string* order[2] = {&plain_list, &arch_list};
+    if (p.multi_arch == "same") std::swap(order[0], order[1]);
+    std::optional<std::string> content;
+    for (const std::string* list : order) {
+      auto read = tree_->read_file(location_ + "/info/" + *list);
+      if (!read) {
+        return std::unexpected(with_context(read.error(), "file list of " + p.info.name));
+      }
+      if (*read) {
+        content = std::move(*read);
+        break;
+      }
+    }
+    std::vector<std::string> paths;
+    if (!content) {
+      logger("packages")->debug("dpkg: {} has no file list in {}/info", p.info.name, location_);
+      return paths;
+    }
+    std::string_view text = *content;
+    size_t pos = 0;
+    while (pos < text.size()) {
+      size_t end = text.find('\n', pos);
+      if (end == std::string_view::npos) end = text.size();
+      std::string_view listed = text.substr(pos, end - pos);
+      pos = end + 1;
+      // A file another package (or the admin, ":") diverted is unpacked to the diversion's
+      // target; the list keeps the name in the package.
+      if (!diversions_.empty()) {
+        auto diverted = diversions_.find(std::string(listed));
+        if (diverted != diversions_.end() && diverted->second.by != p.name) {
+          listed = diverted->second.to;
+        }
+      }
+      if (auto path = served_path(listed, usr_aliases_, served_subdir_)) {
+        paths.push_back(std::move(*path));
+      }
+    }
+    return paths;
+  }
+
+  void build_owner_index() const {
+    size_t unreadable = 0;
+    for (uint32_t i = 0; i < packages_.size(); ++i) {
+      auto paths = read_list(packages_[i]);
+      if (!paths) {
+        ++unreadable;
+        logger("packages")->warn("dpkg: {}", paths.error().message());
+        continue;
+      }
+      for (std::string& path : *paths) {
+        auto [it, inserted] = owner_index_.try_emplace(std::move(path), i);
+        if (inserted || it->second == i) continue;
+        if (it->second & kShared) {
+          std::vector<uint32_t>& owners = shared_owners_[it->second & ~kShared];
+          if (owners.back() != i) owners.push_back(i);
+        } else {
+          shared_owners_.push_back({it->second, i});
+          it->second = kShared | static_cast<uint32_t>(shared_owners_.size() - 1);
+        }
+      }
+    }
+    logger("packages")
+        ->debug("dpkg: owner index of {} paths from {} lists ({} unreadable)", owner_index_.size(),
+                packages_.size(), unreadable);
+  }
+
+  std::shared_ptr<const TreeReader> keep_alive_;  // may be null: the caller keeps tree_
+  const TreeReader* tree_;
+  std::string location_;
+  std::vector<Package> packages_;  // sorted by id
+  std::unordered_map<std::string, std::vector<uint32_t>> by_name_;
+  std::string native_arch_;
+  std::unordered_map<std::string, Diversion> diversions_;  // by the path diverted
+  std::vector<std::string> usr_aliases_;
+  std::string served_subdir_;
+
+  // Built once, under index_built_; read-only afterwards, so owners() needs no lock.
+  // Most paths have one owner: the value is its index in packages_, or, for a path several
+  // packages list (directories), kShared | its index in shared_owners_.
+  static constexpr uint32_t kShared = 0x80000000u;
+  mutable std::once_flag index_built_;
+  mutable std::unordered_map<std::string, uint32_t> owner_index_;
+  mutable std::vector<std::vector<uint32_t>> shared_owners_;
+};
+
+}  // namespace
+
+Result<std::vector<StatusEntry>> parse_status(std::string_view text, std::string_view what) {
+  std::vector<StatusEntry> entries;
+  auto corrupt = [&](size_t line, const std::string& why) {
+    return fail(EBADMSG, std::string(what) + " line " + std::to_string(line) + ": " + why);
+  };
+  if (size_t nul = text.find('\0'); nul != std::string_view::npos) {
+    size_t line = 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + nul, '\n'));
+    return corrupt(line, "binary data (NUL byte)");
+  }
+  StatusEntry current;
+  bool in_stanza = false;
+  size_t stanza_line = 0;
+  std::string* last_value = nullptr;  // the field a continuation line extends
+  bool has_package = false, has_status = false;
+
+  auto finish = [&]() -> Status {
+    if (!in_stanza) return {};
+    if (!has_package) return corrupt(stanza_line, "stanza without a Package field");
+    if (!has_status) {
+      return corrupt(stanza_line, "stanza of " + current.package + " without a Status field");
+    }
+    entries.push_back(std::move(current));
+    current = StatusEntry{};
+    in_stanza = has_package = has_status = false;
+    last_value = nullptr;
+    return {};
+  };
+
+  size_t pos = 0;
+  size_t line_number = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_number;
+    if (trim(line).empty()) {
+      if (auto done = finish(); !done) return std::unexpected(done.error());
+      continue;
+    }
+    if (line.front() == ' ' || line.front() == '\t') {
+      if (!in_stanza) return corrupt(line_number, "continuation line outside a field");
+      // Multi-line values (Description, Conffiles) are not used; single-line ones that
+      // continue are joined with a space.
+      if (last_value != nullptr) *last_value += " " + std::string(trim(line));
+      continue;
+    }
+    size_t colon = line.find(':');
+    std::string_view field = colon == std::string_view::npos ? "" : trim(line.substr(0, colon));
+    if (field.empty() || field.find(' ') != std::string_view::npos) {
+      return corrupt(line_number, "expected 'Field: value', got '" + shorten(line) + "'");
+    }
+    if (!in_stanza) {
+      in_stanza = true;
+      stanza_line = line_number;
+    }
+    std::string value(trim(line.substr(colon + 1)));
+    last_value = nullptr;
+    if (iequals(field, "Package")) {
+      current.package = std::move(value);
+      has_package = !current.package.empty();
+      last_value = &current.package;
+    } else if (iequals(field, "Status")) {
+      current.status = std::move(value);
+      has_status = true;
+      last_value = &current.status;
+    } else if (iequals(field, "Version")) {
+      current.version = std::move(value);
+      last_value = &current.version;
+    } else if (iequals(field, "Architecture")) {
+      current.architecture = std::move(value);
+      last_value = &current.architecture;
+    } else if (iequals(field, "Multi-Arch")) {
+      current.multi_arch = std::move(value);
+      last_value = &current.multi_arch;
+    }
+  }
+  if (auto done = finish(); !done) return std::unexpected(done.error());
+  return entries;
+}
+
+Result<std::vector<Diversion>> parse_diversions(std::string_view text, std::string_view what) {
+  std::vector<std::string_view> lines;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    lines.push_back(text.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  if (lines.size() % 3 != 0) {
+    return fail(EBADMSG, std::string(what) + ": " + std::to_string(lines.size()) +
+                             " lines, not a whole number of (from, to, package) triples");
+  }
+  std::vector<Diversion> diversions;
+  for (size_t i = 0; i < lines.size(); i += 3) {
+    if (!lines[i].starts_with('/') || !lines[i + 1].starts_with('/') || lines[i + 2].empty()) {
+      return fail(EBADMSG, std::string(what) + " line " + std::to_string(i + 1) +
+                               ": expected two absolute paths and a package");
+    }
+    diversions.push_back(
+        Diversion{std::string(lines[i]), std::string(lines[i + 1]), std::string(lines[i + 2])});
+  }
+  return diversions;
+}
+
+bool is_installed(std::string_view status) {
+  // "want flag state": the state is the last word.
+  size_t space = status.find_last_of(' ');
+  std::string_view state = space == std::string_view::npos ? status : status.substr(space + 1);
+  return state == "installed" || state == "triggers-pending" || state == "triggers-awaited";
+}
+
+std::optional<std::string> served_path(std::string_view listed,
+                                       const std::vector<std::string>& usr_aliases,
+                                       std::string_view served_subdir) {
+  while (!listed.empty() && listed.back() == '\r') listed.remove_suffix(1);
+  while (!listed.empty() && listed.front() == '/') listed.remove_prefix(1);
+  while (!listed.empty() && listed.back() == '/') listed.remove_suffix(1);
+  if (listed.empty() || listed == ".") return std::nullopt;
+  std::string_view top = listed.substr(0, listed.find('/'));
+  bool aliased = std::find(usr_aliases.begin(), usr_aliases.end(), top) != usr_aliases.end();
+  std::string os_path = aliased ? "usr/" + std::string(listed) : std::string(listed);
+  if (served_subdir.empty()) return os_path;
+  if (os_path.size() <= served_subdir.size() + 1 || !os_path.starts_with(served_subdir) ||
+      os_path[served_subdir.size()] != '/') {
+    return std::nullopt;  // outside (or the served directory itself)
+  }
+  return os_path.substr(served_subdir.size() + 1);
+}
+
+Result<std::unique_ptr<PackageDb>> open(const TreeReader& tree,
+                                        std::shared_ptr<const TreeReader> keep_alive,
+                                        std::string location, std::string_view status_text,
+                                        std::string served_subdir) {
+  std::string what = location + "/status";
+  auto entries = parse_status(status_text, what);
+  if (!entries) return std::unexpected(entries.error());
+
+  std::vector<Package> packages;
+  for (StatusEntry& entry : *entries) {
+    if (!is_installed(entry.status)) continue;
+    Package p;
+    p.name = std::move(entry.package);
+    p.info = PackageInfo{p.name, std::move(entry.version), std::move(entry.architecture)};
+    p.multi_arch = std::move(entry.multi_arch);
+    packages.push_back(std::move(p));
+  }
+  std::sort(packages.begin(), packages.end(), [](const Package& a, const Package& b) {
+    return std::tie(a.name, a.info.arch) < std::tie(b.name, b.info.arch);
+  });
+  // The same package and architecture twice: dpkg never writes that; keep the first.
+  packages.erase(
+      std::unique(packages.begin(), packages.end(),
+                  [&](const Package& a, const Package& b) {
+                    if (a.name != b.name || a.info.arch != b.info.arch) return false;
+                    logger("packages")->warn("{}: {}:{} listed twice", what, a.name, a.info.arch);
+                    return true;
+                  }),
+      packages.end());
+  // Several architectures of one package: each is named name:arch.
+  for (size_t i = 0; i < packages.size(); ++i) {
+    bool shared = (i > 0 && packages[i - 1].name == packages[i].name) ||
+                  (i + 1 < packages.size() && packages[i + 1].name == packages[i].name);
+    if (shared) packages[i].info.name = packages[i].name + ":" + packages[i].info.arch;
+  }
+
+  std::vector<Diversion> diversions;
+  auto diversions_text = tree.read_file(location + "/diversions");
+  if (!diversions_text) return std::unexpected(diversions_text.error());
+  if (*diversions_text) {
+    auto parsed = parse_diversions(**diversions_text, location + "/diversions");
+    if (!parsed) return std::unexpected(parsed.error());
+    diversions = std::move(*parsed);
+  }
+
+  auto aliases = find_usr_aliases(tree);
+  if (!aliases) return std::unexpected(aliases.error());
+  logger("packages")
+      ->debug("dpkg: {} installed packages in {} (of {} stanzas)", packages.size(), location,
+              entries->size());
+  return std::make_unique<DpkgDb>(tree, std::move(keep_alive), std::move(location),
+                                  std::move(packages), std::move(diversions), std::move(*aliases),
+                                  std::move(served_subdir));
+}
+
+}  // namespace livefs::packages::dpkg

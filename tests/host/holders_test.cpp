@@ -1,0 +1,377 @@
+// find_stale_holders with real processes on real files: an executable, an open descriptor and
+// a mapping of files that are then replaced (rename over) or removed; the maps parser on a
+// made-up /proc; unit_from_cgroup on v2 and v1 contents.
+#include "host/holders.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "support/temp_dir.h"
+
+namespace livefs::host {
+namespace {
+
+namespace fs = std::filesystem;
+using livefs::testing::read_file;
+using livefs::testing::TempDir;
+using livefs::testing::write_file;
+
+// A child process, killed and reaped at scope exit.
+class Child {
+ public:
+  explicit Child(pid_t pid) : pid_(pid) {}
+  ~Child() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_;
+};
+
+// A pipe whose ends are close-on-exec and above the descriptors the children set up (3).
+struct ReadyPipe {
+  int read_end = -1;
+  int write_end = -1;
+  ReadyPipe() {
+    int p[2];
+    if (::pipe(p) != 0) throw std::runtime_error("pipe");
+    read_end = ::fcntl(p[0], F_DUPFD_CLOEXEC, 10);
+    write_end = ::fcntl(p[1], F_DUPFD_CLOEXEC, 10);
+    ::close(p[0]);
+    ::close(p[1]);
+  }
+  ~ReadyPipe() {
+    if (read_end >= 0) ::close(read_end);
+    if (write_end >= 0) ::close(write_end);
+  }
+  // Parent side: closes its write end and reads what the child wrote until it closed its own.
+  std::string wait() {
+    ::close(write_end);
+    write_end = -1;
+    std::string got;
+    char c;
+    ssize_t n;
+    while ((n = ::read(read_end, &c, 1)) != 0) {
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) break;
+      got += c;
+      if (c == '!') break;
+    }
+    return got;
+  }
+};
+
+// Starts `program` with `args`; with `fd3`, the child opens it as descriptor 3 first. Returns
+// once the exec happened: the close-on-exec pipe then reads end-of-file.
+pid_t spawn(const fs::path& program, std::vector<std::string> args, const fs::path& fd3 = {}) {
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::string prog = program.string();
+  std::string held = fd3.string();
+  ReadyPipe ready;
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork");
+  if (pid == 0) {
+    if (!held.empty()) {
+      int fd = ::open(held.c_str(), O_RDONLY);
+      if (fd < 0 || (fd != 3 && ::dup2(fd, 3) != 3)) {
+        (void)!::write(ready.write_end, "open failed!", 12);
+        ::_exit(127);
+      }
+    }
+    ::execv(prog.c_str(), argv.data());
+    (void)!::write(ready.write_end, "exec failed!", 12);
+    ::_exit(127);
+  }
+  std::string got = ready.wait();
+  if (!got.empty()) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    throw std::runtime_error("child " + prog + ": " + got);
+  }
+  return pid;
+}
+
+// Forks a child (no exec) that maps `file`, closes the descriptor and waits to be killed: the
+// file is then held by the mapping only.
+pid_t spawn_mapper(const fs::path& file) {
+  std::string path = file.string();
+  ReadyPipe ready;
+  pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork");
+  if (pid == 0) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    void* map = fd < 0 ? MAP_FAILED : ::mmap(nullptr, 4096, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+      (void)!::write(ready.write_end, "mmap failed!", 12);
+      ::_exit(127);
+    }
+    ::close(fd);
+    (void)!::write(ready.write_end, "ok!", 3);
+    ::close(ready.write_end);
+    for (;;) ::pause();
+  }
+  std::string got = ready.wait();
+  if (got != "ok!") {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    throw std::runtime_error("mapper: " + got);
+  }
+  return pid;
+}
+
+// Gives `path` new content the way an update does: a new file renamed over the old one.
+void replace(const fs::path& path, const fs::path& new_content_from) {
+  fs::path tmp = path;
+  tmp += ".new";
+  fs::copy_file(new_content_from, tmp, fs::copy_options::overwrite_existing);
+  fs::permissions(tmp, fs::status(path).permissions());
+  fs::rename(tmp, path);
+}
+
+std::vector<Holder> holders_of(const std::vector<Holder>& all, pid_t pid) {
+  std::vector<Holder> out;
+  std::ranges::copy_if(all, std::back_inserter(out), [&](const Holder& h) { return h.pid == pid; });
+  return out;
+}
+
+std::vector<std::string> hows(const std::vector<Holder>& hs) {
+  std::vector<std::string> out;
+  for (const Holder& h : hs) out.push_back(h.path + ": " + h.how);
+  return out;
+}
+
+class StaleHoldersTest : public ::testing::Test {
+ protected:
+  StaleHoldersTest() : tmp_("livefs-holders") {
+    fs::create_directories(tmp_ / "bin");
+    fs::copy_file("/bin/sleep", tmp_ / "bin/sleep");
+    fs::permissions(tmp_ / "bin/sleep", fs::perms(0755));
+    write_file(tmp_ / "data", "old data\n");
+    write_file(tmp_ / "lib/libdata.so", std::string(8192, 'o'));
+    write_file(tmp_ / "unused", "never held\n");
+    write_file(tmp_ / "new-content", "new\n");
+  }
+
+  // Starts the three holders: bin/sleep executing, /bin/sleep with "data" open as fd 3, and
+  // a mapper of lib/libdata.so.
+  void start_holders() {
+    runner_ = std::make_unique<Child>(spawn(tmp_ / "bin/sleep", {"sleep", "60"}));
+    opener_ = std::make_unique<Child>(spawn("/bin/sleep", {"sleep", "60"}, tmp_ / "data"));
+    mapper_ = std::make_unique<Child>(spawn_mapper(tmp_ / "lib/libdata.so"));
+  }
+
+  std::vector<Holder> find(const std::vector<std::string>& paths) {
+    auto found = find_stale_holders(tmp_.path(), paths);
+    EXPECT_TRUE(found.has_value()) << found.error().message();
+    return found.value_or(std::vector<Holder>{});
+  }
+
+  const std::vector<std::string> all_ = {"bin/sleep", "data", "lib/libdata.so", "unused"};
+  TempDir tmp_;
+  // Declared after tmp_: killed before the directory goes.
+  std::unique_ptr<Child> runner_;
+  std::unique_ptr<Child> opener_;
+  std::unique_ptr<Child> mapper_;
+};
+
+TEST_F(StaleHoldersTest, NothingWhileTheHeldFilesAreCurrent) {
+  start_holders();
+  EXPECT_EQ(hows(find(all_)), std::vector<std::string>{});
+}
+
+TEST_F(StaleHoldersTest, ReplacedFilesAreReportedWithTheirHolders) {
+  start_holders();
+  replace(tmp_ / "bin/sleep", "/bin/sleep");
+  replace(tmp_ / "data", tmp_ / "new-content");
+  replace(tmp_ / "lib/libdata.so", tmp_ / "new-content");
+  replace(tmp_ / "unused", tmp_ / "new-content");
+
+  std::vector<Holder> found = find(all_);
+  std::string expected_unit = unit_from_cgroup(read_file("/proc/self/cgroup"));
+
+  std::vector<Holder> runner = holders_of(found, runner_->pid());
+  ASSERT_EQ(hows(runner), std::vector<std::string>{"bin/sleep: exe"});
+  EXPECT_EQ(runner[0].command, "sleep");
+  EXPECT_EQ(runner[0].unit, expected_unit);
+
+  std::vector<Holder> opener = holders_of(found, opener_->pid());
+  ASSERT_EQ(hows(opener), std::vector<std::string>{"data: fd 3"});
+  EXPECT_EQ(opener[0].command, "sleep");
+
+  std::vector<Holder> mapper = holders_of(found, mapper_->pid());
+  ASSERT_EQ(hows(mapper), std::vector<std::string>{"lib/libdata.so: mapped"});
+  EXPECT_EQ(mapper[0].command, read_file("/proc/self/comm").substr(0, mapper[0].command.size()));
+
+  // Nobody else holds these temporary files, and "unused" was never held.
+  EXPECT_EQ(found.size(), 3u) << ::testing::PrintToString(hows(found));
+}
+
+TEST_F(StaleHoldersTest, AFileNeverHeldGivesNothing) {
+  start_holders();
+  replace(tmp_ / "unused", tmp_ / "new-content");
+  EXPECT_EQ(hows(find({"unused"})), std::vector<std::string>{});
+}
+
+TEST_F(StaleHoldersTest, RemovedFilesStillHeldAreReported) {
+  start_holders();
+  fs::remove(tmp_ / "bin/sleep");
+  fs::remove(tmp_ / "data");
+  fs::remove_all(tmp_ / "lib");
+
+  std::vector<Holder> found = find(all_);
+  EXPECT_EQ(hows(holders_of(found, runner_->pid())), std::vector<std::string>{"bin/sleep: exe"});
+  EXPECT_EQ(hows(holders_of(found, opener_->pid())), std::vector<std::string>{"data: fd 3"});
+  EXPECT_EQ(hows(holders_of(found, mapper_->pid())),
+            std::vector<std::string>{"lib/libdata.so: mapped"});
+}
+
+TEST_F(StaleHoldersTest, AProcessHoldingTheNewVersionIsNotReported) {
+  start_holders();
+  replace(tmp_ / "data", tmp_ / "new-content");
+  Child current(spawn("/bin/sleep", {"sleep", "60"}, tmp_ / "data"));
+
+  std::vector<Holder> found = find({"data"});
+  EXPECT_EQ(hows(holders_of(found, opener_->pid())), std::vector<std::string>{"data: fd 3"});
+  EXPECT_EQ(hows(holders_of(found, current.pid())), std::vector<std::string>{});
+}
+
+TEST_F(StaleHoldersTest, RootIsTakenInItsNormalFormAndPathsAsGiven) {
+  start_holders();
+  replace(tmp_ / "data", tmp_ / "new-content");
+  auto found = find_stale_holders(tmp_.path().string() + "/bin/.././", {"./data"});
+  ASSERT_TRUE(found.has_value()) << found.error().message();
+  std::vector<Holder> opener = holders_of(*found, opener_->pid());
+  ASSERT_EQ(opener.size(), 1u);
+  EXPECT_EQ(opener[0].path, "./data");
+  EXPECT_EQ(opener[0].how, "fd 3");
+}
+
+// A made-up /proc: the maps columns, spaces in names, " (deleted)", several mappings of one
+// file collapsing into one, a mapping of the current file not reported, and a process whose
+// exe and fd entries are missing (as when access is denied) skipped without error.
+TEST(StaleHoldersFakeProcTest, MapsLinesAreParsedAndDeduplicated) {
+  TempDir tmp("livefs-holders");
+  fs::path root = tmp / "root";
+  write_file(root / "lib/a b.so", "new\n");
+  write_file(root / "lib/current.so", "current\n");
+  struct stat st;
+  ASSERT_EQ(::stat((root / "lib/current.so").c_str(), &st), 0);
+  char dev_buf[32];
+  std::snprintf(dev_buf, sizeof dev_buf, "%02x:%02x", major(st.st_dev), minor(st.st_dev));
+  std::string dev = dev_buf;
+  std::string r = fs::canonical(root).string();
+
+  pid_t pid = ::getpid() == 4242 ? 4243 : 4242;
+  fs::path p = tmp / "proc" / std::to_string(pid);
+  write_file(p / "comm", "fake daemon\n");
+  write_file(p / "cgroup",
+             "1:name=systemd:/system.slice/other.service\n0::/system.slice/fake.service\n");
+  // Columns as the kernel pads them; the path is whatever follows.
+  auto line = [&](std::string range, std::string perms, std::string id, std::string path) {
+    std::string l = range + " " + perms + " 00000000 " + id;
+    l.resize(std::max<size_t>(l.size() + 1, 73), ' ');
+    return l + path + "\n";
+  };
+  std::string ino = std::to_string(st.st_ino);
+  write_file(
+      p / "maps",
+      line("55d0c0000000-55d0c0001000", "r--p", dev + " 17", r + "/lib/a b.so (deleted)") +
+          line("55d0c0001000-55d0c0002000", "r-xp", dev + " 17", r + "/lib/a b.so (deleted)") +
+          line("55d0c0003000-55d0c0004000", "rw-p", "00:00 0", "[heap]") +
+          line("7f0000000000-7f0000001000", "r--p", dev + " " + ino, r + "/lib/current.so") +
+          line("7f0000002000-7f0000003000", "r--p", dev + " 99", r + "/lib/gone.so (deleted)") +
+          line("7f0000004000-7f0000005000", "rw-p", "00:00 0", "") +
+          line("7ffd00000000-7ffd00001000", "rw-p", "00:00 0", "[stack]"));
+  // Another process with nothing but unreadable entries.
+  fs::create_directories(tmp / "proc" / "4244");
+  fs::create_directories(tmp / "proc" / "self");
+
+  auto found =
+      find_stale_holders(root, {"lib/a b.so", "lib/current.so", "lib/gone.so"}, tmp / "proc");
+  ASSERT_TRUE(found.has_value()) << found.error().message();
+  std::vector<Holder> expected = {
+      {.pid = pid,
+       .command = "fake daemon",
+       .path = "lib/a b.so",
+       .how = "mapped",
+       .unit = "fake.service"},
+      {.pid = pid,
+       .command = "fake daemon",
+       .path = "lib/gone.so",
+       .how = "mapped",
+       .unit = "fake.service"},
+  };
+  EXPECT_EQ(*found, expected);
+}
+
+TEST(StaleHoldersFakeProcTest, AMissingProcIsAnError) {
+  TempDir tmp("livefs-holders");
+  auto found = find_stale_holders(tmp.path(), {"x"}, tmp / "no-proc");
+  ASSERT_FALSE(found.has_value());
+  EXPECT_EQ(found.error().code, ENOENT);
+}
+
+TEST(UnitFromCgroupTest, CgroupV2Paths) {
+  EXPECT_EQ(unit_from_cgroup("0::/system.slice/ssh.service\n"), "ssh.service");
+  EXPECT_EQ(unit_from_cgroup("0::/user.slice/user-1000.slice/session-3.scope\n"),
+            "session-3.scope");
+  EXPECT_EQ(
+      unit_from_cgroup("0::/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service\n"),
+      "foo.service");
+  EXPECT_EQ(unit_from_cgroup("0::/system.slice/docker.socket"), "docker.socket");
+  // A delegated subtree below the unit.
+  EXPECT_EQ(unit_from_cgroup("0::/system.slice/foo.service/payload\n"), "foo.service");
+  EXPECT_EQ(unit_from_cgroup("0::/init.scope\n"), "init.scope");
+}
+
+TEST(UnitFromCgroupTest, NoUnit) {
+  EXPECT_EQ(unit_from_cgroup("0::/\n"), "");
+  EXPECT_EQ(unit_from_cgroup(""), "");
+  EXPECT_EQ(unit_from_cgroup("0::/system.slice\n"), "");
+  EXPECT_EQ(unit_from_cgroup("0::/docker/4f2a9c\n"), "");
+  EXPECT_EQ(unit_from_cgroup("0::/.service\n"), "");
+  EXPECT_EQ(unit_from_cgroup("garbage without colons\n"), "");
+}
+
+TEST(UnitFromCgroupTest, CgroupV1Lines) {
+  // Hybrid: the v2 line is preferred.
+  EXPECT_EQ(unit_from_cgroup("12:pids:/system.slice/other.service\n"
+                             "1:name=systemd:/system.slice/cron.service\n"
+                             "0::/system.slice/cron.service\n"),
+            "cron.service");
+  // Legacy: the name=systemd hierarchy, wherever it is listed.
+  EXPECT_EQ(unit_from_cgroup("11:memory:/system.slice/other.service\n"
+                             "10:cpu,cpuacct:/\n"
+                             "1:name=systemd:/system.slice/nginx.service\n"),
+            "nginx.service");
+  // Only a controller hierarchy names a unit.
+  EXPECT_EQ(unit_from_cgroup("9:name=systemd:/\n"
+                             "4:memory:/system.slice/postgresql.service\n"
+                             "0::/\n"),
+            "postgresql.service");
+  // Not a unit anywhere (a container's own cgroups).
+  EXPECT_EQ(unit_from_cgroup("4:memory:/process_api/1a07\n3:cpuset:/\n0::/\n"), "");
+}
+
+}  // namespace
+}  // namespace livefs::host
