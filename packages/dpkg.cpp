@@ -4,6 +4,7 @@
 #include "packages/dpkg.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <mutex>
 #include <unordered_map>
