@@ -52,6 +52,11 @@ class HotfixSet {
   Result<uint64_t> add_watch(const std::filesystem::path& source, const std::string& at);
   // Imports the file (or symlink) `source` onto `at`.
   Status add_file(const std::filesystem::path& source, const std::string& at);
+  // An add as journalled (after a restart): its entry as it was added.
+  void restore_add(const std::filesystem::path& source, const std::string& at, store::Entry e) {
+    e.path = at;
+    adds_.push_back(HotfixAdd{source, at, std::move(e)});
+  }
   // Brings a watch up to date with a settled change set (full_rescan: reimports the whole
   // source). Returns the view paths that changed. ENOENT when the id is not watched.
   Result<std::vector<std::string>> apply(uint64_t id, const inotify::ChangeSet& changes);
