@@ -10,8 +10,8 @@
 #include "livefs/daemon.h"
 
 #include <fcntl.h>
-#include <signal.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
@@ -26,8 +26,8 @@
 #include <fstream>
 #include <map>
 #include <mutex>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "common/log.h"
@@ -142,12 +142,6 @@ Status require_dir(const fs::path& path, const char* what) {
   }
   if (!S_ISDIR(st.st_mode)) return fail(ENOTDIR, std::string(what) + " " + path.string());
   return {};
-}
-
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 json switch_json(const overlay::SwitchStats& s) {
@@ -294,14 +288,16 @@ class Daemon {
     if (!found) return std::unexpected(with_context(found.error(), "sysroot"));
     booted_origin_ = deployment_origin(found->booted, args_.subdir);
     if (auto st = require_dir(booted_origin_.dir, "booted deployment"); !st) return st;
-    staged_origin_ = Origin{.kind = "none"};
+    staged_origin_ = Origin{};
+    staged_origin_.kind = "none";
     json config = read_config();
     // A commit staged by `livefs stage` stays staged across restarts, unless the sysroot
     // has deployed another one since.
     std::string staged_commit = config.is_object() ? config.value("staged_commit", "") : "";
     if (found->pending) {
       staged_origin_ = deployment_origin(*found->pending, args_.subdir);
-      if (!staged_commit.empty() && config.value("staged_pending", "") == found->pending->checksum) {
+      if (!staged_commit.empty() &&
+          config.value("staged_pending", "") == found->pending->checksum) {
         staged_origin_ = commit_origin(staged_commit);
       }
     } else if (!staged_commit.empty()) {
@@ -653,9 +649,9 @@ class Daemon {
       packages::PackageDb* after = staged_packages();
       packages::PackageDb* before = booted_packages();
       if (after == nullptr && before == nullptr) {
-        return refusal(make_error(
-            ENOENT, "no package database in the booted or staged tree" +
-                        (packages_error_.empty() ? "" : " (" + packages_error_ + ")")));
+        return refusal(
+            make_error(ENOENT, "no package database in the booted or staged tree" +
+                                   (packages_error_.empty() ? "" : " (" + packages_error_ + ")")));
       }
       json groups = json::array();
       for (const auto& g : packages::group_by_package(paths, before, after)) {
@@ -682,8 +678,9 @@ class Daemon {
     applied_layer_ = std::move(applied);
     hotfix_tree_ = std::move(hotfix);
     auto served = served_layer();
-    Result<overlay::SwitchStats> stats = served ? fs_->switch_to(base_view_->with_layer(std::move(*served), generation))
-                                                : Result<overlay::SwitchStats>(std::unexpected(served.error()));
+    Result<overlay::SwitchStats> stats =
+        served ? fs_->switch_to(base_view_->with_layer(std::move(*served), generation))
+               : Result<overlay::SwitchStats>(std::unexpected(served.error()));
     if (!stats) {
       applied_layer_ = std::move(old_applied);
       hotfix_tree_ = std::move(old_hotfix);
@@ -839,14 +836,14 @@ class Daemon {
       auto pulled = store::pull(repo(), remote, ref);
       if (!pulled) return refusal(with_context(pulled.error(), "pull " + remote + " " + ref));
       rev = *pulled;
-      pull_seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      pull_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
     if (rev.empty()) {
       // The deployment the next boot would use.
       auto found = find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
       if (!found) return refusal(found.error());
-      if (!found->pending) return refusal(make_error(ENOENT, "no staged deployment in the sysroot"));
+      if (!found->pending)
+        return refusal(make_error(ENOENT, "no staged deployment in the sysroot"));
       return stage_deployment(*found->pending);
     }
     auto checksum = store::resolve_rev(repo(), rev);
@@ -1097,7 +1094,8 @@ class Daemon {
     auto stats = commit_hotfix({*at});
     if (!stats) return error_response(stats.error());
     if (auto st = save_hotfix_config(); !st) return error_response(st.error());
-    return {{"ok", true}, {"source", source.string()}, {"at", *at}, {"switch", switch_json(*stats)}};
+    return {
+        {"ok", true}, {"source", source.string()}, {"at", *at}, {"switch", switch_json(*stats)}};
   }
 
   json hotfix_list() const {
@@ -1122,8 +1120,7 @@ class Daemon {
       if (!p) return refusal(p.error());
       prefix = *p;
     }
-    if (hotfix_->empty() && !hotfix_tree_)
-      return refusal(make_error(ENOENT, "no hotfix to reset"));
+    if (hotfix_->empty() && !hotfix_tree_) return refusal(make_error(ENOENT, "no hotfix to reset"));
     std::vector<std::string> changed;
     if (hotfix_tree_) {
       for (size_t i = 1; i < hotfix_tree_->size(); ++i) {
@@ -1172,7 +1169,8 @@ class Daemon {
       fs::path source = w.value("source", "");
       std::string at = w.value("at", "");
       auto loop = inotify::WatchLoop::open(source);
-      auto id = loop ? hotfix_->add_watch(source, at) : Result<uint64_t>(std::unexpected(loop.error()));
+      auto id =
+          loop ? hotfix_->add_watch(source, at) : Result<uint64_t>(std::unexpected(loop.error()));
       if (!id || !start_loop(*id, std::move(*loop))) {
         log()->error("hotfix watch {} at /{} not restored: {}", source.string(), at,
                      id ? "watch failed" : id.error().message());
@@ -1184,8 +1182,7 @@ class Daemon {
     bool same = tree && ((!*tree && !hotfix_tree_) ||
                          (*tree && hotfix_tree_ && (*tree)->id() == hotfix_tree_->id()));
     if (!same) {
-      if (auto st = commit_hotfix(changed); !st)
-        log()->error("hotfix: {}", st.error().message());
+      if (auto st = commit_hotfix(changed); !st) log()->error("hotfix: {}", st.error().message());
     }
   }
 
@@ -1312,8 +1309,12 @@ int daemon_main(MountArgs args, int ready_fd) {
 
 int run_mount(const MountArgs& raw) {
   MountArgs args = raw;
-  args.booted = fs::absolute(args.booted).lexically_normal();
-  args.staged = fs::absolute(args.staged).lexically_normal();
+  if (args.sysroot) {
+    args.sysroot = fs::absolute(*args.sysroot).lexically_normal();
+  } else {
+    args.booted = fs::absolute(args.booted).lexically_normal();
+    args.staged = fs::absolute(args.staged).lexically_normal();
+  }
   args.state = fs::absolute(args.state).lexically_normal();
   args.mountpoint = fs::absolute(args.mountpoint).lexically_normal();
   if (args.store) args.store = fs::absolute(*args.store).lexically_normal();
@@ -1324,6 +1325,7 @@ int run_mount(const MountArgs& raw) {
   };
   strip(args.booted);
   strip(args.staged);
+  if (args.sysroot) strip(*args.sysroot);
   strip(args.state);
   strip(args.mountpoint);
 

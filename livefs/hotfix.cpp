@@ -52,6 +52,11 @@ void erase_with_subtree(EntryMap& map, const std::string& path, std::set<std::st
   if (map.erase(path) != 0) changed.insert(path);
 }
 
+// A source path's place in the view: the source directory itself ("") is `at`.
+std::string view_path(const std::string& at, const std::string& rel) {
+  return rel.empty() ? at : overlay::join_path(at, rel);
+}
+
 bool same_entry(const store::Entry& a, const store::Entry& b) {
   return overlay::same_content(a, b) && a.size == b.size;
 }
@@ -182,7 +187,8 @@ Result<std::vector<std::string>> HotfixSet::apply(uint64_t id, const inotify::Ch
           std::vector<std::string> gone;
           auto [first, last] = subtree(w->entries, rel);
           for (auto it = first; it != last; ++it) {
-            std::string_view rest = std::string_view(it->first).substr(rel.empty() ? 0 : rel.size() + 1);
+            std::string_view rest =
+                std::string_view(it->first).substr(rel.empty() ? 0 : rel.size() + 1);
             if (rest.find('/') != std::string_view::npos) continue;  // a grandchild
             if (!names.contains(std::string(rest))) gone.push_back(it->first);
           }
@@ -200,7 +206,7 @@ Result<std::vector<std::string>> HotfixSet::apply(uint64_t id, const inotify::Ch
     if (auto st = batch.commit(); !st) return std::unexpected(st.error());
   }
   std::vector<std::string> out;
-  for (const auto& rel : changed) out.push_back(overlay::join_path(w->at, rel));
+  for (const auto& rel : changed) out.push_back(view_path(w->at, rel));
   if (!out.empty()) {
     w->last_change_ns = now_ns();
     ++w->changes;
@@ -248,7 +254,7 @@ Result<std::optional<store::Tree>> HotfixSet::build() const {
   for (const auto& w : watches_) {
     for (const auto& [rel, e] : w.entries) {
       store::Entry x = e;
-      x.path = overlay::join_path(w.at, rel);
+      x.path = view_path(w.at, rel);
       put(std::move(x));
     }
   }

@@ -108,8 +108,7 @@ Result<store::Tree> booted_commit_manifest(const fs::path& repo, const std::stri
 }
 
 Result<store::OstreeImportResult> stage_commit(const fs::path& repo, const std::string& rev,
-                                               const std::string& subdir,
-                                               const store::Tree& booted,
+                                               const std::string& subdir, const store::Tree& booted,
                                                store::ObjectStore& store, bool progress) {
   store::OstreeImportOptions options;
   options.subdir = subdir;
@@ -125,7 +124,8 @@ Result<store::OstreeImportResult> stage_commit(const fs::path& repo, const std::
 }
 
 Result<std::unique_ptr<packages::PackageDb>> open_packages(
-    const Origin& origin, const store::Tree& tree, std::shared_ptr<const store::ObjectStore> store) {
+    const Origin& origin, const store::Tree& tree,
+    std::shared_ptr<const store::ObjectStore> store) {
   if (origin.kind == "none") return std::unique_ptr<packages::PackageDb>();
   std::shared_ptr<const packages::TreeReader> reader;
   if (!origin.system_root.empty() && is_dir(origin.system_root)) {

@@ -68,7 +68,6 @@ Result<store::OstreeImportResult> stage_commit(const std::filesystem::path& repo
 // The package database of a side: on disk when the side has a directory, else read from
 // its manifest (`tree`, whose root is the OS tree's `subdir`). nullptr when it has none.
 Result<std::unique_ptr<packages::PackageDb>> open_packages(
-    const Origin& origin, const store::Tree& tree,
-    std::shared_ptr<const store::ObjectStore> store);
+    const Origin& origin, const store::Tree& tree, std::shared_ptr<const store::ObjectStore> store);
 
 }  // namespace livefs::cli

@@ -435,7 +435,7 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const MountOptions& option
     ::getrlimit(RLIMIT_NOFILE, &nofile);
     constexpr rlim_t kReserve = 1024;
     set_backing_fd_limit(nofile.rlim_cur > 2 * kReserve ? nofile.rlim_cur - kReserve
-                                                         : nofile.rlim_cur / 2);
+                                                        : nofile.rlim_cur / 2);
   }
 
   std::string opts = "ro,default_permissions,fsname=livefs,subtype=livefs";

@@ -224,7 +224,8 @@ class Importer {
       auto e = import_one(dirfd, name, path);
       if (!e) return std::unexpected(e.error());
       if (e->type == EntryType::dir) {
-        UniqueFd sub(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        UniqueFd sub(
+            ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!sub) return fail_errno("openat(" + path + ")");
         pending.emplace_back(std::move(sub), path);
       }
