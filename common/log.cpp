@@ -29,6 +29,8 @@ std::shared_ptr<spdlog::logger> logger(const std::string& component) {
   auto l = std::make_shared<spdlog::logger>(component, r.sink);
   l->set_level(r.level);
   l->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [%n] %v");
+  // Written through at once: a daemon killed with SIGKILL keeps its last words.
+  l->flush_on(spdlog::level::info);
   spdlog::register_logger(l);
   return l;
 }

@@ -10,8 +10,11 @@
 #include "livefs/daemon.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,15 +27,23 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "common/log.h"
 #include "common/text.h"
+#include "host/holders.h"
+#include "inotify/watch_loop.h"
 #include "livefs/control.h"
+#include "livefs/hotfix.h"
+#include "livefs/sources.h"
+#include "overlay/compose.h"
 #include "overlay/filesystem.h"
 #include "overlay/journal.h"
 #include "overlay/selection.h"
 #include "overlay/view.h"
+#include "packages/package_db.h"
+#include "store/diff.h"
 #include "store/import.h"
 #include "store/object_store.h"
 #include "store/tree.h"
@@ -133,15 +144,26 @@ Status require_dir(const fs::path& path, const char* what) {
   return {};
 }
 
-json change_json(const store::Change& c) {
-  return {{"path", c.path},
-          {"kind", store::change_name(c.kind)},
-          {"kernel", overlay::is_kernel_path(c.path)}};
+json switch_json(const overlay::SwitchStats& s) {
+  return {{"from_generation", s.from_generation},
+          {"to_generation", s.to_generation},
+          {"changed_paths", s.changed_paths},
+          {"invalidations", s.invalidations},
+          {"seconds", s.seconds}};
+}
+
+// A refusal is a sentence for the operator, not a failed system call.
+json refusal(const Error& e) {
+  json r = error_response(e);
+  r["error"] = e.context;
+  return r;
 }
 
 class Daemon {
  public:
   explicit Daemon(MountArgs args) : args_(std::move(args)) {}
+
+  ~Daemon() { stop_watches(); }
 
   // Everything up to a mounted view and a listening socket.
   Status start() {
@@ -150,9 +172,11 @@ class Daemon {
     auto store = store::ObjectStore::open(store_dir);
     if (!store) return std::unexpected(with_context(store.error(), "store"));
     store_ = std::make_shared<store::ObjectStore>(std::move(*store));
+    hotfix_ = std::make_unique<HotfixSet>(*store_);
 
+    if (auto st = resolve_origins(); !st) return st;
     if (auto st = load_booted_manifest(); !st) return st;
-    if (auto st = import_staged(); !st) return st;
+    if (auto st = load_staged(); !st) return st;
     if (auto st = write_config(); !st) return st;
 
     std::vector<store::Entry> root{booted_tree_->root().to_entry()};
@@ -160,9 +184,8 @@ class Daemon {
     if (!empty) return std::unexpected(with_context(empty.error(), "empty layer"));
     empty_layer_ = std::move(*empty);
 
-    // The journal decides the generation served; if it cannot be trusted,
-    // generation 0 is served and status reports why (never a refusal to mount:
-    // the booted tree is safe).
+    // The journal decides the generation served; if it cannot be trusted, generation 0 is
+    // served and status reports why (never a refusal to mount: the booted tree is safe).
     store::Tree initial = *empty_layer_;
     uint64_t generation = 0;
     auto journal = overlay::Journal::open(state / "journal");
@@ -171,23 +194,36 @@ class Daemon {
     for (const auto& w : journal_->state().warnings) log()->warn("{}", w);
     if (journal_->state().error) {
       log()->error("{}: serving generation 0", journal_->state().error->message());
-    } else if (journal_->live().number != 0) {
-      auto layer = store::Tree::load(*store_, journal_->live().layer);
-      if (!layer) {
-        layer_error_ = with_context(
-            layer.error(), "layer of generation " + std::to_string(journal_->live().number));
-        log()->error("{}: serving generation 0", layer_error_->message());
-      } else {
-        initial = std::move(*layer);
-        generation = journal_->live().number;
+    } else {
+      if (journal_->live().number != 0) {
+        auto layer = store::Tree::load(*store_, journal_->live().layer);
+        if (!layer) {
+          layer_error_ = with_context(
+              layer.error(), "layer of generation " + std::to_string(journal_->live().number));
+          log()->error("{}: serving generation 0", layer_error_->message());
+        } else {
+          initial = std::move(*layer);
+          generation = journal_->live().number;
+        }
+      }
+      if (!layer_error_ && !journal_->state().hotfix_layer.is_zero()) {
+        auto hot = store::Tree::load(*store_, journal_->state().hotfix_layer);
+        if (!hot) {
+          log()->error("{}: the hotfix layer is not served",
+                       with_context(hot.error(), "hotfix layer").message());
+        } else {
+          hotfix_tree_ = std::move(*hot);
+        }
       }
     }
-
-    UniqueFd booted_fd(::open(args_.booted.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!booted_fd) return fail_errno("open(" + args_.booted.string() + ")");
-    base_view_ = overlay::View::create(std::move(booted_fd), store_, initial, generation);
-    live_layer_ = std::move(initial);
+    applied_layer_ = std::move(initial);
     live_generation_ = generation;
+    auto served = served_layer();
+    if (!served) return std::unexpected(served.error());
+
+    UniqueFd booted_fd(::open(booted_origin_.dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!booted_fd) return fail_errno("open(" + booted_origin_.dir.string() + ")");
+    base_view_ = overlay::View::create(std::move(booted_fd), store_, *served, generation);
 
     overlay::MountOptions options;
     options.mountpoint = args_.mountpoint;
@@ -204,7 +240,9 @@ class Daemon {
       return st;
     }
     log()->info("serving {} (booted {}, staged {}) at generation {}", args_.mountpoint.string(),
-                args_.booted.string(), args_.staged.string(), generation);
+                booted_origin_.describe(), staged_origin_.describe(), generation);
+    restore_hotfixes();
+    start_deployment_watch();
     return {};
   }
 
@@ -215,6 +253,7 @@ class Daemon {
     stopping_ = true;
     ::shutdown(listen_fd_.get(), SHUT_RDWR);
     control.join();
+    stop_watches();
     ::unlink(control_socket_path(args_.state).c_str());
     ::unlink((args_.state / "daemon.pid").c_str());
     fs_.reset();
@@ -234,36 +273,131 @@ class Daemon {
  private:
   static constexpr int kExitStatusError = 1;
 
+  bool sysroot_mode() const { return args_.sysroot.has_value(); }
+  fs::path repo() const { return *args_.sysroot / "ostree/repo"; }
+
+  // ---- sources ------------------------------------------------------------------------
+
+  Status resolve_origins() {
+    if (!sysroot_mode()) {
+      booted_origin_ = directory_origin(args_.booted);
+      staged_origin_ = directory_origin(args_.staged);
+      return {};
+    }
+    auto found = find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
+    if (!found) return std::unexpected(with_context(found.error(), "sysroot"));
+    booted_origin_ = deployment_origin(found->booted, args_.subdir);
+    if (auto st = require_dir(booted_origin_.dir, "booted deployment"); !st) return st;
+    staged_origin_ = Origin{};
+    staged_origin_.kind = "none";
+    json config = read_config();
+    // A commit staged by `livefs stage` stays staged across restarts, unless the sysroot
+    // has deployed another one since.
+    std::string staged_commit = config.is_object() ? config.value("staged_commit", "") : "";
+    if (found->pending) {
+      staged_origin_ = deployment_origin(*found->pending, args_.subdir);
+      if (!staged_commit.empty() &&
+          config.value("staged_pending", "") == found->pending->checksum) {
+        staged_origin_ = commit_origin(staged_commit);
+      }
+    } else if (!staged_commit.empty()) {
+      staged_origin_ = commit_origin(staged_commit);
+    }
+    return {};
+  }
+
+  Origin commit_origin(const std::string& checksum) const {
+    Origin o;
+    o.kind = "commit";
+    o.subdir = args_.subdir;
+    o.checksum = checksum;
+    o.osname = booted_origin_.osname;
+    o.version = commit_version(checksum);
+    return o;
+  }
+
+  std::string commit_version(const std::string& checksum) const {
+    auto list = store::list_deployments(*args_.sysroot, args_.os);
+    if (list) {
+      for (const auto& d : *list)
+        if (d.checksum == checksum) return d.version;
+    }
+    return "";
+  }
+
+  std::string booted_key() const {
+    if (sysroot_mode()) return "ostree:" + booted_origin_.checksum + ":" + args_.subdir;
+    return fs::absolute(args_.booted).string();
+  }
+
+  // The booted manifest: scanned once (booted is immutable) and cached in the state dir.
   Status load_booted_manifest() {
     fs::path cached = args_.state / "booted.tree";
     auto config = read_config();
-    if (config.is_object() && config.value("booted", "") == fs::absolute(args_.booted).string()) {
+    if (config.is_object() && config.value("booted_key", "") == booted_key()) {
       if (auto tree = store::Tree::load(cached)) {
         booted_tree_ = std::move(*tree);
         return {};
       }
     }
-    log()->info("scanning the booted tree {}", args_.booted.string());
-    store::ImportOptions options;
-    options.store_objects = false;
-    auto scanned = store::import_directory(args_.booted, nullptr, options);
-    if (!scanned) return std::unexpected(with_context(scanned.error(), "scan booted tree"));
-    if (auto st = scanned->tree.write_file(cached); !st) return st;
-    booted_tree_ = std::move(scanned->tree);
+    Result<store::Tree> tree = fail(EINVAL, "no booted tree");
+    if (sysroot_mode()) {
+      log()->info("reading the booted commit {}", booted_origin_.checksum);
+      tree = booted_commit_manifest(repo(), booted_origin_.checksum, args_.subdir, *store_);
+    } else {
+      log()->info("scanning the booted tree {}", args_.booted.string());
+      store::ImportOptions options;
+      options.store_objects = false;
+      auto scanned = store::import_directory(args_.booted, nullptr, options);
+      if (!scanned) return std::unexpected(with_context(scanned.error(), "scan booted tree"));
+      tree = std::move(scanned->tree);
+    }
+    if (!tree) return std::unexpected(tree.error());
+    if (auto st = tree->write_file(cached); !st) return st;
+    booted_tree_ = std::move(*tree);
     return {};
   }
 
-  Status import_staged() {
-    fs::path cached = args_.state / "staged.tree";
-    auto imported = store::import_directory(args_.staged, store_.get());
-    if (!imported) return std::unexpected(with_context(imported.error(), "import staged tree"));
-    auto id = imported->tree.save(*store_);
+  Status load_staged() {
+    if (staged_origin_.kind == "none") {
+      staged_tree_ = *booted_tree_;
+      return {};
+    }
+    Result<store::Tree> tree = fail(EINVAL, "no staged tree");
+    if (staged_origin_.kind == "directory") {
+      store::ImportOptions options;
+      options.unchanged_from = &*booted_tree_;
+      auto imported = store::import_directory(args_.staged, store_.get(), options);
+      if (!imported) return std::unexpected(with_context(imported.error(), "import staged tree"));
+      log()->info("staged tree {}: {} files, {} unchanged, {} bytes stored in {:.3f}s",
+                  args_.staged.string(), imported->stats.files, imported->stats.files_unchanged,
+                  imported->stats.bytes_stored, imported->stats.seconds);
+      tree = std::move(imported->tree);
+    } else {
+      auto staged = stage_commit(repo(), staged_origin_.checksum, args_.subdir, *booted_tree_,
+                                 *store_, false);
+      if (!staged) return std::unexpected(with_context(staged.error(), "stage"));
+      log_stage(staged->stats);
+      tree = std::move(staged->tree);
+    }
+    return set_staged(std::move(*tree));
+  }
+
+  void log_stage(const store::OstreeImportStats& s) {
+    log()->info(
+        "staged {}: {} files ({} as booted, {} from the index, {} read: {} bytes) in {:.3f}s",
+        staged_origin_.describe(), s.files, s.files_given, s.files_reused, s.files_read,
+        s.bytes_read, s.seconds);
+  }
+
+  Status set_staged(store::Tree tree) {
+    auto id = tree.save(*store_);
     if (!id) return std::unexpected(with_context(id.error(), "save staged tree"));
     if (auto st = store_->add_tree_root(*id); !st) return st;
-    if (auto st = imported->tree.write_file(cached); !st) return st;
-    log()->info("staged tree {}: {} files, {} bytes stored in {:.3f}s", args_.staged.string(),
-                imported->stats.files, imported->stats.bytes_stored, imported->stats.seconds);
-    staged_tree_ = std::move(imported->tree);
+    if (auto st = tree.write_file(args_.state / "staged.tree"); !st) return st;
+    staged_tree_ = std::move(tree);
+    staged_pkgs_.reset();
+    staged_pkgs_loaded_ = false;
     return {};
   }
 
@@ -274,12 +408,19 @@ class Daemon {
   }
 
   Status write_config() {
-    json config = {{"booted", fs::absolute(args_.booted).string()},
-                   {"staged", fs::absolute(args_.staged).string()},
+    json config = {{"booted_key", booted_key()},
+                   {"booted", booted_origin_.to_json()},
+                   {"staged", staged_origin_.to_json()},
                    {"store", fs::absolute(store_->root()).string()},
                    {"mountpoint", fs::absolute(args_.mountpoint).string()}};
+    if (staged_origin_.kind == "commit") {
+      config["staged_commit"] = staged_origin_.checksum;
+      config["staged_pending"] = pending_at_stage_;
+    }
     return write_file_atomic(args_.state / "config.json", config.dump(2) + "\n");
   }
+
+  // ---- control ------------------------------------------------------------------------
 
   void control_loop() {
     while (!stopping_) {
@@ -309,10 +450,10 @@ class Daemon {
       } else {
         json request = json::parse(*line, nullptr, false);
         try {
+          std::unique_lock lock(mutex_);
           response = handle(request, stop_after);
         } catch (const std::exception& e) {
-          // A malformed request (wrong JSON types) must not take the daemon
-          // down.
+          // A malformed request (wrong JSON types) must not take the daemon down.
           response = error_response(make_error(EINVAL, std::string("bad request: ") + e.what()));
         }
       }
@@ -320,6 +461,7 @@ class Daemon {
         log()->warn("control: {}", st.error().message());
       }
       conn.reset();
+      reap_retired_watches();
       if (stop_after) request_stop();
     }
   }
@@ -331,10 +473,15 @@ class Daemon {
     std::string cmd = request.at("cmd").get<std::string>();
     log()->debug("control: {}", cmd);
     if (cmd == "status") return status();
-    if (cmd == "diff") return diff();
+    if (cmd == "diff") return diff(request.value("by_package", false));
     if (cmd == "apply") return apply(request);
     if (cmd == "rollback") return go_back(overlay::JournalOp::rollback);
     if (cmd == "reset") return go_back(overlay::JournalOp::reset);
+    if (cmd == "stage") return stage(request);
+    if (cmd == "hotfix_watch") return hotfix_watch(request);
+    if (cmd == "hotfix_add") return hotfix_add(request);
+    if (cmd == "hotfix_list") return hotfix_list();
+    if (cmd == "hotfix_reset") return hotfix_reset(request);
     if (cmd == "umount") {
       stop_after = true;
       return {{"ok", true}, {"mountpoint", fs::absolute(args_.mountpoint).string()}};
@@ -343,13 +490,12 @@ class Daemon {
   }
 
   overlay::SelectionInput selection_input() const {
-    return {*booted_tree_, *staged_tree_, *live_layer_};
+    return {*booted_tree_, *staged_tree_, *applied_layer_};
   }
 
-  json status() const {
-    const auto& st = journal_->state();
+  json generations_json() const {
     json generations = json::array();
-    for (const auto& g : st.stack) {
+    for (const auto& g : journal_->state().stack) {
       generations.push_back({{"number", g.number},
                              {"op", g.number == 0 ? "booted" : "apply"},
                              {"paths", g.paths},
@@ -358,8 +504,16 @@ class Daemon {
                              {"time_ns", g.time_ns},
                              {"time", g.number == 0 ? "" : iso_time(g.time_ns)}});
     }
+    return generations;
+  }
+
+  json status() {
+    const auto& st = journal_->state();
     json history = json::array();
-    for (const auto& r : st.history) {
+    // The last records only: a hotfix loop writes one per edit.
+    size_t first = st.history.size() > 50 ? st.history.size() - 50 : 0;
+    for (size_t i = first; i < st.history.size(); ++i) {
+      const auto& r = st.history[i];
       history.push_back({{"seq", r.seq},
                          {"op", overlay::op_name(r.op)},
                          {"generation", r.generation},
@@ -368,42 +522,170 @@ class Daemon {
     }
     json out = {{"ok", true},
                 {"pid", ::getpid()},
-                {"booted", fs::absolute(args_.booted).string()},
-                {"staged", fs::absolute(args_.staged).string()},
+                {"booted", booted_origin_.describe()},
+                {"staged", staged_origin_.describe()},
+                {"booted_origin", booted_origin_.to_json()},
+                {"staged_origin", staged_origin_.to_json()},
                 {"store", fs::absolute(store_->root()).string()},
                 {"mountpoint", fs::absolute(args_.mountpoint).string()},
                 {"live_generation", live_generation_},
-                {"generations", generations},
+                {"generations", generations_json()},
                 {"history", history},
+                {"history_records", st.history.size()},
+                {"hotfix", hotfix_json()},
                 {"warnings", st.warnings},
                 {"journal_error", nullptr},
-                {"last_switch", nullptr}};
+                {"last_switch", nullptr},
+                {"stage_error", stage_error_},
+                {"config_note", config_note()},
+                {"holders", holders_json(touched_)}};
     if (st.error) out["journal_error"] = st.error->message();
     if (layer_error_) out["journal_error"] = layer_error_->message();
-    if (last_switch_) {
-      out["last_switch"] = {{"from_generation", last_switch_->from_generation},
-                            {"to_generation", last_switch_->to_generation},
-                            {"changed_paths", last_switch_->changed_paths},
-                            {"invalidations", last_switch_->invalidations},
-                            {"seconds", last_switch_->seconds}};
+    if (last_switch_) out["last_switch"] = switch_json(*last_switch_);
+    return out;
+  }
+
+  std::string config_note() const {
+    if (booted_origin_.subdir.empty()) return "";
+    return "the view serves /" + booted_origin_.subdir +
+           " only: configuration (/etc) differences are shown by diff and never applied";
+  }
+
+  // Processes that still run, map or hold open an old version of a file the view changed.
+  json holders_json(const std::set<std::string>& paths) const {
+    json out = json::array();
+    std::vector<std::string> files;
+    for (const auto& p : paths) {
+      auto s = staged_tree_->find(p);
+      auto b = booted_tree_->find(p);
+      if ((s && s->type() == store::EntryType::dir) || (b && b->type() == store::EntryType::dir))
+        continue;
+      files.push_back(p);
+    }
+    if (files.empty()) return out;
+    auto holders = host::find_stale_holders(args_.mountpoint, files);
+    if (!holders) {
+      log()->warn("holders: {}", holders.error().message());
+      return out;
+    }
+    for (const auto& h : *holders) {
+      out.push_back({{"pid", h.pid},
+                     {"command", h.command},
+                     {"path", h.path},
+                     {"how", h.how},
+                     {"unit", h.unit}});
     }
     return out;
   }
 
-  json diff() const {
-    json changes = json::array();
-    for (const auto& c : overlay::pending_changes(selection_input())) {
-      changes.push_back(change_json(c));
-    }
-    return {{"ok", true}, {"live_generation", live_generation_}, {"changes", changes}};
+  json change_json(const store::Change& c) const {
+    return {{"path", c.path},
+            {"kind", store::change_name(c.kind)},
+            {"kernel", overlay::is_kernel_path(c.path)}};
   }
 
-  // Publishes `layer` as the live generation (already journalled).
-  Result<overlay::SwitchStats> switch_to(store::Tree layer, uint64_t generation) {
-    auto next = base_view_->with_layer(layer, generation);
-    auto stats = fs_->switch_to(next);
-    if (!stats) return stats;
-    live_layer_ = std::move(layer);
+  packages::PackageDb* booted_packages() {
+    if (!booted_pkgs_loaded_) {
+      booted_pkgs_loaded_ = true;
+      auto db = open_packages(booted_origin_, *booted_tree_, store_);
+      if (!db) {
+        packages_error_ = db.error().message();
+        log()->warn("booted package database: {}", db.error().message());
+      } else {
+        booted_pkgs_ = std::move(*db);
+      }
+    }
+    return booted_pkgs_.get();
+  }
+
+  packages::PackageDb* staged_packages() {
+    if (!staged_pkgs_loaded_) {
+      staged_pkgs_loaded_ = true;
+      auto db = open_packages(staged_origin_, *staged_tree_, store_);
+      if (!db) {
+        packages_error_ = db.error().message();
+        log()->warn("staged package database: {}", db.error().message());
+      } else {
+        staged_pkgs_ = std::move(*db);
+      }
+    }
+    return staged_pkgs_ ? staged_pkgs_.get() : booted_packages();
+  }
+
+  // /etc of the two sides, when the view serves a part of the system (usr).
+  json etc_changes() const {
+    json out = json::array();
+    if (booted_origin_.subdir.empty() || staged_origin_.system_root.empty()) return out;
+    fs::path a = booted_origin_.system_root / "etc", b = staged_origin_.system_root / "etc";
+    struct stat st {};
+    if (::stat(a.c_str(), &st) != 0 || ::stat(b.c_str(), &st) != 0) return out;
+    store::ImportOptions options;
+    options.store_objects = false;
+    auto old_etc = store::import_directory(a, nullptr, options);
+    auto new_etc = store::import_directory(b, nullptr, options);
+    if (!old_etc || !new_etc) {
+      log()->warn("etc diff: {}", (!old_etc ? old_etc.error() : new_etc.error()).message());
+      return out;
+    }
+    for (const auto& c : store::diff(old_etc->tree, new_etc->tree)) {
+      out.push_back({{"path", "etc/" + c.path}, {"kind", store::change_name(c.kind)}});
+    }
+    return out;
+  }
+
+  json diff(bool by_package) {
+    auto pending = overlay::pending_changes(selection_input());
+    json changes = json::array();
+    for (const auto& c : pending) changes.push_back(change_json(c));
+    json out = {{"ok", true},
+                {"live_generation", live_generation_},
+                {"staged", staged_origin_.describe()},
+                {"changes", changes},
+                {"config_changes", etc_changes()},
+                {"config_note", config_note()}};
+    if (by_package) {
+      std::vector<std::string> paths;
+      for (const auto& c : pending) paths.push_back(c.path);
+      packages::PackageDb* after = staged_packages();
+      packages::PackageDb* before = booted_packages();
+      if (after == nullptr && before == nullptr) {
+        return refusal(
+            make_error(ENOENT, "no package database in the booted or staged tree" +
+                                   (packages_error_.empty() ? "" : " (" + packages_error_ + ")")));
+      }
+      json groups = json::array();
+      for (const auto& g : packages::group_by_package(paths, before, after)) {
+        groups.push_back({{"package", g.package},
+                          {"old_version", g.old_version},
+                          {"new_version", g.new_version},
+                          {"paths", g.paths}});
+      }
+      out["packages"] = groups;
+    }
+    return out;
+  }
+
+  // Publishes the layers as the live generation (already journalled).
+  Result<store::Tree> served_layer() const {
+    if (!hotfix_tree_) return *applied_layer_;
+    return overlay::compose_layers(*booted_tree_, *applied_layer_, *hotfix_tree_);
+  }
+
+  Result<overlay::SwitchStats> publish(store::Tree applied, uint64_t generation,
+                                       std::optional<store::Tree> hotfix) {
+    std::optional<store::Tree> old_applied = std::move(applied_layer_);
+    std::optional<store::Tree> old_hotfix = std::move(hotfix_tree_);
+    applied_layer_ = std::move(applied);
+    hotfix_tree_ = std::move(hotfix);
+    auto served = served_layer();
+    Result<overlay::SwitchStats> stats =
+        served ? fs_->switch_to(base_view_->with_layer(std::move(*served), generation))
+               : Result<overlay::SwitchStats>(std::unexpected(served.error()));
+    if (!stats) {
+      applied_layer_ = std::move(old_applied);
+      hotfix_tree_ = std::move(old_hotfix);
+      return stats;
+    }
     live_generation_ = generation;
     last_switch_ = *stats;
     log()->info("switched generation {} -> {}: {} paths, {} invalidations, {:.6f}s",
@@ -412,38 +694,37 @@ class Daemon {
     return stats;
   }
 
-  static json stats_json(const overlay::SwitchStats& s) {
-    return {{"from_generation", s.from_generation},
-            {"to_generation", s.to_generation},
-            {"changed_paths", s.changed_paths},
-            {"invalidations", s.invalidations},
-            {"seconds", s.seconds}};
-  }
-
   json refuse_if_untrusted() const {
     if (journal_->state().error) {
       return error_response(
           make_error(EBADMSG, "journal is corrupt, serving generation 0 and refusing changes: " +
                                   journal_->state().error->context));
     }
-    if (layer_error_) {
-      return error_response(with_context(*layer_error_, "refusing changes"));
-    }
+    if (layer_error_) return error_response(with_context(*layer_error_, "refusing changes"));
     return nullptr;
   }
 
   json apply(const json& request) {
     std::vector<std::string> patterns = request.value("patterns", std::vector<std::string>{});
+    std::vector<std::string> package_names = request.value("packages", std::vector<std::string>{});
     overlay::SelectOptions options;
     options.all = request.value("all", false);
     options.allow_replace = request.value("allow_replace", false);
     bool dry_run = request.value("dry_run", false);
+    if (!package_names.empty()) {
+      if (!patterns.empty() || options.all)
+        return refusal(make_error(EINVAL, "--package cannot be combined with paths or --all"));
+      auto files = package_files(package_names);
+      if (!files) return refusal(files.error());
+      patterns = std::move(*files);
+      options.literal = true;
+    }
     auto selection = overlay::select_changes(selection_input(), patterns, options);
     if (!selection) {
-      // A refusal is a sentence for the operator, not a failed system call.
-      json refusal = error_response(selection.error());
-      refusal["error"] = selection.error().context;
-      return refusal;
+      Error e = selection.error();
+      if (!package_names.empty() && e.code == EINVAL)
+        e.context = "package " + join_words(package_names) + ": no pending change";
+      return refusal(e);
     }
     json applied = json::array();
     std::vector<std::string> paths;
@@ -456,28 +737,64 @@ class Daemon {
                 {"applied", applied},
                 {"skipped_kernel", selection->skipped_kernel}};
     if (dry_run) return out;
-    if (json refusal = refuse_if_untrusted(); !refusal.is_null()) return refusal;
+    if (json r = refuse_if_untrusted(); !r.is_null()) return r;
 
-    // Durable before visible: the layer object, then the journal record, then
-    // the switch.
+    // Durable before visible: the layer object, then the journal record, then the switch.
     auto id = selection->layer.save(*store_);
     if (!id) return error_response(with_context(id.error(), "save layer"));
     if (auto st = store_->add_tree_root(*id); !st) return error_response(st.error());
-    auto record = journal_->commit(overlay::JournalOp::apply, *id, std::move(paths));
+    auto record = journal_->commit(overlay::JournalOp::apply, *id, paths);
     if (!record) return error_response(record.error());
-    auto stats = switch_to(std::move(selection->layer), record->generation);
+    auto stats = publish(std::move(selection->layer), record->generation, hotfix_tree_);
     if (!stats) {
       return error_response(
           with_context(stats.error(), "generation " + std::to_string(record->generation) +
                                           " is journalled but the switch failed"));
     }
+    touched_.insert(paths.begin(), paths.end());
     out["generation"] = record->generation;
-    out["switch"] = stats_json(*stats);
+    out["switch"] = switch_json(*stats);
+    out["holders"] = holders_json(std::set<std::string>(paths.begin(), paths.end()));
+    return out;
+  }
+
+  static std::string join_words(const std::vector<std::string>& words) {
+    std::string s;
+    for (const auto& w : words) s += (s.empty() ? "" : " ") + w;
+    return s;
+  }
+
+  // What the packages own in the staged tree and in the booted one (so files an upgrade
+  // dropped are removed with it).
+  Result<std::vector<std::string>> package_files(const std::vector<std::string>& names) {
+    packages::PackageDb* staged = staged_packages();
+    packages::PackageDb* booted = booted_packages();
+    if (staged == nullptr && booted == nullptr) {
+      return fail(ENOENT, "no package database in the staged or booted tree" +
+                              (packages_error_.empty() ? "" : " (" + packages_error_ + ")"));
+    }
+    std::vector<std::string> out;
+    for (const auto& name : names) {
+      bool known = false;
+      for (packages::PackageDb* db : {staged, booted}) {
+        if (db == nullptr) continue;
+        auto files = db->files(name);
+        if (!files) {
+          if (files.error().code == ENOENT && db == staged && booted != nullptr) continue;
+          if (files.error().code == ENOENT && known) continue;
+          return std::unexpected(files.error());
+        }
+        known = true;
+        out.insert(out.end(), files->begin(), files->end());
+        if (db == booted) break;
+      }
+      if (!known) return fail(ENOENT, "unknown package " + name);
+    }
     return out;
   }
 
   json go_back(overlay::JournalOp op) {
-    if (json refusal = refuse_if_untrusted(); !refusal.is_null()) return refusal;
+    if (json r = refuse_if_untrusted(); !r.is_null()) return r;
     auto planned = journal_->prepare(op, {}, {});
     if (!planned) return error_response(planned.error());
     store::Tree layer = *empty_layer_;
@@ -489,20 +806,390 @@ class Daemon {
       }
       layer = std::move(*loaded);
     }
+    // What leaves the view: the generations popped.
+    const auto& stack = journal_->state().stack;
+    for (const auto& g : stack)
+      if (g.number > planned->generation) touched_.insert(g.paths.begin(), g.paths.end());
     auto record = journal_->commit(op, {}, {});
     if (!record) return error_response(record.error());
-    auto stats = switch_to(std::move(layer), record->generation);
+    auto stats = publish(std::move(layer), record->generation, hotfix_tree_);
     if (!stats) return error_response(stats.error());
+    json out = {{"ok", true},
+                {"op", overlay::op_name(op)},
+                {"generation", record->generation},
+                {"switch", switch_json(*stats)}};
+    if (hotfix_tree_) out["note"] = "the hotfix layer stays on top (livefs hotfix reset drops it)";
+    return out;
+  }
+
+  // ---- staging (OSTree) ---------------------------------------------------------------
+
+  json stage(const json& request) {
+    if (!sysroot_mode())
+      return refusal(make_error(EINVAL, "stage needs a daemon started with --sysroot"));
+    std::string rev = request.value("commit", "");
+    std::string remote = request.value("remote", "");
+    std::string ref = request.value("ref", "");
+    double pull_seconds = 0;
+    if (!remote.empty()) {
+      auto t0 = std::chrono::steady_clock::now();
+      auto pulled = store::pull(repo(), remote, ref);
+      if (!pulled) return refusal(with_context(pulled.error(), "pull " + remote + " " + ref));
+      rev = *pulled;
+      pull_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    if (rev.empty()) {
+      // The deployment the next boot would use.
+      auto found = find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
+      if (!found) return refusal(found.error());
+      if (!found->pending)
+        return refusal(make_error(ENOENT, "no staged deployment in the sysroot"));
+      return stage_deployment(*found->pending);
+    }
+    auto checksum = store::resolve_rev(repo(), rev);
+    if (!checksum) return refusal(checksum.error());
+    auto staged = stage_commit(repo(), *checksum, args_.subdir, *booted_tree_, *store_, false);
+    if (!staged) return refusal(with_context(staged.error(), "stage " + rev));
+    Origin origin = commit_origin(*checksum);
+    auto found = find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
+    pending_at_stage_ = found && found->pending ? found->pending->checksum : "";
+    return finish_stage(origin, std::move(*staged), pull_seconds);
+  }
+
+  json stage_deployment(const store::Deployment& d) {
+    auto staged = stage_commit(repo(), d.checksum, args_.subdir, *booted_tree_, *store_, false);
+    if (!staged) return refusal(with_context(staged.error(), "stage " + d.checksum));
+    return finish_stage(deployment_origin(d, args_.subdir), std::move(*staged), 0);
+  }
+
+  json finish_stage(Origin origin, store::OstreeImportResult staged, double pull_seconds) {
+    Origin old = staged_origin_;
+    staged_origin_ = std::move(origin);
+    if (auto st = set_staged(std::move(staged.tree)); !st) {
+      staged_origin_ = old;
+      return error_response(st.error());
+    }
+    if (auto st = write_config(); !st) return error_response(st.error());
+    log_stage(staged.stats);
+    stage_error_ = nullptr;
+    const auto& s = staged.stats;
     return {{"ok", true},
-            {"op", overlay::op_name(op)},
-            {"generation", record->generation},
-            {"switch", stats_json(*stats)}};
+            {"staged", staged_origin_.describe()},
+            {"staged_origin", staged_origin_.to_json()},
+            {"pending", overlay::pending_changes(selection_input()).size()},
+            {"files", s.files},
+            {"files_as_booted", s.files_given},
+            {"files_reused", s.files_reused},
+            {"files_read", s.files_read},
+            {"bytes_read", s.bytes_read},
+            {"pull_seconds", pull_seconds},
+            {"seconds", s.seconds}};
+  }
+
+  // inotify on the sysroot: a new deployment (ostree admin deploy) is staged in the
+  // background, so that apply only has to switch.
+  void start_deployment_watch() {
+    if (!sysroot_mode()) return;
+    UniqueFd in(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+    if (!in) {
+      log()->warn("inotify on the sysroot: {}", std::strerror(errno));
+      return;
+    }
+    const uint32_t mask = IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM | IN_CLOSE_WRITE;
+    for (const fs::path& p : {*args_.sysroot / "ostree/deploy" / booted_origin_.osname / "deploy",
+                              *args_.sysroot / "ostree", *args_.sysroot / "boot"}) {
+      if (::inotify_add_watch(in.get(), p.c_str(), mask) < 0)
+        log()->warn("inotify on {}: {}", p.string(), std::strerror(errno));
+    }
+    deploy_stop_.reset(::eventfd(0, EFD_CLOEXEC));
+    deploy_watch_ = std::thread([this, fd = std::move(in)] { deployment_watch_loop(fd.get()); });
+  }
+
+  void deployment_watch_loop(int fd) {
+    char buf[16384];
+    bool dirty = false;
+    for (;;) {
+      pollfd pfds[2] = {{fd, POLLIN, 0}, {deploy_stop_.get(), POLLIN, 0}};
+      // Settle for half a second after the last event: a deployment is many writes.
+      int n = ::poll(pfds, 2, dirty ? 500 : -1);
+      if (n < 0 && errno != EINTR) return;
+      if (pfds[1].revents != 0) return;
+      if (n > 0 && (pfds[0].revents & POLLIN)) {
+        while (::read(fd, buf, sizeof buf) > 0) {
+        }
+        dirty = true;
+        continue;
+      }
+      if (!dirty) continue;
+      dirty = false;
+      auto found = find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
+      if (!found || !found->pending) continue;
+      std::unique_lock lock(mutex_);
+      if (found->pending->checksum == staged_origin_.checksum) continue;
+      log()->info("new deployment {}: staging it", found->pending->checksum);
+      json r = stage_deployment(*found->pending);
+      if (!r.value("ok", false)) {
+        stage_error_ = r.value("error", "staging failed");
+        log()->error("background stage: {}", stage_error_.get<std::string>());
+      }
+    }
+  }
+
+  // ---- hotfix -------------------------------------------------------------------------
+
+  json hotfix_json() const {
+    json watches = json::array();
+    for (const auto& w : hotfix_->watches()) {
+      watches.push_back({{"source", w.source.string()},
+                         {"at", w.at},
+                         {"entries", w.entries.size()},
+                         {"changes", w.changes},
+                         {"last_change", iso_time(w.last_change_ns)},
+                         {"error", w.error}});
+    }
+    json adds = json::array();
+    for (const auto& a : hotfix_->adds())
+      adds.push_back({{"source", a.source.string()}, {"at", a.at}});
+    return {{"watches", watches},
+            {"adds", adds},
+            {"layer_entries", hotfix_tree_ ? hotfix_tree_->size() : 0}};
+  }
+
+  Status save_hotfix_config() const {
+    json watches = json::array(), adds = json::array();
+    for (const auto& w : hotfix_->watches())
+      if (w.error.empty()) watches.push_back({{"source", w.source.string()}, {"at", w.at}});
+    for (const auto& a : hotfix_->adds())
+      adds.push_back({{"source", a.source.string()}, {"at", a.at}});
+    return write_file_atomic(args_.state / "hotfix.json",
+                             json{{"watches", watches}, {"adds", adds}}.dump(2) + "\n");
+  }
+
+  // Journals the hotfix layer as it is now and switches to it.
+  Result<overlay::SwitchStats> commit_hotfix(const std::vector<std::string>& changed) {
+    if (json r = refuse_if_untrusted(); !r.is_null())
+      return fail(EBADMSG, r.value("error", "journal cannot be trusted"));
+    auto tree = hotfix_->build();
+    if (!tree) return std::unexpected(tree.error());
+    store::ObjectId id;
+    if (*tree) {
+      auto saved = (*tree)->save(*store_);
+      if (!saved) return std::unexpected(saved.error());
+      if (auto st = store_->add_tree_root(*saved); !st) return std::unexpected(st.error());
+      id = *saved;
+    }
+    auto record = journal_->commit(overlay::JournalOp::hotfix, id, changed);
+    if (!record) return std::unexpected(record.error());
+    touched_.insert(changed.begin(), changed.end());
+    return publish(*applied_layer_, live_generation_, std::move(*tree));
+  }
+
+  json hotfix_watch(const json& request) {
+    fs::path source = fs::absolute(request.at("source").get<std::string>()).lexically_normal();
+    auto at = clean_view_path(request.value("at", ""));
+    if (!at) return refusal(at.error());
+    if (auto st = require_dir(source, "hotfix source"); !st) return refusal(st.error());
+    for (const auto& w : hotfix_->watches())
+      if (w.source == source && w.at == *at)
+        return refusal(make_error(EEXIST, source.string() + " is already watched at /" + *at));
+    // Watch first, then import: nothing written in between is missed.
+    auto loop = inotify::WatchLoop::open(source);
+    if (!loop) return refusal(with_context(loop.error(), "hotfix watch " + source.string()));
+    auto id = hotfix_->add_watch(source, *at);
+    if (!id) return refusal(id.error());
+    if (auto st = start_loop(*id, std::move(*loop)); !st) {
+      hotfix_->remove(*at);
+      return refusal(st.error());
+    }
+    std::vector<std::string> changed = {*at};
+    auto stats = commit_hotfix(changed);
+    if (!stats) return error_response(stats.error());
+    if (auto st = save_hotfix_config(); !st) return error_response(st.error());
+    const auto& w = hotfix_->watches().back();
+    return {{"ok", true},
+            {"source", source.string()},
+            {"at", *at},
+            {"entries", w.entries.size()},
+            {"switch", switch_json(*stats)}};
+  }
+
+  Status start_loop(uint64_t id, std::unique_ptr<inotify::WatchLoop> loop) {
+    auto st = loop->start([this, id](inotify::ChangeSet changes) { on_watch_change(id, changes); },
+                          [this, id](const Error& e) { on_watch_error(id, e); });
+    if (!st) return st;
+    loops_[id] = std::move(loop);
+    return {};
+  }
+
+  // On a watch's own thread.
+  void on_watch_change(uint64_t id, const inotify::ChangeSet& changes) {
+    std::unique_lock lock(mutex_);
+    if (!loops_.contains(id)) return;  // reset meanwhile
+    if (changes.root_gone) {
+      log()->warn("hotfix source of watch {} is gone: its layer is dropped", id);
+      hotfix_->fail_watch(id, "the source directory was removed or moved away");
+      retire_loop(id);
+      if (auto st = commit_hotfix({}); !st) log()->error("hotfix: {}", st.error().message());
+      (void)save_hotfix_config();
+      return;
+    }
+    auto changed = hotfix_->apply(id, changes);
+    if (!changed) {
+      log()->error("hotfix watch {}: {}", id, changed.error().message());
+      return;
+    }
+    if (changed->empty()) return;
+    auto stats = commit_hotfix(*changed);
+    if (!stats) log()->error("hotfix: {}", stats.error().message());
+  }
+
+  void on_watch_error(uint64_t id, const Error& e) {
+    std::unique_lock lock(mutex_);
+    log()->error("hotfix watch {}: {}; it no longer follows its source", id, e.message());
+    for (const auto& w : hotfix_->watches()) {
+      if (w.id == id) const_cast<HotfixWatch&>(w).error = e.message();
+    }
+    retire_loop(id);
+  }
+
+  void retire_loop(uint64_t id) {
+    auto it = loops_.find(id);
+    if (it == loops_.end()) return;
+    retired_.push_back(std::move(it->second));
+    loops_.erase(it);
+  }
+
+  // Loops are stopped (joined) outside the lock: their callbacks take it.
+  void reap_retired_watches() {
+    std::vector<std::unique_ptr<inotify::WatchLoop>> done;
+    {
+      std::unique_lock lock(mutex_);
+      done.swap(retired_);
+    }
+    done.clear();
+  }
+
+  void stop_watches() {
+    std::vector<std::unique_ptr<inotify::WatchLoop>> done;
+    {
+      std::unique_lock lock(mutex_);
+      for (auto& [id, loop] : loops_) done.push_back(std::move(loop));
+      loops_.clear();
+      for (auto& l : retired_) done.push_back(std::move(l));
+      retired_.clear();
+    }
+    done.clear();
+    if (deploy_watch_.joinable()) {
+      uint64_t one = 1;
+      (void)!::write(deploy_stop_.get(), &one, sizeof one);
+      deploy_watch_.join();
+    }
+  }
+
+  json hotfix_add(const json& request) {
+    fs::path source = fs::absolute(request.at("source").get<std::string>()).lexically_normal();
+    auto at = clean_view_path(request.value("at", ""));
+    if (!at) return refusal(at.error());
+    if (auto st = hotfix_->add_file(source, *at); !st) return refusal(st.error());
+    auto stats = commit_hotfix({*at});
+    if (!stats) return error_response(stats.error());
+    if (auto st = save_hotfix_config(); !st) return error_response(st.error());
+    return {
+        {"ok", true}, {"source", source.string()}, {"at", *at}, {"switch", switch_json(*stats)}};
+  }
+
+  json hotfix_list() const {
+    json out = hotfix_json();
+    out["ok"] = true;
+    json files = json::array();
+    if (hotfix_tree_) {
+      for (size_t i = 1; i < hotfix_tree_->size(); ++i) {
+        auto e = hotfix_tree_->entry(i);
+        if (e.type() == store::EntryType::dir) continue;
+        files.push_back(std::string(e.path()));
+      }
+    }
+    out["files"] = files;
+    return out;
+  }
+
+  json hotfix_reset(const json& request) {
+    std::optional<std::string> prefix;
+    if (request.contains("prefix") && !request.at("prefix").is_null()) {
+      auto p = clean_view_path(request.at("prefix").get<std::string>());
+      if (!p) return refusal(p.error());
+      prefix = *p;
+    }
+    if (hotfix_->empty() && !hotfix_tree_) return refusal(make_error(ENOENT, "no hotfix to reset"));
+    std::vector<std::string> changed;
+    if (hotfix_tree_) {
+      for (size_t i = 1; i < hotfix_tree_->size(); ++i) {
+        std::string p(hotfix_tree_->entry(i).path());
+        if (!prefix || under_prefix(p, *prefix)) changed.push_back(p);
+      }
+    }
+    auto removed = hotfix_->remove(prefix);
+    for (uint64_t id : removed) retire_loop(id);
+    if (changed.empty() && removed.empty())
+      return refusal(make_error(ENOENT, "no hotfix under /" + prefix.value_or("")));
+    auto stats = commit_hotfix(changed);
+    if (!stats) return error_response(stats.error());
+    if (auto st = save_hotfix_config(); !st) return error_response(st.error());
+    return {{"ok", true},
+            {"removed_paths", changed.size()},
+            {"removed_watches", removed.size()},
+            {"generation", live_generation_},
+            {"switch", switch_json(*stats)}};
+  }
+
+  // After a restart: the journalled hotfix layer is served from the first request; the
+  // watches are then set up again and brought up to date with their sources.
+  void restore_hotfixes() {
+    std::ifstream in(args_.state / "hotfix.json");
+    if (!in) return;
+    json config = json::parse(in, nullptr, false);
+    if (!config.is_object()) {
+      log()->error("hotfix.json is not JSON: hotfixes are not restored");
+      return;
+    }
+    std::unique_lock lock(mutex_);
+    for (const auto& a : config.value("adds", json::array())) {
+      std::string at = a.value("at", "");
+      // The content added then, not the file as it is now.
+      if (hotfix_tree_) {
+        if (auto e = hotfix_tree_->find(at); e) {
+          hotfix_->restore_add(a.value("source", ""), at, e->to_entry());
+          continue;
+        }
+      }
+      log()->warn("hotfix add at /{} is not in the journalled layer: dropped", at);
+    }
+    std::vector<std::string> changed;
+    for (const auto& w : config.value("watches", json::array())) {
+      fs::path source = w.value("source", "");
+      std::string at = w.value("at", "");
+      auto loop = inotify::WatchLoop::open(source);
+      auto id =
+          loop ? hotfix_->add_watch(source, at) : Result<uint64_t>(std::unexpected(loop.error()));
+      if (!id || !start_loop(*id, std::move(*loop))) {
+        log()->error("hotfix watch {} at /{} not restored: {}", source.string(), at,
+                     id ? "watch failed" : id.error().message());
+        continue;
+      }
+      changed.push_back(at);
+    }
+    auto tree = hotfix_->build();
+    bool same = tree && ((!*tree && !hotfix_tree_) ||
+                         (*tree && hotfix_tree_ && (*tree)->id() == hotfix_tree_->id()));
+    if (!same) {
+      if (auto st = commit_hotfix(changed); !st) log()->error("hotfix: {}", st.error().message());
+    }
   }
 
   MountArgs args_;
   std::shared_ptr<store::ObjectStore> store_;
+  Origin booted_origin_, staged_origin_;
   std::optional<store::Tree> booted_tree_;
-  std::optional<store::Tree> staged_tree_;
   std::optional<store::Tree> empty_layer_;
   std::optional<overlay::Journal> journal_;
   std::optional<Error> layer_error_;  // the live generation's layer could not be loaded
@@ -510,11 +1197,26 @@ class Daemon {
   std::unique_ptr<overlay::Filesystem> fs_;
   UniqueFd listen_fd_;
   std::atomic<bool> stopping_{false};
-  // Touched only by the control thread (after start()): requests run one at a
-  // time.
-  std::optional<store::Tree> live_layer_;
+  std::thread deploy_watch_;
+  UniqueFd deploy_stop_;
+
+  // Guards everything below: control requests, hotfix change sets and background staging
+  // run one at a time (so generations change in one order, the journal's).
+  std::mutex mutex_;
+  std::optional<store::Tree> staged_tree_;
+  std::string pending_at_stage_;
+  std::optional<store::Tree> applied_layer_;
+  std::optional<store::Tree> hotfix_tree_;
   uint64_t live_generation_ = 0;
   std::optional<overlay::SwitchStats> last_switch_;
+  std::set<std::string> touched_;  // paths switches changed: what old holders may hold
+  std::unique_ptr<HotfixSet> hotfix_;
+  std::map<uint64_t, std::unique_ptr<inotify::WatchLoop>> loops_;
+  std::vector<std::unique_ptr<inotify::WatchLoop>> retired_;
+  std::unique_ptr<packages::PackageDb> booted_pkgs_, staged_pkgs_;
+  bool booted_pkgs_loaded_ = false, staged_pkgs_loaded_ = false;
+  std::string packages_error_;
+  json stage_error_ = nullptr;
 };
 
 // Validates, locks the state directory and cleans a stale mount: what can be
@@ -539,8 +1241,13 @@ Result<UniqueFd> prepare(const MountArgs& args) {
   // Before looking at the booted tree: when it is over-mounted, a dead daemon's
   // mount hides it.
   if (auto st = clean_stale_mount(args.mountpoint); !st) return std::unexpected(st.error());
-  if (auto st = require_dir(args.booted, "booted tree"); !st) return std::unexpected(st.error());
-  if (auto st = require_dir(args.staged, "staged tree"); !st) return std::unexpected(st.error());
+  if (args.sysroot) {
+    if (auto st = require_dir(*args.sysroot / "ostree/repo", "OSTree sysroot"); !st)
+      return std::unexpected(st.error());
+  } else {
+    if (auto st = require_dir(args.booted, "booted tree"); !st) return std::unexpected(st.error());
+    if (auto st = require_dir(args.staged, "staged tree"); !st) return std::unexpected(st.error());
+  }
   if (auto st = require_dir(args.mountpoint, "mount point"); !st) {
     return std::unexpected(st.error());
   }
@@ -602,8 +1309,12 @@ int daemon_main(MountArgs args, int ready_fd) {
 
 int run_mount(const MountArgs& raw) {
   MountArgs args = raw;
-  args.booted = fs::absolute(args.booted).lexically_normal();
-  args.staged = fs::absolute(args.staged).lexically_normal();
+  if (args.sysroot) {
+    args.sysroot = fs::absolute(*args.sysroot).lexically_normal();
+  } else {
+    args.booted = fs::absolute(args.booted).lexically_normal();
+    args.staged = fs::absolute(args.staged).lexically_normal();
+  }
   args.state = fs::absolute(args.state).lexically_normal();
   args.mountpoint = fs::absolute(args.mountpoint).lexically_normal();
   if (args.store) args.store = fs::absolute(*args.store).lexically_normal();
@@ -614,6 +1325,7 @@ int run_mount(const MountArgs& raw) {
   };
   strip(args.booted);
   strip(args.staged);
+  if (args.sysroot) strip(*args.sysroot);
   strip(args.state);
   strip(args.mountpoint);
 

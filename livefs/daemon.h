@@ -5,12 +5,20 @@
 
 #include <filesystem>
 #include <optional>
+#include <string>
 
 namespace livefs::cli {
 
 struct MountArgs {
+  // Directories: the booted tree (served) and the staged tree.
   std::filesystem::path booted;
   std::filesystem::path staged;
+  // Or an OSTree sysroot: the booted deployment (the running one, else `booted_spec`: an
+  // index or a checksum prefix) and the pending one; `subdir` of each is served.
+  std::optional<std::filesystem::path> sysroot;
+  std::string os;
+  std::optional<std::string> booted_spec;
+  std::string subdir = "usr";
   std::filesystem::path state;
   std::optional<std::filesystem::path> store;  // default STATEDIR/store
   std::filesystem::path mountpoint;

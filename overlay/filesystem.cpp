@@ -9,10 +9,12 @@
 
 #include <fuse_lowlevel.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <set>
 
@@ -72,6 +74,10 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   // then caches readdir results as with keep_cache + cache_readdir.
   if (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT)
     static_cast<Filesystem*>(userdata)->set_no_opendir(true);
+  // Nor do open/release: reads find the backing descriptor cached in the node, and the
+  // kernel keeps the page cache of a file opened without a round trip (as keep_cache).
+  if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)
+    static_cast<Filesystem*>(userdata)->set_no_open(true);
   // Replies of file data are spliced from the backing descriptor.
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
@@ -243,6 +249,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       return reply_error(req, "open", ino, make_error(EROFS, node->snapshot.path));
     if (node->snapshot.is_dir())
       return reply_error(req, "open", ino, make_error(EISDIR, node->snapshot.path));
+    if (fs.no_open()) return void(fuse_reply_err(req, ENOSYS));  // "success, never ask again"
     auto fd = fs.current()->open(node->snapshot);
     if (!fd) return reply_error(req, "open", ino, fd.error());
     fi->fh = static_cast<uint64_t>(fd->release());
@@ -252,13 +259,31 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
-// Valid replies: fuse_reply_data (spliced from the descriptor), fuse_reply_err.
-void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+void reply_spliced(fuse_req_t req, int fd, size_t size, off_t off) {
   fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
   buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  buf.buf[0].fd = static_cast<int>(fi->fh);
+  buf.buf[0].fd = fd;
   buf.buf[0].pos = off;
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+// Valid replies: fuse_reply_data (spliced from the descriptor), fuse_reply_err. Without
+// opens (no-open support), the descriptor is the node's cached one.
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  Filesystem& fs = fs_of(req);
+  if (!fs.no_open()) return reply_spliced(req, static_cast<int>(fi->fh), size, off);
+  guarded(req, "read", ino, [&] {
+    auto node = fs.nodes().get(ino);  // held until the reply is sent: the fd stays open
+    if (!node) return reply_error(req, "read", ino, make_error(ESTALE, "unknown node"));
+    if (int fd = node->backing_fd(); fd >= 0) return reply_spliced(req, fd, size, off);
+    auto opened = fs.current()->open(node->snapshot);
+    if (!opened) return reply_error(req, "read", ino, opened.error());
+    if (int fd = node->adopt_backing_fd(opened->get()); fd >= 0) {
+      (void)opened->release();
+      return reply_spliced(req, fd, size, off);
+    }
+    reply_spliced(req, opened->get(), size, off);  // over the cache's limit: this read's own
+  });
 }
 
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
@@ -390,6 +415,28 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const MountOptions& option
   auto root = initial->resolve("");
   if (!root) return std::unexpected(root.error());
   std::unique_ptr<Filesystem> fs(new Filesystem(options, std::move(initial), std::move(*root)));
+
+  // Nodes keep their backing descriptors open (see Node): raise the descriptor limit to the
+  // system's maximum where allowed (root), else to the hard one, and let the cache use all
+  // but a reserve for everything else.
+  rlimit nofile{};
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+    rlim_t wanted = 1 << 20;
+    if (FILE* f = std::fopen("/proc/sys/fs/nr_open", "re")) {
+      unsigned long nr_open = 0;
+      if (std::fscanf(f, "%lu", &nr_open) == 1 && nr_open < wanted) wanted = nr_open;
+      std::fclose(f);
+    }
+    rlimit raised{wanted, wanted};
+    if (wanted <= nofile.rlim_max || ::setrlimit(RLIMIT_NOFILE, &raised) != 0) {
+      nofile.rlim_cur = nofile.rlim_max;
+      ::setrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    ::getrlimit(RLIMIT_NOFILE, &nofile);
+    constexpr rlim_t kReserve = 1024;
+    set_backing_fd_limit(nofile.rlim_cur > 2 * kReserve ? nofile.rlim_cur - kReserve
+                                                        : nofile.rlim_cur / 2);
+  }
 
   std::string opts = "ro,default_permissions,fsname=livefs,subtype=livefs";
   if (options.allow_other) opts += ",allow_other";

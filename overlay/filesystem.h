@@ -60,6 +60,8 @@ class Filesystem {
   NodeTable& nodes() { return nodes_; }
   bool no_opendir() const { return no_opendir_; }
   void set_no_opendir(bool on) { no_opendir_ = on; }
+  bool no_open() const { return no_open_; }
+  void set_no_open(bool on) { no_open_ = on; }
 
  private:
   Filesystem(const MountOptions& options, std::shared_ptr<const View> initial, Resolved root);
@@ -70,6 +72,7 @@ class Filesystem {
   fuse_session* session_ = nullptr;
   std::atomic<bool> mounted_{false};
   std::atomic<bool> no_opendir_{false};  // negotiated at init
+  std::atomic<bool> no_open_{false};     // negotiated at init
   std::mutex switch_mutex_;              // one switch at a time; never held by a FUSE op
 };
 

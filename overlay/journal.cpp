@@ -87,6 +87,8 @@ const char* op_name(JournalOp op) {
       return "rollback";
     case JournalOp::reset:
       return "reset";
+    case JournalOp::hotfix:
+      return "hotfix";
   }
   return "?";
 }
@@ -95,6 +97,7 @@ std::optional<JournalOp> parse_op(std::string_view name) {
   if (name == "apply") return JournalOp::apply;
   if (name == "rollback") return JournalOp::rollback;
   if (name == "reset") return JournalOp::reset;
+  if (name == "hotfix") return JournalOp::hotfix;
   return std::nullopt;
 }
 
@@ -162,6 +165,15 @@ Status apply_record(JournalState& state, const JournalRecord& r) {
                                  std::to_string(r.generation));
       }
       state.stack.resize(1);
+      break;
+    case JournalOp::hotfix:
+      if (r.generation != state.stack.back().number) {
+        return fail(EBADMSG, "journal record " + std::to_string(r.seq) + ": hotfix on generation " +
+                                 std::to_string(r.generation) + ", live is " +
+                                 std::to_string(state.stack.back().number));
+      }
+      state.hotfix_layer = r.layer;
+      state.hotfix_time_ns = r.time_ns;
       break;
   }
   state.history.push_back(r);
@@ -291,6 +303,11 @@ Result<JournalRecord> Journal::prepare(JournalOp op, const store::ObjectId& laye
       break;
     case JournalOp::reset:
       r.generation = 0;
+      break;
+    case JournalOp::hotfix:
+      r.generation = state_.stack.back().number;
+      r.layer = layer;
+      r.paths = std::move(paths);
       break;
   }
   return r;

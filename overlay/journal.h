@@ -16,7 +16,9 @@
 
 namespace livefs::overlay {
 
-enum class JournalOp : uint8_t { apply = 1, rollback = 2, reset = 3 };
+// hotfix: the developer's hotfix layer (on top of the live generation) changed; it does not
+// move the generation stack.
+enum class JournalOp : uint8_t { apply = 1, rollback = 2, reset = 3, hotfix = 4 };
 const char* op_name(JournalOp op);
 std::optional<JournalOp> parse_op(std::string_view name);
 
@@ -27,9 +29,11 @@ std::optional<JournalOp> parse_op(std::string_view name);
 struct JournalRecord {
   uint64_t seq = 0;
   JournalOp op = JournalOp::apply;
-  // apply: the generation created; rollback: the generation returned to; reset: 0.
+  // apply: the generation created; rollback: the generation returned to; reset: 0;
+  // hotfix: the live generation it sits on.
   uint64_t generation = 0;
   // The layer Tree's id (saved to the store as a tree root); zero for generation 0.
+  // hotfix: the whole hotfix layer after the change (zero: no hotfix layer).
   store::ObjectId layer;
   int64_t time_ns = 0;             // wall clock, nanoseconds since the epoch
   std::vector<std::string> paths;  // apply: the changes it selected
@@ -53,6 +57,8 @@ struct JournalState {
   std::vector<JournalRecord> history;
   uint64_t next_seq = 1;
   uint64_t next_generation = 1;       // generation numbers are never reused
+  store::ObjectId hotfix_layer;       // zero: none
+  int64_t hotfix_time_ns = 0;         // of the last hotfix record
   std::vector<std::string> warnings;  // e.g. a torn last record that was ignored
   // Set when the journal cannot be trusted (a corrupt record before the last one, or a
   // record that does not fit the stack). The stack is then generation 0 only, and the
@@ -75,7 +81,8 @@ class Journal {
 
   // Appends a record for `op` and fsyncs it; only then is the stack updated. The caller
   // switches the view after this returns. apply: pushes a new generation with `layer`;
-  // rollback: pops one (EINVAL at generation 0); reset: back to generation 0.
+  // rollback: pops one (EINVAL at generation 0); reset: back to generation 0; hotfix: sets
+  // the hotfix layer (`layer`, zero to drop it) on the live generation.
   Result<JournalRecord> commit(JournalOp op, const store::ObjectId& layer = {},
                                std::vector<std::string> paths = {});
 

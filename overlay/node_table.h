@@ -12,6 +12,7 @@
 
 #include <fuse_lowlevel.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -23,10 +24,31 @@
 namespace livefs::overlay {
 
 struct Node {
-  fuse_ino_t id;
-  Resolved snapshot;  // immutable after creation
-  uint64_t lookups;   // guarded by NodeTable::mutex_
+  Node(fuse_ino_t node_id, Resolved r) : id(node_id), snapshot(std::move(r)) {}
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  // The descriptor reads of this node are spliced from, opened on the first read and kept
+  // until the node is freed (with no-open support the kernel sends no open/release, so a
+  // warm `cat` of a cached file is one in-kernel operation). -1 until opened; when too many
+  // are cached (see set_backing_fd_limit), reads use a descriptor of their own instead.
+  // Returns the cached descriptor, or -1 when `fd` was not adopted (the caller keeps it).
+  int adopt_backing_fd(int fd) const;
+  int backing_fd() const { return backing_fd_.load(std::memory_order_acquire); }
+
+  const fuse_ino_t id;
+  const Resolved snapshot;
+  uint64_t lookups = 1;  // guarded by NodeTable::mutex_
+
+ private:
+  mutable std::atomic<int> backing_fd_{-1};
 };
+
+// How many backing descriptors nodes may keep open in all (the rest of the process's
+// descriptor limit is left for everything else).
+void set_backing_fd_limit(size_t limit);
+size_t backing_fds_cached();
 
 class NodeTable {
  public:

@@ -165,6 +165,10 @@ Result<Selection> select_changes(const SelectionInput& in, const std::vector<std
     }
   }
   for (const auto& raw : patterns) {
+    if (options.literal) {
+      if (auto it = by_path.find(raw); it != by_path.end()) chosen.insert(it->second);
+      continue;
+    }
     std::string pattern = normalize_pattern(raw);
     bool matched = false;
     for (size_t i = 0; i < pending.size(); ++i) {

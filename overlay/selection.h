@@ -37,6 +37,9 @@ std::vector<store::Change> pending_changes(const SelectionInput& in);
 struct SelectOptions {
   bool all = false;            // select every pending change (kernel images are skipped)
   bool allow_replace = false;  // allow modifying or removing what the booted tree has
+  // Patterns are exact paths (a package's files): no globs, a directory selects only itself,
+  // and paths with no pending change are passed over (only an empty result is refused).
+  bool literal = false;
 };
 
 struct Selection {

@@ -92,7 +92,55 @@ class Importer {
   Importer(ObjectStore* store, const ImportOptions& options)
       : store_(store), options_(options), buf_(kReadChunk) {
     progress_ = options.progress && ::isatty(STDERR_FILENO);
-    if (options_.store_objects) batch_.emplace(*store_);
+    if (options_.store_objects) {
+      own_batch_.emplace(*store_);
+      batch_ = &*own_batch_;
+    }
+  }
+  // Stores through the caller's batch (null: hash only).
+  explicit Importer(ObjectStore::Batch* batch) : batch_(batch), buf_(kReadChunk) {}
+
+  // One entry `name` of the directory `dirfd`, recorded as `path`.
+  Result<Entry> import_one(int dirfd, const std::string& name, const std::string& path) {
+    struct stat st;
+    if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0)
+      return fail_errno("fstatat(" + path + ")");
+    Entry e = metadata(path, st);
+    auto xattrs = read_xattrs(dirfd, name, path);
+    if (!xattrs) return std::unexpected(xattrs.error());
+    e.xattrs = std::move(*xattrs);
+    switch (e.type) {
+      case EntryType::dir:
+        ++stats_.dirs;
+        break;
+      case EntryType::symlink: {
+        std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
+        for (;;) {
+          ssize_t n = ::readlinkat(dirfd, name.c_str(), target.data(), target.size());
+          if (n < 0) return fail_errno("readlinkat(" + path + ")");
+          if (static_cast<size_t>(n) < target.size()) {
+            target.resize(static_cast<size_t>(n));
+            break;
+          }
+          target.resize(target.size() * 2);
+        }
+        e.target = std::move(target);
+        e.size = e.target.size();
+        ++stats_.other;
+        break;
+      }
+      case EntryType::file: {
+        auto id = file_content(dirfd, name, path, st, e.link_group);
+        if (!id) return std::unexpected(id.error());
+        e.object = *id;
+        ++stats_.files;
+        break;
+      }
+      default:
+        ++stats_.other;
+        break;
+    }
+    return e;
   }
 
   Result<ImportResult> run(const std::filesystem::path& dir) {
@@ -173,50 +221,15 @@ class Importer {
 
     for (const std::string& name : names) {
       std::string path = join(rel, name);
-      struct stat st;
-      if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return fail_errno("fstatat(" + path + ")");
-      Entry e = metadata(path, st);
-      auto xattrs = read_xattrs(dirfd, name, path);
-      if (!xattrs) return std::unexpected(xattrs.error());
-      e.xattrs = std::move(*xattrs);
-      switch (e.type) {
-        case EntryType::dir: {
-          UniqueFd sub(
-              ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-          if (!sub) return fail_errno("openat(" + path + ")");
-          pending.emplace_back(std::move(sub), path);
-          ++stats_.dirs;
-          break;
-        }
-        case EntryType::symlink: {
-          std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
-          for (;;) {
-            ssize_t n = ::readlinkat(dirfd, name.c_str(), target.data(), target.size());
-            if (n < 0) return fail_errno("readlinkat(" + path + ")");
-            if (static_cast<size_t>(n) < target.size()) {
-              target.resize(static_cast<size_t>(n));
-              break;
-            }
-            target.resize(target.size() * 2);
-          }
-          e.target = std::move(target);
-          e.size = e.target.size();
-          ++stats_.other;
-          break;
-        }
-        case EntryType::file: {
-          auto id = file_content(dirfd, name, path, st, e.link_group);
-          if (!id) return std::unexpected(id.error());
-          e.object = *id;
-          ++stats_.files;
-          break;
-        }
-        default:
-          ++stats_.other;
-          break;
+      auto e = import_one(dirfd, name, path);
+      if (!e) return std::unexpected(e.error());
+      if (e->type == EntryType::dir) {
+        UniqueFd sub(
+            ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!sub) return fail_errno("openat(" + path + ")");
+        pending.emplace_back(std::move(sub), path);
       }
-      entries_.push_back(std::move(e));
+      entries_.push_back(std::move(*e));
       report_progress();
     }
     return {};
@@ -248,8 +261,8 @@ class Importer {
       return fail(EAGAIN, "read(" + path + "): file changed while being imported");
     stats_.bytes += total;
     ObjectId id = hasher.finish();
-    if (batch_) {
-      bool present = store_->has(id);
+    if (batch_ && !unchanged(path, id)) {
+      bool present = batch_->store().has(id);
       auto stored = options_.link
                         ? batch_->put_at(dirfd, name.c_str(), PutOptions{.link = true}, &id)
                         : batch_->put_fd(fd.get(), &id, path);
@@ -263,6 +276,14 @@ class Importer {
     return id;
   }
 
+  bool unchanged(const std::string& path, const ObjectId& id) {
+    if (options_.unchanged_from == nullptr) return false;
+    auto e = options_.unchanged_from->find(path);
+    if (!e || e->type() != EntryType::file || e->object() != id) return false;
+    ++stats_.files_unchanged;
+    return true;
+  }
+
   void report_progress() {
     if (!progress_) return;
     auto now = std::chrono::steady_clock::now();
@@ -273,9 +294,10 @@ class Importer {
                  static_cast<unsigned long long>(stats_.dirs), stats_.bytes / 1e6);
   }
 
-  ObjectStore* store_;
+  ObjectStore* store_ = nullptr;
   ImportOptions options_;
-  std::optional<ObjectStore::Batch> batch_;
+  std::optional<ObjectStore::Batch> own_batch_;
+  ObjectStore::Batch* batch_ = nullptr;
   std::vector<char> buf_;
   std::vector<Entry> entries_;
   std::map<std::pair<dev_t, ino_t>, uint32_t> link_groups_;
@@ -286,6 +308,17 @@ class Importer {
 };
 
 }  // namespace
+
+Result<Entry> import_entry(const std::filesystem::path& path, std::string rel,
+                           ObjectStore::Batch* batch) {
+  std::filesystem::path parent = path.parent_path();
+  if (parent.empty()) parent = ".";
+  UniqueFd dir(::open(parent.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) return fail_errno("import(" + path.string() + ")");
+  std::string name = path.filename().string();
+  if (name.empty()) return fail(EINVAL, "import(" + path.string() + "): no file name");
+  return Importer(batch).import_one(dir.get(), name, rel);
+}
 
 Result<ImportResult> import_directory(const std::filesystem::path& dir, ObjectStore* store,
                                       const ImportOptions& options) {

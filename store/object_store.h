@@ -92,6 +92,7 @@ class ObjectStore {
   class Batch {
    public:
     explicit Batch(ObjectStore& store);
+    const ObjectStore& store() const { return *store_; }
     ~Batch();
     Batch(const Batch&) = delete;
     Batch& operator=(const Batch&) = delete;

@@ -193,7 +193,8 @@ class CommitReader {
         store_(store),
         index_(store.root() / "ostree-index"),
         progress_(options.progress && ::isatty(STDERR_FILENO) == 1),
-        on_file_(options.on_file) {}
+        on_file_(options.on_file),
+        content_id_(options.content_id) {}
 
   Status walk_dir(const std::string& path, const std::string& tree_csum,
                   const std::string& meta_csum) {
@@ -283,9 +284,11 @@ class CommitReader {
 
   Status add_file(const std::string& path, const std::string& sha) {
     const std::string context = object_context(OSTREE_OBJECT_TYPE_FILE, sha) + " (" + path + ")";
-    const ObjectId* known = index_.find(sha);
-    const bool reuse = known != nullptr && store_.has(*known);
-    const bool seen = seen_.contains(sha);
+    std::optional<ObjectId> given;
+    if (content_id_) given = content_id_(path, sha);
+    const ObjectId* known = given ? nullptr : index_.find(sha);
+    const bool reuse = given || (known != nullptr && store_.has(*known));
+    const bool seen = !given && seen_.contains(sha);
     GErrorHolder err;
     if (!reuse && !seen &&
         !ostree_repo_fsck_object(repo_, OSTREE_OBJECT_TYPE_FILE, sha.c_str(), nullptr, err.out()))
@@ -319,7 +322,10 @@ class CommitReader {
     e.type = EntryType::file;
     e.size = static_cast<uint64_t>(g_file_info_get_size(info.get()));
     ++stats_.files;
-    if (reuse) {
+    if (given) {
+      e.object = *given;
+      ++stats_.files_given;
+    } else if (reuse) {
       e.object = *known;
       if (seen_.emplace(sha).second) ++stats_.files_reused;
     } else if (seen) {
@@ -399,6 +405,7 @@ class CommitReader {
   ContentIndex index_;
   bool progress_;
   std::function<void(const OstreeImportStats&)> on_file_;
+  std::function<std::optional<ObjectId>(std::string_view, std::string_view)> content_id_;
   std::chrono::steady_clock::time_point last_progress_{};
   std::vector<Entry> entries_;
   std::vector<std::string> file_sha_;  // parallel to entries_: the OSTree content checksum
@@ -507,6 +514,10 @@ Result<std::string> resolve_rev(const std::filesystem::path& repo_path, const st
   auto repo = open_repo(repo_path);
   if (!repo) return std::unexpected(repo.error());
   return resolve_in(repo->get(), repo_path, rev);
+}
+
+ObjectId booted_content_id(std::string_view ostree_checksum) {
+  return ObjectId::of("livefs-ostree-booted:" + std::string(ostree_checksum));
 }
 
 Result<CommitContents> read_commit(const std::filesystem::path& repo_path, const std::string& rev,

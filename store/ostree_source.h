@@ -53,7 +53,18 @@ struct OstreeImportOptions {
   // Called after each file entry with the running stats (for a caller's own progress
   // display, or a test that changes the repository mid-import).
   std::function<void(const struct OstreeImportStats&)> on_file = {};
+  // Files whose content is served from elsewhere (the booted deployment): called with the
+  // path (relative to `subdir`) and the OSTree content checksum; when it returns an id, the
+  // entry takes it and the content is neither read, checked nor stored.
+  std::function<std::optional<ObjectId>(std::string_view path, std::string_view checksum)>
+      content_id = {};
 };
+
+// The id a file of the booted deployment gets in its manifest: derived from its OSTree
+// content checksum (which covers content, mode, owner and xattrs), so that equal files of
+// two commits have equal ids without reading either. Such ids name no store object: the
+// booted tree is served from its checkout.
+ObjectId booted_content_id(std::string_view ostree_checksum);
 
 struct OstreeImportStats {
   uint64_t files = 0;         // regular files in the imported tree
@@ -61,6 +72,7 @@ struct OstreeImportStats {
   uint64_t symlinks = 0;      // symlinks
   uint64_t files_read = 0;    // distinct file objects read from the repository and stored
   uint64_t files_reused = 0;  // distinct file objects found in the index (not read)
+  uint64_t files_given = 0;   // files whose id came from OstreeImportOptions::content_id
   uint64_t bytes_read = 0;    // content bytes read from the repository
   double seconds = 0;
 };

@@ -1,0 +1,98 @@
+// The developer's hotfix layer: watched source directories mirrored onto prefixes of the view
+// and single files added at a path, kept as manifests of their current content (every file
+// stored in the object store), from which the hotfix layer Tree is built. The daemon holds
+// one HotfixSet and calls it under its own lock; the inotify loops feeding it are the
+// daemon's.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "inotify/debouncer.h"
+#include "store/object_store.h"
+#include "store/tree.h"
+
+namespace livefs::cli {
+
+struct PathLess {
+  bool operator()(const std::string& a, const std::string& b) const {
+    return store::path_less(a, b);
+  }
+};
+
+// Entries keyed by path, in component-wise path order (a directory is followed by its
+// subtree, so a subtree is one contiguous range).
+using EntryMap = std::map<std::string, store::Entry, PathLess>;
+
+struct HotfixWatch {
+  uint64_t id = 0;
+  std::filesystem::path source;  // absolute
+  std::string at;                // view path it is mirrored onto ("" = the root)
+  EntryMap entries;              // relative to `source`; "" is the source directory itself
+  std::string error;             // why it stopped following the source, "" while it does
+  int64_t last_change_ns = 0;
+  uint64_t changes = 0;  // change sets applied
+};
+
+struct HotfixAdd {
+  std::filesystem::path source;
+  std::string at;
+  store::Entry entry;  // path == at
+};
+
+class HotfixSet {
+ public:
+  explicit HotfixSet(store::ObjectStore& store) : store_(store) {}
+
+  // Imports `source` (a directory) as a new watch onto `at`; returns its id.
+  Result<uint64_t> add_watch(const std::filesystem::path& source, const std::string& at);
+  // Imports the file (or symlink) `source` onto `at`.
+  Status add_file(const std::filesystem::path& source, const std::string& at);
+  // An add as journalled (after a restart): its entry as it was added.
+  void restore_add(const std::filesystem::path& source, const std::string& at, store::Entry e) {
+    e.path = at;
+    adds_.push_back(HotfixAdd{source, at, std::move(e)});
+  }
+  // Brings a watch up to date with a settled change set (full_rescan: reimports the whole
+  // source). Returns the view paths that changed. ENOENT when the id is not watched.
+  Result<std::vector<std::string>> apply(uint64_t id, const inotify::ChangeSet& changes);
+  // Drops the watch's entries (its source is gone or cannot be followed); keeps it listed
+  // with `why`.
+  void fail_watch(uint64_t id, const std::string& why);
+  // Removes watches and adds whose `at` is `prefix` or below it ("" or nullopt: all).
+  // Returns the ids of the watches removed.
+  std::vector<uint64_t> remove(const std::optional<std::string>& prefix);
+
+  // The hotfix layer: every watch's and add's entries at their view paths (later ones win);
+  // nullopt when there are none.
+  Result<std::optional<store::Tree>> build() const;
+
+  const std::vector<HotfixWatch>& watches() const { return watches_; }
+  const std::vector<HotfixAdd>& adds() const { return adds_; }
+  bool empty() const { return watches_.empty() && adds_.empty(); }
+
+ private:
+  // Reads one entry (setuid/setgid bits dropped from a source not owned by root).
+  Result<store::Entry> import_one(const std::filesystem::path& path, std::string rel,
+                                  store::ObjectStore::Batch& batch);
+  Result<EntryMap> import_tree(const std::filesystem::path& source);
+  HotfixWatch* find(uint64_t id);
+
+  store::ObjectStore& store_;
+  std::vector<HotfixWatch> watches_;
+  std::vector<HotfixAdd> adds_;
+  uint64_t next_id_ = 1;
+};
+
+// "a/b" under prefix "a" (or equal to it); every path is under "".
+bool under_prefix(std::string_view path, std::string_view prefix);
+
+// A view path as the operator writes it ("/usr/bin/", "bin") made relative and clean
+// ("bin"); EINVAL for ".." components.
+Result<std::string> clean_view_path(std::string_view path);
+
+}  // namespace livefs::cli

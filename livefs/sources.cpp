@@ -1,0 +1,139 @@
+// Origins of the view's sides: directories and OSTree deployments.
+#include "livefs/sources.h"
+
+#include <sys/stat.h>
+
+#include "packages/tree_reader.h"
+
+namespace livefs::cli {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+bool is_dir(const fs::path& p) {
+  struct stat st {};
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool has_package_db(const fs::path& root) {
+  return is_dir(root / "var/lib/dpkg") || is_dir(root / "usr/var/lib/dpkg");
+}
+
+}  // namespace
+
+json Origin::to_json() const {
+  json j = {{"kind", kind},
+            {"dir", dir.string()},
+            {"system_root", system_root.string()},
+            {"subdir", subdir}};
+  if (!checksum.empty()) {
+    j["checksum"] = checksum;
+    j["version"] = version;
+    j["osname"] = osname;
+    if (deployserial >= 0) j["deployserial"] = deployserial;
+  }
+  return j;
+}
+
+std::string Origin::describe() const {
+  if (kind == "none") return "nothing staged";
+  if (kind == "directory") return dir.string();
+  std::string s = kind + " " + checksum.substr(0, 12);
+  if (deployserial >= 0) s += "." + std::to_string(deployserial);
+  if (!version.empty()) s += " (version " + version + ")";
+  if (!osname.empty()) s += " of " + osname;
+  return s;
+}
+
+Origin directory_origin(const fs::path& dir) {
+  Origin o;
+  o.kind = "directory";
+  o.dir = dir;
+  o.system_root = dir;
+  if (dir.filename() == "usr" && !has_package_db(dir) && has_package_db(dir.parent_path())) {
+    o.system_root = dir.parent_path();
+    o.subdir = "usr";
+  }
+  return o;
+}
+
+Origin deployment_origin(const store::Deployment& d, const std::string& subdir) {
+  Origin o;
+  o.kind = "deployment";
+  o.dir = subdir.empty() ? d.path : d.path / subdir;
+  o.system_root = d.path;
+  o.subdir = subdir;
+  o.osname = d.osname;
+  o.checksum = d.checksum;
+  o.version = d.version;
+  o.deployserial = d.deployserial;
+  return o;
+}
+
+Result<SysrootDeployments> find_deployments(const fs::path& sysroot, const std::string& os,
+                                            const std::optional<std::string>& booted_spec) {
+  auto list = store::list_deployments(sysroot, os);
+  if (!list) return std::unexpected(list.error());
+  auto booted = store::booted_deployment(*list, booted_spec);
+  if (!booted) return std::unexpected(booted.error());
+  SysrootDeployments out{*booted, std::nullopt};
+  for (const auto& d : *list) {
+    if (d.pending && d.checksum != booted->checksum) out.pending = d;
+  }
+  // Outside a booted sysroot nothing is marked pending: the newest other deployment (the
+  // first in the list, the next boot's default) is what is staged.
+  if (!out.pending && !booted->booted) {
+    for (const auto& d : *list) {
+      if (d.checksum != booted->checksum && (os.empty() || d.osname == booted->osname)) {
+        out.pending = d;
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+Result<store::Tree> booted_commit_manifest(const fs::path& repo, const std::string& checksum,
+                                           const std::string& subdir, store::ObjectStore& store) {
+  store::OstreeImportOptions options;
+  options.subdir = subdir;
+  options.content_id = [](std::string_view, std::string_view csum) {
+    return std::optional<store::ObjectId>(store::booted_content_id(csum));
+  };
+  auto imported = store::import_commit(repo, checksum, store, options);
+  if (!imported) return std::unexpected(with_context(imported.error(), "booted commit"));
+  return std::move(imported->tree);
+}
+
+Result<store::OstreeImportResult> stage_commit(const fs::path& repo, const std::string& rev,
+                                               const std::string& subdir, const store::Tree& booted,
+                                               store::ObjectStore& store, bool progress) {
+  store::OstreeImportOptions options;
+  options.subdir = subdir;
+  options.progress = progress;
+  options.content_id = [&booted](std::string_view path,
+                                 std::string_view csum) -> std::optional<store::ObjectId> {
+    store::ObjectId id = store::booted_content_id(csum);
+    auto e = booted.find(path);
+    if (e && e->type() == store::EntryType::file && e->object() == id) return id;
+    return std::nullopt;
+  };
+  return store::import_commit(repo, rev, store, options);
+}
+
+Result<std::unique_ptr<packages::PackageDb>> open_packages(
+    const Origin& origin, const store::Tree& tree,
+    std::shared_ptr<const store::ObjectStore> store) {
+  if (origin.kind == "none") return std::unique_ptr<packages::PackageDb>();
+  std::shared_ptr<const packages::TreeReader> reader;
+  if (!origin.system_root.empty() && is_dir(origin.system_root)) {
+    reader = packages::directory_reader(origin.system_root);
+  } else {
+    reader = packages::manifest_reader(tree, std::move(store), origin.subdir);
+  }
+  return packages::open_package_db(reader, origin.subdir);
+}
+
+}  // namespace livefs::cli
