@@ -93,7 +93,9 @@ pid_t spawn(const fs::path& program, std::vector<std::string> args, const fs::pa
   if (pid == 0) {
     if (!held.empty()) {
       int fd = ::open(held.c_str(), O_RDONLY);
-      if (fd < 0 || (fd != 3 && ::dup2(fd, 3) != 3)) {
+      // fd 3 may be taken by a descriptor inherited from the test runner: data goes there,
+      // and nowhere else.
+      if (fd < 0 || (fd != 3 && (::dup2(fd, 3) != 3 || ::close(fd) != 0))) {
         (void)!::write(ready.write_end, "open failed!", 12);
         ::_exit(127);
       }
