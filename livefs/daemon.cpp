@@ -1046,9 +1046,7 @@ class Daemon {
   void on_watch_error(uint64_t id, const Error& e) {
     std::unique_lock lock(mutex_);
     log()->error("hotfix watch {}: {}; it no longer follows its source", id, e.message());
-    for (const auto& w : hotfix_->watches()) {
-      if (w.id == id) const_cast<HotfixWatch&>(w).error = e.message();
-    }
+    hotfix_->set_error(id, e.message());
     retire_loop(id);
   }
 

@@ -63,6 +63,10 @@ class HotfixSet {
   // Drops the watch's entries (its source is gone or cannot be followed); keeps it listed
   // with `why`.
   void fail_watch(uint64_t id, const std::string& why);
+  // Marks a watch as no longer following its source (its entries stay served).
+  void set_error(uint64_t id, const std::string& why) {
+    if (HotfixWatch* w = find(id)) w->error = why;
+  }
   // Removes watches and adds whose `at` is `prefix` or below it ("" or nullopt: all).
   // Returns the ids of the watches removed.
   std::vector<uint64_t> remove(const std::optional<std::string>& prefix);
