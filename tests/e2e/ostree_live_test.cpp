@@ -1,0 +1,564 @@
+// End to end in OSTree mode: a sysroot built with the `ostree` CLI (deployments A then B, a
+// dpkg database under usr/), the real `livefs` binary mounted on it with --sysroot, and diff by
+// package, apply --package, holders, stage --commit / --pull, a corrupt object and background
+// staging of a new deployment, all through the CLI and the FUSE mount.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <set>
+
+#include "e2e/live_support.h"
+
+namespace livefs::e2e {
+namespace {
+
+using livefs::testing::read_file;
+using livefs::testing::run;
+using livefs::testing::TempDir;
+using livefs::testing::write_file;
+using json = nlohmann::json;
+
+std::string sh_out(const std::string& command) {
+  std::string out;
+  int status = run(command + " 2>/dev/null", &out);
+  EXPECT_EQ(status, 0) << command;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+bool sh(const std::string& command) {
+  std::string out;
+  int status = run(command + " 2>&1", &out);
+  EXPECT_EQ(status, 0) << command << "\n" << out;
+  return status == 0;
+}
+
+// A dpkg status stanza for an installed package.
+std::string stanza(const std::string& name, const std::string& version) {
+  return "Package: " + name + "\nStatus: install ok installed\nVersion: " + version +
+         "\nArchitecture: amd64\n\n";
+}
+
+// Commit A: foo 1.0 (bin/foo, share/foo/data, share/foo/old), bar 2.0, kernel 6.1.0.
+void make_tree_a(const fs::path& root) {
+  write_file(root / "usr/etc/os-release", "ID=livefs-test\nVERSION_ID=1\n");
+  write_file(root / "usr/etc/xyz.conf", "setting = a\n");
+  write_file(root / "usr/lib/modules/6.1.0/vmlinuz", "kernel 1\n");
+  write_file(root / "usr/bin/foo", "foo 1.0\n", 0755);
+  write_file(root / "usr/share/foo/data", "foo data 1.0\n");
+  write_file(root / "usr/share/foo/old", "dropped in 1.1\n");
+  write_file(root / "usr/bin/bar", "bar 2.0\n", 0755);
+  write_file(root / "usr/lib/libbar.so.2", "libbar 2\n");
+  write_file(root / "usr/var/lib/dpkg/status", stanza("foo", "1.0") + stanza("bar", "2.0"));
+  write_file(root / "usr/var/lib/dpkg/info/foo.list",
+             "/usr/bin/foo\n/usr/share/foo/data\n/usr/share/foo/old\n");
+  write_file(root / "usr/var/lib/dpkg/info/bar.list", "/usr/bin/bar\n/usr/lib/libbar.so.2\n");
+}
+
+// Commit B: foo 1.1 (changed files, share/foo/old gone), baz 0.1 new, bar unchanged, and
+// xyz.conf changed (so the deployments' /etc differ).
+void make_tree_b(const fs::path& root) {
+  make_tree_a(root);
+  write_file(root / "usr/etc/xyz.conf", "setting = b\n");
+  write_file(root / "usr/bin/foo", "foo 1.1, rebuilt\n", 0755);
+  write_file(root / "usr/share/foo/data", "foo data 1.1\n");
+  fs::remove(root / "usr/share/foo/old");
+  write_file(root / "usr/bin/baz", "baz 0.1\n", 0755);
+  write_file(root / "usr/var/lib/dpkg/status",
+             stanza("foo", "1.1") + stanza("bar", "2.0") + stanza("baz", "0.1"));
+  write_file(root / "usr/var/lib/dpkg/info/foo.list", "/usr/bin/foo\n/usr/share/foo/data\n");
+  write_file(root / "usr/var/lib/dpkg/info/baz.list", "/usr/bin/baz\n");
+}
+
+// A sysroot with OS "testos": A deployed, then B (index 0, the next boot; A is index 1).
+struct Sysroot {
+  std::unique_ptr<TempDir> dir = std::make_unique<TempDir>("livefs-ostree-e2e");
+  fs::path root = *dir / "sysroot";
+  fs::path repo = root / "ostree/repo";
+  std::string commit_a, commit_b;
+
+  Sysroot() {
+    fs::create_directories(root);
+    sh("ostree admin init-fs " + root.string());
+    sh("ostree admin os-init --sysroot=" + root.string() + " testos");
+    make_tree_a(*dir / "tree-a");
+    commit_a = commit("tree-a", "testos/stable", "1.0");
+    deploy();
+    make_tree_b(*dir / "tree-b");
+    commit_b = commit("tree-b", "testos/stable", "2.0");
+    deploy();
+  }
+  // Deployment directories and their hard-linked objects are immutable (chattr +i).
+  ~Sysroot() { run("chattr -R -i " + root.string() + " 2>/dev/null"); }
+
+  std::string commit(const std::string& tree, const std::string& branch,
+                     const std::string& version) {
+    return sh_out("ostree --repo=" + repo.string() + " commit -b " + branch + " --tree=dir=" +
+                  (*dir / tree).string() + " --add-metadata-string=version=" + version);
+  }
+  // --retain: the deployments already there stay (the mounted booted one among them).
+  void deploy(const std::string& ref = "testos/stable") {
+    sh("ostree admin deploy --sysroot=" + root.string() + " --os=testos --karg-none --retain " +
+       ref);
+  }
+  // The file object of `path` in `commit` (a bare repository: objects/xx/yyyy.file).
+  fs::path file_object(const std::string& commit, const std::string& path) {
+    std::string sha = sh_out("ostree --repo=" + repo.string() + " ls -C " + commit + " " + path +
+                             " | awk '{print $5}'");
+    EXPECT_EQ(sha.size(), 64u) << sha;
+    return repo / "objects" / sha.substr(0, 2) / (sha.substr(2) + ".file");
+  }
+};
+
+// One test's mount of a sysroot: state/ and mnt/ in a temp dir, unmounted at scope exit.
+class OstreeMount {
+ public:
+  TempDir dir{"livefs-ostree-mnt"};
+  fs::path state = dir / "state", mnt = dir / "mnt";
+
+  OstreeMount() { fs::create_directories(mnt); }
+  ~OstreeMount() { cleanup(); }
+  OstreeMount(const OstreeMount&) = delete;
+  OstreeMount& operator=(const OstreeMount&) = delete;
+
+  Ran mount(const Sysroot& s, const std::string& booted = "1") {
+    mounted_ = true;
+    return livefs("mount --sysroot " + quote(s.root.string()) + " --os testos --booted " +
+                  quote(booted) + " --subdir usr --state " + quote(state.string()) + " " +
+                  quote(mnt.string()));
+  }
+  Ran cmd(const std::string& command, const std::string& args = "") {
+    return livefs(command + " --state " + quote(state.string()) + " " + args);
+  }
+  json cmd_json(const std::string& command, const std::string& args = "") {
+    Ran r = cmd(command, "--json " + args);
+    EXPECT_EQ(r.status, 0) << command << " " << args << "\n" << r.out;
+    json j = json::parse(r.out, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << r.out;
+    return j;
+  }
+  json status() { return cmd_json("status"); }
+
+  void cleanup() {
+    if (!mounted_) return;
+    mounted_ = false;
+    if (daemon_pid(state) > 0) cmd("umount");
+    pid_t pid = daemon_pid(state);
+    if (pid > 0 && is_livefs_process(pid)) ::kill(pid, SIGKILL);
+    for (int i = 0; i < 10 && has_mount(mnt); ++i) {
+      run("umount -l " + quote(mnt.string()) + " 2>/dev/null");
+    }
+  }
+
+ private:
+  bool mounted_ = false;
+};
+
+// Paths by change kind, from a diff's or apply's list.
+std::map<std::string, std::string> kinds_of(const json& changes) {
+  std::map<std::string, std::string> out;
+  for (const auto& c : changes) out[c.at("path")] = c.at("kind");
+  return out;
+}
+
+// One sysroot (A and B deployed) for the suite; tests that change the deployments build
+// their own.
+class OstreeLive : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { shared_ = new Sysroot(); }
+  static void TearDownTestSuite() {
+    delete shared_;
+    shared_ = nullptr;
+  }
+  static Sysroot* shared_;
+};
+Sysroot* OstreeLive::shared_ = nullptr;
+
+TEST_F(OstreeLive, DiffGroupsByPackageAndListsConfigChanges) {
+  Sysroot& s = *shared_;
+  OstreeMount m;
+  Ran mounted = m.mount(s);
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+  ASSERT_TRUE(has_mount(m.mnt));
+  EXPECT_EQ(read_file(m.mnt / "bin/foo"), "foo 1.0\n");
+  EXPECT_FALSE(present(m.mnt / "bin/baz"));
+
+  json d = m.cmd_json("diff", "--by-package");
+  auto kinds = kinds_of(d["changes"]);
+  EXPECT_EQ(kinds["bin/foo"], "modified");
+  EXPECT_EQ(kinds["share/foo/data"], "modified");
+  EXPECT_EQ(kinds["share/foo/old"], "removed");
+  EXPECT_EQ(kinds["bin/baz"], "added");
+  EXPECT_FALSE(kinds.contains("bin/bar"));
+  EXPECT_FALSE(kinds.contains("lib/libbar.so.2"));
+
+  std::map<std::string, json> groups;
+  for (const auto& g : d["packages"]) groups[g["package"]] = g;
+  ASSERT_TRUE(groups.contains("foo")) << d.dump(2);
+  EXPECT_EQ(groups["foo"]["old_version"], "1.0");
+  EXPECT_EQ(groups["foo"]["new_version"], "1.1");
+  EXPECT_EQ(groups["foo"]["paths"], json({"bin/foo", "share/foo/data", "share/foo/old"}));
+  ASSERT_TRUE(groups.contains("baz")) << d.dump(2);
+  EXPECT_EQ(groups["baz"]["old_version"], "");
+  EXPECT_EQ(groups["baz"]["new_version"], "0.1");
+  EXPECT_EQ(groups["baz"]["paths"], json({"bin/baz"}));
+  EXPECT_FALSE(groups.contains("bar"));
+
+  // The deployments' /etc (usr/etc merged by `ostree admin deploy`) differ in xyz.conf.
+  auto config = kinds_of(d["config_changes"]);
+  EXPECT_EQ(config["etc/xyz.conf"], "modified") << d["config_changes"].dump();
+  EXPECT_NE(d["config_note"].get<std::string>().find("/etc"), std::string::npos);
+
+  Ran text = m.cmd("diff", "--by-package");
+  ASSERT_EQ(text.status, 0) << text.out;
+  EXPECT_NE(text.out.find("foo: 1.0 -> 1.1"), std::string::npos) << text.out;
+}
+
+TEST_F(OstreeLive, ApplyPackagesRollbackResetAndStatusNamesTheCommits) {
+  Sysroot& s = *shared_;
+  OstreeMount m;
+  Ran mounted = m.mount(s);
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+
+  json st = m.status();
+  EXPECT_EQ(st["booted_origin"]["checksum"], s.commit_a);
+  EXPECT_EQ(st["booted_origin"]["version"], "1.0");
+  EXPECT_EQ(st["staged_origin"]["checksum"], s.commit_b);
+  EXPECT_EQ(st["staged_origin"]["version"], "2.0");
+  EXPECT_NE(st["booted"].get<std::string>().find(s.commit_a.substr(0, 12)), std::string::npos)
+      << st["booted"];
+  EXPECT_NE(st["staged"].get<std::string>().find(s.commit_b.substr(0, 12)), std::string::npos)
+      << st["staged"];
+  EXPECT_EQ(st["live_generation"], 0);
+
+  Ran unknown = m.cmd("apply", "--package nosuch");
+  EXPECT_EQ(unknown.status, 1) << unknown.out;
+  EXPECT_NE(unknown.out.find("unknown package"), std::string::npos) << unknown.out;
+  EXPECT_NE(unknown.out.find("nosuch"), std::string::npos) << unknown.out;
+
+  Ran needs_replace = m.cmd("apply", "--package foo");
+  EXPECT_EQ(needs_replace.status, 1) << needs_replace.out;
+  EXPECT_NE(needs_replace.out.find("--allow-replace"), std::string::npos) << needs_replace.out;
+  EXPECT_EQ(read_file(m.mnt / "bin/foo"), "foo 1.0\n");
+
+  json foo = m.cmd_json("apply", "--package foo --allow-replace");
+  EXPECT_EQ(foo["generation"], 1);
+  auto applied = kinds_of(foo["applied"]);
+  EXPECT_EQ(applied.size(), 3u) << foo["applied"].dump();
+  EXPECT_EQ(applied["share/foo/old"], "removed");
+  EXPECT_EQ(read_file(m.mnt / "bin/foo"), "foo 1.1, rebuilt\n");
+  EXPECT_EQ(read_file(m.mnt / "share/foo/data"), "foo data 1.1\n");
+  EXPECT_FALSE(present(m.mnt / "share/foo/old"));
+  EXPECT_EQ(read_file(m.mnt / "bin/bar"), "bar 2.0\n");
+  EXPECT_EQ(read_file(m.mnt / "lib/libbar.so.2"), "libbar 2\n");
+  EXPECT_FALSE(present(m.mnt / "bin/baz"));
+  // The dpkg database is not part of a package: it stays as booted.
+  EXPECT_EQ(read_file(m.mnt / "var/lib/dpkg/status"), stanza("foo", "1.0") + stanza("bar", "2.0"));
+
+  json baz = m.cmd_json("apply", "--package baz");
+  EXPECT_EQ(baz["generation"], 2);
+  EXPECT_EQ(kinds_of(baz["applied"]), (std::map<std::string, std::string>{{"bin/baz", "added"}}));
+  EXPECT_EQ(read_file(m.mnt / "bin/baz"), "baz 0.1\n");
+
+  Ran nothing_left = m.cmd("apply", "--package baz");
+  EXPECT_EQ(nothing_left.status, 1) << nothing_left.out;
+
+  Ran back = m.cmd("rollback");
+  ASSERT_EQ(back.status, 0) << back.out;
+  EXPECT_FALSE(present(m.mnt / "bin/baz"));
+  EXPECT_EQ(read_file(m.mnt / "bin/foo"), "foo 1.1, rebuilt\n");
+  EXPECT_EQ(m.status()["live_generation"], 1);
+
+  Ran reset = m.cmd("reset");
+  ASSERT_EQ(reset.status, 0) << reset.out;
+  EXPECT_EQ(read_file(m.mnt / "bin/foo"), "foo 1.0\n");
+  EXPECT_EQ(read_file(m.mnt / "share/foo/old"), "dropped in 1.1\n");
+  st = m.status();
+  EXPECT_EQ(st["live_generation"], 0);
+  EXPECT_EQ(st["staged_origin"]["checksum"], s.commit_b);
+
+  Ran text = m.cmd("status");
+  ASSERT_EQ(text.status, 0) << text.out;
+  EXPECT_NE(text.out.find(s.commit_a.substr(0, 12)), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find(s.commit_b.substr(0, 12)), std::string::npos) << text.out;
+}
+
+// A process that keeps `file` open on fd 3 (bash execs sleep, so the pid stays).
+class Holder {
+ public:
+  explicit Holder(const fs::path& file) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::setpgid(0, 0);
+      std::string script = "exec 3<" + quote(file.string()) + "; exec sleep 60";
+      ::execlp("bash", "bash", "-c", script.c_str(), nullptr);
+      ::_exit(127);
+    }
+  }
+  ~Holder() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  pid_t pid() const { return pid_; }
+  // Waits (bounded) until bash has become `sleep` with the file open.
+  bool wait_holding() const {
+    for (int i = 0; i < 200; ++i) {
+      std::string comm;
+      std::ifstream in("/proc/" + std::to_string(pid_) + "/comm");
+      std::getline(in, comm);
+      if (comm == "sleep" && present("/proc/" + std::to_string(pid_) + "/fd/3")) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    return false;
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+bool lists_holder(const json& holders, pid_t pid, const std::string& path) {
+  for (const auto& h : holders) {
+    if (h.value("pid", 0) == pid && h.value("path", "") == path) return true;
+  }
+  return false;
+}
+
+TEST_F(OstreeLive, HoldersOfAReplacedFileInApplyAndStatus) {
+  Sysroot& s = *shared_;
+  OstreeMount m;
+  Ran mounted = m.mount(s);
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+  {
+    Holder holder(m.mnt / "bin/foo");
+    ASSERT_TRUE(holder.wait_holding());
+    json foo = m.cmd_json("apply", "--package foo --allow-replace");
+    EXPECT_TRUE(lists_holder(foo["holders"], holder.pid(), "bin/foo")) << foo["holders"].dump();
+    for (const auto& h : foo["holders"]) {
+      if (h["pid"] == holder.pid()) {
+        EXPECT_EQ(h["command"], "sleep");
+      }
+    }
+    json st = m.status();
+    EXPECT_TRUE(lists_holder(st["holders"], holder.pid(), "bin/foo")) << st["holders"].dump();
+    // The holder still reads the booted version through its open fd; new opens see 1.1.
+    EXPECT_EQ(read_file(m.mnt / "bin/foo"), "foo 1.1, rebuilt\n");
+    EXPECT_EQ(read_file("/proc/" + std::to_string(holder.pid()) + "/fd/3"), "foo 1.0\n");
+  }
+  // Gone: not listed any more.
+  json st = m.status();
+  for (const auto& h : st["holders"]) EXPECT_NE(h["path"], "bin/foo") << st["holders"].dump();
+}
+
+TEST_F(OstreeLive, StageACommitOfTheRepositoryKernelChangeNeedsAReboot) {
+  Sysroot& s = *shared_;
+  // Commit C (branch testos/next, not deployed): B plus bin/qux and a new kernel.
+  make_tree_b(*s.dir / "tree-c");
+  write_file(*s.dir / "tree-c/usr/bin/qux", "qux\n", 0755);
+  write_file(*s.dir / "tree-c/usr/lib/modules/6.1.0/vmlinuz", "kernel 2\n");
+  std::string commit_c = s.commit("tree-c", "testos/next", "3.0");
+  ASSERT_EQ(commit_c.size(), 64u);
+
+  OstreeMount m;
+  Ran mounted = m.mount(s);
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+
+  Ran bad = m.cmd("stage", "--commit nosuch");
+  EXPECT_EQ(bad.status, 1) << bad.out;
+  EXPECT_NE(bad.out.find("nosuch"), std::string::npos) << bad.out;
+  EXPECT_EQ(m.status()["staged_origin"]["checksum"], s.commit_b);
+
+  json staged = m.cmd_json("stage", "--commit testos/next");
+  EXPECT_EQ(staged["staged_origin"]["checksum"], commit_c) << staged.dump(2);
+  json st = m.status();
+  EXPECT_EQ(st["staged_origin"]["checksum"], commit_c);
+  EXPECT_NE(st["staged"].get<std::string>().find(commit_c.substr(0, 12)), std::string::npos);
+
+  json d = m.cmd_json("diff");
+  auto kinds = kinds_of(d["changes"]);
+  EXPECT_EQ(kinds["bin/qux"], "added");
+  EXPECT_EQ(kinds["bin/foo"], "modified");
+  EXPECT_EQ(kinds["lib/modules/6.1.0/vmlinuz"], "modified");
+  for (const auto& c : d["changes"]) {
+    if (c["path"] == "lib/modules/6.1.0/vmlinuz") {
+      EXPECT_EQ(c["kernel"], true);
+    }
+  }
+
+  Ran kernel = m.cmd("apply", "--allow-replace lib/modules/6.1.0/vmlinuz");
+  EXPECT_EQ(kernel.status, 1) << kernel.out;
+  EXPECT_NE(kernel.out.find("needs a reboot"), std::string::npos) << kernel.out;
+  EXPECT_EQ(read_file(m.mnt / "lib/modules/6.1.0/vmlinuz"), "kernel 1\n");
+
+  json all = m.cmd_json("apply", "--all --allow-replace");
+  EXPECT_EQ(all["skipped_kernel"], json({"lib/modules/6.1.0/vmlinuz"})) << all.dump(2);
+  EXPECT_EQ(read_file(m.mnt / "bin/qux"), "qux\n");
+  EXPECT_EQ(read_file(m.mnt / "lib/modules/6.1.0/vmlinuz"), "kernel 1\n");
+}
+
+TEST_F(OstreeLive, CorruptObjectIsRefusedAndTheStagedCommitStays) {
+  Sysroot& s = *shared_;
+  make_tree_b(*s.dir / "tree-d");
+  write_file(*s.dir / "tree-d/usr/bin/corrupted", "content only commit D has\n", 0755);
+  std::string commit_d = s.commit("tree-d", "testos/corrupt", "4.0");
+  ASSERT_EQ(commit_d.size(), 64u);
+  fs::path object = s.file_object(commit_d, "/usr/bin/corrupted");
+  ASSERT_TRUE(fs::exists(object)) << object;
+  std::string sha = object.parent_path().filename().string() + object.stem().string();
+  {
+    std::FILE* f = std::fopen(object.c_str(), "r+");
+    ASSERT_NE(f, nullptr) << object;
+    std::fputc('C', f);  // "content…" -> "Content…"
+    std::fclose(f);
+  }
+
+  OstreeMount m;
+  Ran mounted = m.mount(s);
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+  Ran r = m.cmd("stage", "--commit testos/corrupt");
+  EXPECT_EQ(r.status, 1) << r.out;
+  EXPECT_NE(r.out.find(sha), std::string::npos) << r.out;
+  json st = m.status();
+  EXPECT_EQ(st["staged_origin"]["checksum"], s.commit_b);
+  EXPECT_FALSE(kinds_of(m.cmd_json("diff")["changes"]).contains("bin/corrupted"));
+  EXPECT_FALSE(present(m.mnt / "bin/corrupted"));
+}
+
+// A free loopback TCP port (bound then released; the server binds it right after).
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// `python3 -m http.server` serving a directory on 127.0.0.1; killed at scope exit.
+class HttpServer {
+ public:
+  HttpServer(const fs::path& dir, int port) : port_(port) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::setpgid(0, 0);
+      std::freopen("/dev/null", "w", stderr);
+      std::freopen("/dev/null", "w", stdout);
+      ::execlp("python3", "python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+               dir.c_str(), std::to_string(port).c_str(), nullptr);
+      ::_exit(127);
+    }
+  }
+  ~HttpServer() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+  // Waits (bounded) until the server accepts connections.
+  bool wait_ready() const {
+    for (int i = 0; i < 200; ++i) {
+      int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      addr.sin_port = htons(static_cast<uint16_t>(port_));
+      bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+      ::close(fd);
+      if (ok) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+ private:
+  int port_;
+  pid_t pid_ = -1;
+};
+
+TEST_F(OstreeLive, StagePullFromAnArchiveRepositoryOverHttp) {
+  Sysroot& s = *shared_;
+  TempDir d{"livefs-ostree-served"};
+  fs::path served = d / "repo";
+  ASSERT_TRUE(sh("ostree --repo=" + served.string() + " init --mode=archive"));
+  make_tree_b(d / "tree");
+  write_file(d / "tree/usr/bin/pulled", "from the remote\n", 0755);
+  std::string commit_e = sh_out("ostree --repo=" + served.string() +
+                                " commit -b testos/remote --tree=dir=" + (d / "tree").string() +
+                                " --add-metadata-string=version=5.0");
+  ASSERT_EQ(commit_e.size(), 64u);
+  int port = free_port();
+  HttpServer server(d.path(), port);
+  ASSERT_TRUE(server.wait_ready());
+  ASSERT_TRUE(sh("ostree remote add --repo=" + s.repo.string() + " --no-gpg-verify served" +
+                 std::to_string(port) + " http://127.0.0.1:" + std::to_string(port) + "/repo"));
+
+  OstreeMount m;
+  Ran mounted = m.mount(s);
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+
+  Ran unknown = m.cmd("stage", "--pull served" + std::to_string(port) + " no/such-ref");
+  EXPECT_EQ(unknown.status, 1) << unknown.out;
+  EXPECT_NE(unknown.out.find("no/such-ref"), std::string::npos) << unknown.out;
+  EXPECT_EQ(m.status()["staged_origin"]["checksum"], s.commit_b);
+
+  json staged = m.cmd_json("stage", "--pull served" + std::to_string(port) + " testos/remote");
+  EXPECT_EQ(staged["staged_origin"]["checksum"], commit_e) << staged.dump(2);
+  EXPECT_EQ(m.status()["staged_origin"]["checksum"], commit_e);
+  auto kinds = kinds_of(m.cmd_json("diff")["changes"]);
+  EXPECT_EQ(kinds["bin/pulled"], "added");
+  EXPECT_EQ(kinds["bin/baz"], "added");
+
+  json applied = m.cmd_json("apply", "bin/pulled");
+  EXPECT_EQ(read_file(m.mnt / "bin/pulled"), "from the remote\n");
+}
+
+// Deploying changes the sysroot's deployments, so this test has its own.
+TEST(OstreeLiveDeploy, NewDeploymentIsStagedInTheBackground) {
+  Sysroot s;
+  OstreeMount m;
+  Ran mounted = m.mount(s);
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+  EXPECT_EQ(m.status()["staged_origin"]["checksum"], s.commit_b);
+
+  make_tree_b(*s.dir / "tree-f");
+  write_file(*s.dir / "tree-f/usr/bin/deployed-later", "new deployment\n", 0755);
+  std::string commit_f = s.commit("tree-f", "testos/stable", "6.0");
+  ASSERT_EQ(commit_f.size(), 64u);
+  s.deploy();
+
+  // Bounded poll: the daemon notices the deployment through inotify and stages it.
+  json st;
+  for (int i = 0; i < 100; ++i) {
+    st = m.status();
+    if (st["staged_origin"]["checksum"] == commit_f) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(st["staged_origin"]["checksum"], commit_f) << st.dump(2);
+  EXPECT_EQ(st["staged_origin"]["version"], "6.0");
+  EXPECT_TRUE(st["stage_error"].is_null()) << st["stage_error"];
+  // The booted deployment is still A, whatever its index is now.
+  EXPECT_EQ(st["booted_origin"]["checksum"], s.commit_a);
+  EXPECT_EQ(read_file(m.mnt / "bin/foo"), "foo 1.0\n");
+  auto kinds = kinds_of(m.cmd_json("diff")["changes"]);
+  EXPECT_EQ(kinds["bin/deployed-later"], "added");
+
+  json applied = m.cmd_json("apply", "bin/deployed-later");
+  EXPECT_EQ(read_file(m.mnt / "bin/deployed-later"), "new deployment\n");
+}
+
+}  // namespace
+}  // namespace livefs::e2e
