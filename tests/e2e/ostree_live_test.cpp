@@ -558,6 +558,36 @@ TEST(OstreeLiveDeploy, NewDeploymentIsStagedInTheBackground) {
 
   json applied = m.cmd_json("apply", "bin/deployed-later");
   EXPECT_EQ(read_file(m.mnt / "bin/deployed-later"), "new deployment\n");
+
+  // A deployment with a corrupt object (`ostree admin deploy` hard-links it without checking):
+  // background staging fails, says so in status, and the staged deployment stays F.
+  make_tree_b(*s.dir / "tree-g");
+  write_file(*s.dir / "tree-g/usr/bin/damaged", "only commit G has this\n", 0755);
+  std::string commit_g = s.commit("tree-g", "testos/stable", "7.0");
+  ASSERT_EQ(commit_g.size(), 64u);
+  fs::path object = s.file_object(commit_g, "/usr/bin/damaged");
+  std::string sha = object.parent_path().filename().string() + object.stem().string();
+  {
+    std::FILE* f = std::fopen(object.c_str(), "r+");
+    ASSERT_NE(f, nullptr) << object;
+    std::fputc('O', f);
+    std::fclose(f);
+  }
+  s.deploy();
+  for (int i = 0; i < 100; ++i) {
+    st = m.status();
+    if (!st["stage_error"].is_null()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(st["stage_error"].is_string()) << st.dump(2);
+  EXPECT_NE(st["stage_error"].get<std::string>().find(sha), std::string::npos) << st["stage_error"];
+  EXPECT_NE(st["stage_error"].get<std::string>().find("bin/damaged"), std::string::npos)
+      << st["stage_error"];
+  EXPECT_EQ(st["staged_origin"]["checksum"], commit_f);
+  Ran text = m.cmd("status");
+  EXPECT_NE(text.out.find("STAGING FAILED"), std::string::npos) << text.out;
+  EXPECT_FALSE(kinds_of(m.cmd_json("diff")["changes"]).contains("bin/damaged"));
+  EXPECT_EQ(read_file(m.mnt / "bin/deployed-later"), "new deployment\n");
 }
 
 }  // namespace
