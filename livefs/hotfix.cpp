@@ -130,7 +130,7 @@ Status HotfixSet::add_file(const fs::path& source, const std::string& at) {
   if (at.empty()) return fail(EINVAL, "hotfix add: --at names the root");
   store::ObjectStore::Batch batch(store_);
   auto e = import_one(source, at, batch);
-  if (!e) return std::unexpected(with_context(e.error(), "hotfix add"));
+  if (!e) return std::unexpected(with_context(e.error(), "hotfix add " + source.string()));
   if (e->type == store::EntryType::dir)
     return fail(EISDIR, "hotfix add " + source.string() + ": a directory (use hotfix watch)");
   if (auto st = batch.commit(); !st) return st;
@@ -146,7 +146,17 @@ Result<std::vector<std::string>> HotfixSet::apply(uint64_t id, const inotify::Ch
   if (changes.full_rescan) {
     // What was removed while the queue overflowed is not in the change set: compare the
     // whole source with what is live.
+    // The source may still be changing: an entry removed between the directory listing and
+    // its stat fails the whole import, and this change set is the only rescan there will
+    // be, so try again (later removals are events of their own).
     auto fresh = import_tree(w->source);
+    for (int attempt = 1;
+         attempt < 20 && !fresh && (fresh.error().code == ENOENT || fresh.error().code == ENOTDIR);
+         ++attempt) {
+      log()->debug("rescan of {} raced with a removal, again: {}", w->source.string(),
+                   fresh.error().message());
+      fresh = import_tree(w->source);
+    }
     if (!fresh) return std::unexpected(fresh.error());
     for (const auto& [path, e] : w->entries) {
       auto it = fresh->find(path);
