@@ -249,7 +249,8 @@ reader() {  # ID
       [[ $rc == 0 && $out == *ELF* ]] && ran_new=$((ran_new + 1))
       if [[ $rc != 0 || $out != *ELF* ]]; then
         case $out in
-          *"No such file"* | *"cannot open shared object file"* | *"could not find any valid magic"* | *"magic.mgc"*)
+          *"No such file"* | *"cannot open shared object file"* | *"could not find any valid magic"* | *"magic.mgc"* | \
+            *"using regular magic file"*)
             echo "reader $id #$n: file /bin/ls (rc $rc): $out" >>"$W/reader-races" ;;
           *) echo "reader $id #$n: file /bin/ls (rc $rc): $out" >>"$FAILURES" ;;
         esac
