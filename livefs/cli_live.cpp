@@ -41,6 +41,14 @@ std::optional<json> request(const fs::path& state, const json& req) {
 
 std::string show_path(const std::string& p) { return "/" + p; }
 
+// The daemon has its own working directory: paths are sent absolute, without a trailing
+// slash.
+std::string absolute_path(const std::string& p) {
+  fs::path a = fs::absolute(p).lexically_normal();
+  if (a.filename().empty() && a.has_relative_path()) a = a.parent_path();
+  return a.string();
+}
+
 void print_changes(const json& changes) {
   for (const auto& c : changes) {
     std::printf("  %-12s %s%s\n", c.at("kind").get<std::string>().c_str(),
@@ -458,7 +466,8 @@ void register_live_commands(CLI::App& app, int& status) {
     watch->add_option("--at", a->at, "Where in the view (e.g. bin)")->required();
     watch->add_flag("--json", a->json, "JSON output");
     watch->callback([a, print] {
-      auto r = request(a->state, {{"cmd", "hotfix_watch"}, {"source", a->source}, {"at", a->at}});
+      auto r = request(
+          a->state, {{"cmd", "hotfix_watch"}, {"source", absolute_path(a->source)}, {"at", a->at}});
       std::string what = r ? "watching " + r->at("source").get<std::string>() + " at /" +
                                  r->at("at").get<std::string>() + " (" +
                                  std::to_string(r->at("entries").get<size_t>()) + " entries)"
@@ -471,7 +480,8 @@ void register_live_commands(CLI::App& app, int& status) {
     add->add_option("--at", a->at, "Its path in the view")->required();
     add->add_flag("--json", a->json, "JSON output");
     add->callback([a, print] {
-      auto r = request(a->state, {{"cmd", "hotfix_add"}, {"source", a->source}, {"at", a->at}});
+      auto r = request(
+          a->state, {{"cmd", "hotfix_add"}, {"source", absolute_path(a->source)}, {"at", a->at}});
       std::string what = r ? "added /" + r->at("at").get<std::string>() : "";
       print(r, what.c_str());
     });

@@ -124,10 +124,11 @@ Result<nlohmann::json> call_daemon(const std::filesystem::path& statedir,
   if (!line) {
     // The daemon may have acted on the request before it went away (a journalled apply is
     // live after a restart): say so rather than implying nothing happened.
-    return std::unexpected(with_context(
-        line.error(), "the livefs daemon went away before answering; the request may have "
-                      "taken effect: check `livefs status --state " +
-                          statedir.string() + "` after mounting again"));
+    return std::unexpected(
+        with_context(line.error(),
+                     "the livefs daemon went away before answering; the request may have "
+                     "taken effect: check `livefs status --state " +
+                         statedir.string() + "` after mounting again"));
   }
   auto response = nlohmann::json::parse(*line, nullptr, false);
   if (response.is_discarded() || !response.is_object()) {

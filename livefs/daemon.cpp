@@ -159,6 +159,11 @@ json refusal(const Error& e) {
   return r;
 }
 
+// A rebuild writing files for a second is still one change set (one generation): a change
+// set goes live once events pause for 10 ms, or after 2 s of a steady stream.
+const inotify::DebounceOptions kHotfixDebounce{std::chrono::milliseconds(10),
+                                               std::chrono::milliseconds(2000)};
+
 class Daemon {
  public:
   explicit Daemon(MountArgs args) : args_(std::move(args)) {}
@@ -376,7 +381,16 @@ class Daemon {
     } else {
       auto staged = stage_commit(repo(), staged_origin_.checksum, args_.subdir, *booted_tree_,
                                  *store_, false);
-      if (!staged) return std::unexpected(with_context(staged.error(), "stage"));
+      if (!staged) {
+        // As in background staging: the booted tree is still served and the failure is in
+        // `status`; `livefs stage` can try again.
+        stage_error_ = with_context(staged.error(), "stage " + staged_origin_.describe()).message();
+        log()->error("{}; nothing is staged", stage_error_.get<std::string>());
+        staged_origin_ = Origin{};
+        staged_origin_.kind = "none";
+        staged_tree_ = *booted_tree_;
+        return {};
+      }
       log_stage(staged->stats);
       tree = std::move(staged->tree);
     }
@@ -965,23 +979,37 @@ class Daemon {
                              json{{"watches", watches}, {"adds", adds}}.dump(2) + "\n");
   }
 
-  // Journals the hotfix layer as it is now and switches to it.
-  Result<overlay::SwitchStats> commit_hotfix(const std::vector<std::string>& changed) {
+  // Journals the hotfix layer as it is now and switches to it. The layer manifest joins
+  // `batch` (the new contents), so one syncfs makes both durable before the journal record.
+  Result<overlay::SwitchStats> commit_hotfix(const std::vector<std::string>& changed,
+                                             store::ObjectStore::Batch& batch) {
     if (json r = refuse_if_untrusted(); !r.is_null())
       return fail(EBADMSG, r.value("error", "journal cannot be trusted"));
     auto tree = hotfix_->build();
     if (!tree) return std::unexpected(tree.error());
     store::ObjectId id;
     if (*tree) {
-      auto saved = (*tree)->save(*store_);
+      auto saved = batch.put_bytes((*tree)->bytes());
       if (!saved) return std::unexpected(saved.error());
-      if (auto st = store_->add_tree_root(*saved); !st) return std::unexpected(st.error());
+      // Made durable by the batch's syncfs below.
+      if (auto st = store_->add_tree_root(*saved, false); !st) return std::unexpected(st.error());
       id = *saved;
     }
+    if (auto st = batch.commit(); !st) return std::unexpected(st.error());
     auto record = journal_->commit(overlay::JournalOp::hotfix, id, changed);
     if (!record) return std::unexpected(record.error());
     touched_.insert(changed.begin(), changed.end());
+    // Only the live hotfix layer is a gc root: an edit loop must not pin every version.
+    if (hotfix_tree_ && hotfix_tree_->id() != id) {
+      if (auto st = store_->remove_tree_root(hotfix_tree_->id()); !st)
+        log()->warn("hotfix: {}", st.error().message());
+    }
     return publish(*applied_layer_, live_generation_, std::move(*tree));
+  }
+
+  Result<overlay::SwitchStats> commit_hotfix(const std::vector<std::string>& changed) {
+    store::ObjectStore::Batch batch(*store_);
+    return commit_hotfix(changed, batch);
   }
 
   json hotfix_watch(const json& request) {
@@ -989,14 +1017,19 @@ class Daemon {
     auto at = clean_view_path(request.value("at", ""));
     if (!at) return refusal(at.error());
     if (auto st = require_dir(source, "hotfix source"); !st) return refusal(st.error());
-    for (const auto& w : hotfix_->watches())
-      if (w.source == source && w.at == *at)
+    std::optional<uint64_t> replaced;  // a failed watch of the same source and place
+    for (const auto& w : hotfix_->watches()) {
+      if (w.source != source || w.at != *at) continue;
+      if (w.error.empty() || loops_.contains(w.id))
         return refusal(make_error(EEXIST, source.string() + " is already watched at /" + *at));
+      replaced = w.id;
+    }
     // Watch first, then import: nothing written in between is missed.
-    auto loop = inotify::WatchLoop::open(source);
+    auto loop = inotify::WatchLoop::open(source, kHotfixDebounce);
     if (!loop) return refusal(with_context(loop.error(), "hotfix watch " + source.string()));
     auto id = hotfix_->add_watch(source, *at);
     if (!id) return refusal(id.error());
+    if (replaced) hotfix_->drop_watch(*replaced);
     if (auto st = start_loop(*id, std::move(*loop)); !st) {
       hotfix_->remove(*at);
       return refusal(st.error());
@@ -1033,13 +1066,14 @@ class Daemon {
       (void)save_hotfix_config();
       return;
     }
-    auto changed = hotfix_->apply(id, changes);
+    store::ObjectStore::Batch batch(*store_);
+    auto changed = hotfix_->apply(id, changes, batch);
     if (!changed) {
       log()->error("hotfix watch {}: {}", id, changed.error().message());
       return;
     }
     if (changed->empty()) return;
-    auto stats = commit_hotfix(*changed);
+    auto stats = commit_hotfix(*changed, batch);
     if (!stats) log()->error("hotfix: {}", stats.error().message());
   }
 
@@ -1088,8 +1122,9 @@ class Daemon {
     fs::path source = fs::absolute(request.at("source").get<std::string>()).lexically_normal();
     auto at = clean_view_path(request.value("at", ""));
     if (!at) return refusal(at.error());
-    if (auto st = hotfix_->add_file(source, *at); !st) return refusal(st.error());
-    auto stats = commit_hotfix({*at});
+    store::ObjectStore::Batch batch(*store_);
+    if (auto st = hotfix_->add_file(source, *at, batch); !st) return refusal(st.error());
+    auto stats = commit_hotfix({*at}, batch);
     if (!stats) return error_response(stats.error());
     if (auto st = save_hotfix_config(); !st) return error_response(st.error());
     return {
@@ -1166,7 +1201,7 @@ class Daemon {
     for (const auto& w : config.value("watches", json::array())) {
       fs::path source = w.value("source", "");
       std::string at = w.value("at", "");
-      auto loop = inotify::WatchLoop::open(source);
+      auto loop = inotify::WatchLoop::open(source, kHotfixDebounce);
       auto id =
           loop ? hotfix_->add_watch(source, at) : Result<uint64_t>(std::unexpected(loop.error()));
       if (!id || !start_loop(*id, std::move(*loop))) {

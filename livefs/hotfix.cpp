@@ -126,20 +126,20 @@ Result<uint64_t> HotfixSet::add_watch(const fs::path& source, const std::string&
   return watches_.back().id;
 }
 
-Status HotfixSet::add_file(const fs::path& source, const std::string& at) {
+Status HotfixSet::add_file(const fs::path& source, const std::string& at,
+                           store::ObjectStore::Batch& batch) {
   if (at.empty()) return fail(EINVAL, "hotfix add: --at names the root");
-  store::ObjectStore::Batch batch(store_);
   auto e = import_one(source, at, batch);
   if (!e) return std::unexpected(with_context(e.error(), "hotfix add " + source.string()));
   if (e->type == store::EntryType::dir)
     return fail(EISDIR, "hotfix add " + source.string() + ": a directory (use hotfix watch)");
-  if (auto st = batch.commit(); !st) return st;
   std::erase_if(adds_, [&](const HotfixAdd& a) { return a.at == at; });
   adds_.push_back(HotfixAdd{source, at, std::move(*e)});
   return {};
 }
 
-Result<std::vector<std::string>> HotfixSet::apply(uint64_t id, const inotify::ChangeSet& changes) {
+Result<std::vector<std::string>> HotfixSet::apply(uint64_t id, const inotify::ChangeSet& changes,
+                                                  store::ObjectStore::Batch& batch) {
   HotfixWatch* w = find(id);
   if (w == nullptr) return fail(ENOENT, "hotfix watch " + std::to_string(id) + ": not watched");
   std::set<std::string> changed;
@@ -168,7 +168,6 @@ Result<std::vector<std::string>> HotfixSet::apply(uint64_t id, const inotify::Ch
   } else {
     std::vector<std::string> paths(changes.paths.begin(), changes.paths.end());
     std::sort(paths.begin(), paths.end(), store::path_less);
-    store::ObjectStore::Batch batch(store_);
     for (const std::string& rel : paths) {
       fs::path full = rel.empty() ? w->source : w->source / rel;
       auto e = import_one(full, rel, batch);
@@ -213,7 +212,6 @@ Result<std::vector<std::string>> HotfixSet::apply(uint64_t id, const inotify::Ch
         w->entries[rel] = std::move(*e);
       }
     }
-    if (auto st = batch.commit(); !st) return std::unexpected(st.error());
   }
   std::vector<std::string> out;
   for (const auto& rel : changed) out.push_back(view_path(w->at, rel));

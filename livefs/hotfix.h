@@ -50,8 +50,10 @@ class HotfixSet {
 
   // Imports `source` (a directory) as a new watch onto `at`; returns its id.
   Result<uint64_t> add_watch(const std::filesystem::path& source, const std::string& at);
-  // Imports the file (or symlink) `source` onto `at`.
-  Status add_file(const std::filesystem::path& source, const std::string& at);
+  // Imports the file (or symlink) `source` onto `at`, its content through `batch` (which
+  // the caller commits, with the layer manifest, in one syncfs).
+  Status add_file(const std::filesystem::path& source, const std::string& at,
+                  store::ObjectStore::Batch& batch);
   // An add as journalled (after a restart): its entry as it was added.
   void restore_add(const std::filesystem::path& source, const std::string& at, store::Entry e) {
     e.path = at;
@@ -59,13 +61,19 @@ class HotfixSet {
   }
   // Brings a watch up to date with a settled change set (full_rescan: reimports the whole
   // source). Returns the view paths that changed. ENOENT when the id is not watched.
-  Result<std::vector<std::string>> apply(uint64_t id, const inotify::ChangeSet& changes);
+  // Contents go through `batch` (a full rescan publishes its own).
+  Result<std::vector<std::string>> apply(uint64_t id, const inotify::ChangeSet& changes,
+                                         store::ObjectStore::Batch& batch);
   // Drops the watch's entries (its source is gone or cannot be followed); keeps it listed
   // with `why`.
   void fail_watch(uint64_t id, const std::string& why);
   // Marks a watch as no longer following its source (its entries stay served).
   void set_error(uint64_t id, const std::string& why) {
     if (HotfixWatch* w = find(id)) w->error = why;
+  }
+  // Forgets one watch (its entries leave the layer at the next build).
+  void drop_watch(uint64_t id) {
+    std::erase_if(watches_, [id](const HotfixWatch& w) { return w.id == id; });
   }
   // Removes watches and adds whose `at` is `prefix` or below it ("" or nullopt: all).
   // Returns the ids of the watches removed.

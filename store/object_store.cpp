@@ -376,10 +376,11 @@ Result<ObjectId> ObjectStore::put_at(int dirfd, const char* name, PutOptions opt
 
 // ---- tree roots ----------------------------------------------------------------------------
 
-Status ObjectStore::add_tree_root(const ObjectId& tree_id) {
+Status ObjectStore::add_tree_root(const ObjectId& tree_id, bool sync) {
   std::string rel = "trees/" + tree_id.hex();
   UniqueFd fd(sys_->openat(root_fd(), rel.c_str(), O_WRONLY | O_CREAT, 0644));
   if (!fd) return fail_errno("openat(" + rel + ")");
+  if (!sync) return {};
   UniqueFd dir(sys_->openat(root_fd(), "trees", O_RDONLY | O_DIRECTORY, 0));
   if (!dir || sys_->fsync(dir.get()) < 0) return fail_errno("fsync(trees)");
   return {};

@@ -81,7 +81,9 @@ class ObjectStore {
   static std::string relative_path(const ObjectId& id);
 
   // Trees to keep: gc keeps these and every object they reference.
-  Status add_tree_root(const ObjectId& tree_id);
+  // `sync`: fsync the trees/ directory; a caller that makes the store durable afterwards
+  // anyway (a Batch's syncfs) passes false.
+  Status add_tree_root(const ObjectId& tree_id, bool sync = true);
   Status remove_tree_root(const ObjectId& tree_id);
   Result<std::vector<ObjectId>> tree_roots() const;
 

@@ -625,14 +625,15 @@ TEST(Hotfix, SourceDirectoryRemoved) {
   Ran st = w.cmd("status", "--json");
   EXPECT_EQ(st.status, 0) << st.out;
   EXPECT_EQ(try_read(w.mnt / "etc/app/conf"), "booted conf\n");
-  // A new watch of the recreated directory works once the failed one is reset. (Known
-  // bug: without the reset, the failed watch still counts and the new one is refused as
-  // "already watched at /opt/app".)
-  ASSERT_EQ(w.cmd("hotfix reset", "opt/app").status, 0);
-  EXPECT_EQ(w.list()["watches"].size(), 0u);
+  // A new watch of the recreated directory replaces the failed one.
   Ran again = w.watch(w.src, "opt/app");
   ASSERT_EQ(again.status, 0) << again.out;
   EXPECT_EQ(try_read(w.mnt / "opt/app/x"), "recreated\n");
+  l = w.list();
+  ASSERT_EQ(l["watches"].size(), 1u) << l.dump();
+  EXPECT_EQ(l["watches"][0]["error"], "") << l.dump();
+  // A live watch of the same source and place is still refused.
+  EXPECT_EQ(w.watch(w.src, "opt/app").status, 1);
   write_file(w.src / "x", "recreated, edited\n");
   EXPECT_TRUE(eventually([&] { return reads(w.mnt / "opt/app/x", "recreated, edited\n"); }));
   ASSERT_EQ(w.cmd("hotfix reset").status, 0);
@@ -640,9 +641,8 @@ TEST(Hotfix, SourceDirectoryRemoved) {
   EXPECT_EQ(try_read(w.mnt / "opt/app/x"), "booted x\n");
 }
 
-// Known bug: the CLI sends a relative SRC_DIR as it is and the daemon makes it absolute
-// against its own working directory. Enable when the CLI sends an absolute path.
-TEST(Hotfix, DISABLED_RelativeSourcePath) {
+// A relative SRC_DIR is the CLI's, not the daemon's working directory.
+TEST(Hotfix, RelativeSourcePath) {
   HotWorld w;
   make_booted(w);
   write_file(w.src / "x", "relative\n");

@@ -590,10 +590,9 @@ TEST(OstreeLiveDeploy, NewDeploymentIsStagedInTheBackground) {
   EXPECT_EQ(read_file(m.mnt / "bin/deployed-later"), "new deployment\n");
 }
 
-// Known bug (reported, not fixed here): a fresh `livefs mount` fails outright when the pending
-// deployment has a corrupt object, while a running daemon treats the same failure as a
-// stage_error and keeps serving the booted tree. Enable when mount degrades the same way.
-TEST(OstreeLiveDeploy, DISABLED_MountWithACorruptPendingDeploymentServesTheBootedTree) {
+// A fresh mount degrades as a running daemon does: the staging failure is in status, the
+// booted tree is served, and nothing is offered to apply.
+TEST(OstreeLiveDeploy, MountWithACorruptPendingDeploymentServesTheBootedTree) {
   Sysroot s;
   make_tree_b(*s.dir / "tree-g");
   write_file(*s.dir / "tree-g/usr/bin/damaged", "only commit G has this\n", 0755);
@@ -612,7 +611,12 @@ TEST(OstreeLiveDeploy, DISABLED_MountWithACorruptPendingDeploymentServesTheBoote
   ASSERT_EQ(mounted.status, 0) << mounted.out;
   EXPECT_EQ(read_file(m.mnt / "bin/foo"), "foo 1.0\n");
   json st = m.status();
-  EXPECT_TRUE(st["stage_error"].is_string()) << st.dump(2);
+  ASSERT_TRUE(st["stage_error"].is_string()) << st.dump(2);
+  EXPECT_NE(st["stage_error"].get<std::string>().find("bin/damaged"), std::string::npos)
+      << st["stage_error"];
+  EXPECT_EQ(m.cmd_json("diff")["changes"].size(), 0u);
+  EXPECT_EQ(m.cmd("apply", "--all").status, 1);
+  EXPECT_FALSE(fs::exists(m.mnt / "bin/damaged"));
 }
 
 }  // namespace
