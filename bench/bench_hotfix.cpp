@@ -213,6 +213,57 @@ const char* met(bool ok) { return ok ? "met" : "NOT met"; }
 
 }  // namespace
 
+// The daemon's account of each change set (its log line "hotfix watch N: E events, P paths;
+// T ms from the last event: settle S, import I, layer L, store W, journal J, switch X").
+struct DaemonSteps {
+  size_t paths = 0;
+  std::vector<double> ms;  // total, then the six steps
+};
+constexpr const char* kStepNames[] = {"total", "settle",  "import", "layer",
+                                      "store", "journal", "switch"};
+
+std::vector<DaemonSteps> read_daemon_steps(const fs::path& log) {
+  std::vector<DaemonSteps> out;
+  std::ifstream in(log);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto at = line.find("hotfix watch ");
+    if (at == std::string::npos) continue;
+    unsigned long long events = 0, paths = 0;
+    double v[7];
+    int n = std::sscanf(line.c_str() + at,
+                        "hotfix watch %*u: %llu events, %llu paths; %lf ms from the last event: "
+                        "settle %lf, import %lf, layer %lf, store %lf, journal %lf, switch %lf",
+                        &events, &paths, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6]);
+    if (n != 9) continue;
+    out.push_back({static_cast<size_t>(paths), std::vector<double>(v, v + 7)});
+  }
+  return out;
+}
+
+void print_daemon_steps(const std::vector<DaemonSteps>& steps) {
+  std::printf("\nWhere the daemon spends a change set (median ms, from its log)\n");
+  std::printf("%-14s %6s", "change set", "count");
+  for (const char* name : kStepNames) std::printf(" %8s", name);
+  std::printf("\n");
+  for (bool burst : {false, true}) {
+    std::vector<std::vector<double>> columns(std::size(kStepNames));
+    size_t count = 0;
+    for (const DaemonSteps& s : steps) {
+      if ((s.paths > 100) != burst) continue;
+      ++count;
+      for (size_t i = 0; i < columns.size(); ++i) columns[i].push_back(s.ms[i]);
+    }
+    if (count == 0) continue;
+    std::printf("%-14s %6zu", burst ? "burst" : "single edit", count);
+    for (auto& c : columns) {
+      std::sort(c.begin(), c.end());
+      std::printf(" %8.1f", percentile(c, 0.5));
+    }
+    std::printf("\n");
+  }
+}
+
 int main(int argc, char** argv) {
   bool quick = false;
   int edits = -1;
@@ -365,6 +416,7 @@ int main(int argc, char** argv) {
     burst = std::move(next);
   }
 
+  std::vector<DaemonSteps> steps = read_daemon_steps(state / "daemon.log");
   cleanup();
 
   // Report.
@@ -410,6 +462,8 @@ int main(int argc, char** argv) {
       "goal: one generation (change set) per burst: %s; visible within 200 ms: %s "
       "(median), %s (max)\n",
       met(one_set), met(median <= 200), met(worst <= 200));
+
+  print_daemon_steps(steps);
 
   std::ofstream csv(csv_path);
   csv << "section,workload,metric,value\n";

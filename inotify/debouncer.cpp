@@ -48,6 +48,9 @@ std::optional<ChangeSet> Debouncer::take_due() {
   return take();
 }
 
-std::optional<ChangeSet> Debouncer::take() { return std::exchange(pending_, std::nullopt); }
+std::optional<ChangeSet> Debouncer::take() {
+  if (pending_) pending_->last_event = last_event_;
+  return std::exchange(pending_, std::nullopt);
+}
 
 }  // namespace livefs::inotify

@@ -31,6 +31,8 @@ struct ChangeSet {
   // The watched root was removed or moved away; no change set follows this one.
   bool root_gone = false;
   size_t events = 0;  // how many watcher events were folded into this set
+  // When the burst's last event was folded in (steady clock): how long settling took.
+  std::chrono::steady_clock::time_point last_event{};
 };
 
 // At namespace scope (not nested) so `= {}` works as a default argument.

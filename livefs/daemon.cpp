@@ -981,8 +981,16 @@ class Daemon {
 
   // Journals the hotfix layer as it is now and switches to it. The layer manifest joins
   // `batch` (the new contents), so one syncfs makes both durable before the journal record.
+  // When each step of a hotfix commit ended, for the log line of a change set.
+  struct HotfixSteps {
+    std::chrono::steady_clock::time_point built, stored, journalled;
+  };
+
   Result<overlay::SwitchStats> commit_hotfix(const std::vector<std::string>& changed,
-                                             store::ObjectStore::Batch& batch) {
+                                             store::ObjectStore::Batch& batch,
+                                             HotfixSteps* steps = nullptr) {
+    HotfixSteps ignored;
+    if (steps == nullptr) steps = &ignored;
     if (json r = refuse_if_untrusted(); !r.is_null())
       return fail(EBADMSG, r.value("error", "journal cannot be trusted"));
     auto tree = hotfix_->build();
@@ -995,9 +1003,12 @@ class Daemon {
       if (auto st = store_->add_tree_root(*saved, false); !st) return std::unexpected(st.error());
       id = *saved;
     }
+    steps->built = std::chrono::steady_clock::now();
     if (auto st = batch.commit(); !st) return std::unexpected(st.error());
+    steps->stored = std::chrono::steady_clock::now();
     auto record = journal_->commit(overlay::JournalOp::hotfix, id, changed);
     if (!record) return std::unexpected(record.error());
+    steps->journalled = std::chrono::steady_clock::now();
     touched_.insert(changed.begin(), changed.end());
     // Only the live hotfix layer is a gc root: an edit loop must not pin every version.
     if (hotfix_tree_ && hotfix_tree_->id() != id) {
@@ -1066,6 +1077,8 @@ class Daemon {
       (void)save_hotfix_config();
       return;
     }
+    using std::chrono::steady_clock;
+    auto locked = steady_clock::now();
     store::ObjectStore::Batch batch(*store_);
     auto changed = hotfix_->apply(id, changes, batch);
     if (!changed) {
@@ -1073,8 +1086,23 @@ class Daemon {
       return;
     }
     if (changed->empty()) return;
-    auto stats = commit_hotfix(*changed, batch);
-    if (!stats) log()->error("hotfix: {}", stats.error().message());
+    auto imported = steady_clock::now();
+    HotfixSteps steps;
+    auto stats = commit_hotfix(*changed, batch, &steps);
+    if (!stats) {
+      log()->error("hotfix: {}", stats.error().message());
+      return;
+    }
+    auto ms = [](steady_clock::time_point a, steady_clock::time_point b) {
+      return std::chrono::duration<double, std::milli>(b - a).count();
+    };
+    log()->info(
+        "hotfix watch {}: {} events, {} paths; {:.1f} ms from the last event: settle {:.1f}, "
+        "import {:.1f}, layer {:.1f}, store {:.1f}, journal {:.1f}, switch {:.1f}",
+        id, changes.events, changed->size(), ms(changes.last_event, steady_clock::now()),
+        ms(changes.last_event, locked), ms(locked, imported), ms(imported, steps.built),
+        ms(steps.built, steps.stored), ms(steps.stored, steps.journalled),
+        ms(steps.journalled, steady_clock::now()));
   }
 
   void on_watch_error(uint64_t id, const Error& e) {

@@ -87,10 +87,16 @@ Result<std::vector<Xattr>> read_xattrs(int dirfd, const std::string& name, const
   return out;
 }
 
+// The read buffer, one per thread: an import of one file (the hotfix loop's unit) must not
+// pay for mapping and zeroing a fresh megabyte.
+std::vector<char>& read_buffer() {
+  thread_local std::vector<char> buf(kReadChunk);
+  return buf;
+}
+
 class Importer {
  public:
-  Importer(ObjectStore* store, const ImportOptions& options)
-      : store_(store), options_(options), buf_(kReadChunk) {
+  Importer(ObjectStore* store, const ImportOptions& options) : store_(store), options_(options) {
     progress_ = options.progress && ::isatty(STDERR_FILENO);
     if (options_.store_objects) {
       own_batch_.emplace(*store_);
@@ -98,7 +104,7 @@ class Importer {
     }
   }
   // Stores through the caller's batch (null: hash only).
-  explicit Importer(ObjectStore::Batch* batch) : batch_(batch), buf_(kReadChunk) {}
+  explicit Importer(ObjectStore::Batch* batch) : batch_(batch) {}
 
   // One entry `name` of the directory `dirfd`, recorded as `path`.
   Result<Entry> import_one(int dirfd, const std::string& name, const std::string& path) {
@@ -247,14 +253,15 @@ class Importer {
     if (!fd) return fail_errno("openat(" + path + ")");
     Hasher hasher;
     uint64_t total = 0;
+    std::vector<char>& buf = read_buffer();
     for (;;) {
-      ssize_t n = ::read(fd.get(), buf_.data(), buf_.size());
+      ssize_t n = ::read(fd.get(), buf.data(), buf.size());
       if (n < 0) {
         if (errno == EINTR) continue;
         return fail_errno("read(" + path + ")");
       }
       if (n == 0) break;
-      hasher.update(buf_.data(), static_cast<size_t>(n));
+      hasher.update(buf.data(), static_cast<size_t>(n));
       total += static_cast<uint64_t>(n);
     }
     if (total != static_cast<uint64_t>(st.st_size))
@@ -298,7 +305,6 @@ class Importer {
   ImportOptions options_;
   std::optional<ObjectStore::Batch> own_batch_;
   ObjectStore::Batch* batch_ = nullptr;
-  std::vector<char> buf_;
   std::vector<Entry> entries_;
   std::map<std::pair<dev_t, ino_t>, uint32_t> link_groups_;
   std::map<uint32_t, ObjectId> group_ids_;

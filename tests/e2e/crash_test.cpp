@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "e2e/live_support.h"
+#include "livefs/control.h"
 
 namespace livefs::e2e {
 namespace {
@@ -70,11 +71,12 @@ TEST(Crash, KillDuringAppliesThenRemountServesACommittedGeneration) {
   std::printf("after crashes: live generation %d\n", st["live_generation"].get<int>());
 }
 
-// Readers read and list continuously while the CLI applies and rolls back; each read is
-// wholly one version, and the only error is ENOENT for a path absent in a generation.
-// (The issue asks for 1,000 cycles; the suite runs 200 to stay within its time budget.)
+// Readers read and list continuously during 1,000 apply/rollback cycles; each read is
+// wholly one version, and the only error is ENOENT for a path absent in a generation. The
+// first cycles go through the CLI, the rest straight to the control socket with the CLI's
+// own client (a process start per request would take most of the suite's time budget).
 TEST(Concurrency, ReadersDuringApplyRollbackCycles) {
-  constexpr int kCycles = 200;
+  constexpr int kCycles = 1000, kCliCycles = 50;
   LiveWorld w;
   std::string v1(5000, 'a'), v2(9000, 'b');
   write_file(w.booted / "bin/tool", v1);
@@ -121,10 +123,24 @@ TEST(Concurrency, ReadersDuringApplyRollbackCycles) {
       }
     });
   }
+  auto call = [&](const nlohmann::json& request) {
+    auto r = cli::call_daemon(w.state, request);
+    if (!r) {
+      fail(r.error().message());
+      return false;
+    }
+    if (!r->value("ok", false)) fail(r->dump());
+    return r->value("ok", false);
+  };
+  const nlohmann::json apply = {{"cmd", "apply"}, {"patterns", {"bin"}}, {"allow_replace", true}};
   int cycles_ok = 0;
   for (int i = 0; i < kCycles; ++i) {
-    if (w.cmd("apply", "--allow-replace bin").status != 0) break;
-    if (w.cmd("rollback").status != 0) break;
+    if (i < kCliCycles) {
+      if (w.cmd("apply", "--allow-replace bin").status != 0) break;
+      if (w.cmd("rollback").status != 0) break;
+    } else {
+      if (!call(apply) || !call({{"cmd", "rollback"}})) break;
+    }
     ++cycles_ok;
   }
   stop = true;

@@ -117,8 +117,15 @@ bool is_dead(pid_t pid) {
 }
 
 // A mounted world with a source directory and a place outside it, all in one file system.
-class HotWorld : public LiveWorld {
+// Held (shared) for the whole life of a HotWorld, daemon included: the inotify limits
+// tests lower machine-wide sysctls under the exclusive lock.
+struct InotifyLimitsShared {
+  livefs::inotify::testing::SysctlLock inotify_lock{/*exclusive=*/false};
+};
+
+class HotWorld : private InotifyLimitsShared, public LiveWorld {
  public:
+  using InotifyLimitsShared::inotify_lock;
   fs::path src = dir / "src";
   fs::path outside = dir / "outside";
 
@@ -292,12 +299,13 @@ TEST(Hotfix, EventStormOverflowsTheQueue) {
   HotWorld w;
   ASSERT_EQ(w.mount().status, 0);
   {
-    livefs::inotify::testing::SysctlLock lock(/*exclusive=*/true);
+    w.inotify_lock.relock(/*exclusive=*/true);
     livefs::inotify::testing::SysctlOverride low("max_queued_events", 64);
     if (!low.ok()) GTEST_SKIP() << "cannot lower fs.inotify.max_queued_events";
     // The limit is taken when the inotify instance is created: by the watch command.
     Ran r = w.watch(w.src, "storm");
     low.restore();
+    w.inotify_lock.relock(/*exclusive=*/false);
     ASSERT_EQ(r.status, 0) << r.out;
   }
   std::string s = quote(w.src.string());

@@ -15,6 +15,7 @@
 #include <set>
 
 #include "e2e/live_support.h"
+#include "inotify/inotify_test_util.h"
 
 namespace livefs::e2e {
 namespace {
@@ -120,6 +121,9 @@ struct Sysroot {
 // One test's mount of a sysroot: state/ and mnt/ in a temp dir, unmounted at scope exit.
 class OstreeMount {
  public:
+  // The daemon watches the sysroot with inotify: no limit may be lowered meanwhile (see
+  // SysctlLock).
+  livefs::inotify::testing::SysctlLock inotify_lock{/*exclusive=*/false};
   TempDir dir{"livefs-ostree-mnt"};
   fs::path state = dir / "state", mnt = dir / "mnt";
 

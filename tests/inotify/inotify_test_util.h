@@ -156,13 +156,17 @@ class ChangeSetSink {
   bool root_gone_ = false;
 };
 
-// The inotify sysctls are machine-wide, and ctest may run this suite's tests in parallel
-// processes: tests that lower a limit hold this lock exclusively, all others shared, so no
-// inotify test of ours sees a lowered limit. (The windows are kept short anyway.)
+// The inotify sysctls are machine-wide, and ctest may run tests in parallel processes: tests
+// that lower a limit hold this lock exclusively, all others that use inotify (also through
+// a daemon they start) shared, so none sees a lowered limit. (The windows are kept short.)
 class SysctlLock {
  public:
   explicit SysctlLock(bool exclusive)
       : fd_(::open("/tmp/livefs-inotify-sysctl.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600)) {
+    if (fd_) ::flock(fd_.get(), exclusive ? LOCK_EX : LOCK_SH);
+  }
+  // Converts the lock (not atomically: another holder may get in between).
+  void relock(bool exclusive) {
     if (fd_) ::flock(fd_.get(), exclusive ? LOCK_EX : LOCK_SH);
   }
 
