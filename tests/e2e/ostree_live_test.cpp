@@ -3,9 +3,7 @@
 // package, apply --package, holders, stage --commit / --pull, a corrupt object and background
 // staging of a new deployment, all through the CLI and the FUSE mount.
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,10 +14,13 @@
 
 #include "e2e/live_support.h"
 #include "inotify/inotify_test_util.h"
+#include "support/http_server.h"
 
 namespace livefs::e2e {
 namespace {
 
+using livefs::testing::free_port;
+using livefs::testing::HttpServer;
 using livefs::testing::read_file;
 using livefs::testing::run;
 using livefs::testing::TempDir;
@@ -435,63 +436,6 @@ TEST_F(OstreeLive, CorruptObjectIsRefusedAndTheStagedCommitStays) {
   EXPECT_FALSE(kinds_of(m.cmd_json("diff")["changes"]).contains("bin/corrupted"));
   EXPECT_FALSE(present(m.mnt / "bin/corrupted"));
 }
-
-// A free loopback TCP port (bound then released; the server binds it right after).
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-// `python3 -m http.server` serving a directory on 127.0.0.1; killed at scope exit.
-class HttpServer {
- public:
-  HttpServer(const fs::path& dir, int port) : port_(port) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::setpgid(0, 0);
-      std::freopen("/dev/null", "w", stderr);
-      std::freopen("/dev/null", "w", stdout);
-      ::execlp("python3", "python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory",
-               dir.c_str(), std::to_string(port).c_str(), nullptr);
-      ::_exit(127);
-    }
-  }
-  ~HttpServer() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  HttpServer(const HttpServer&) = delete;
-  HttpServer& operator=(const HttpServer&) = delete;
-  // Waits (bounded) until the server accepts connections.
-  bool wait_ready() const {
-    for (int i = 0; i < 200; ++i) {
-      int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-      sockaddr_in addr{};
-      addr.sin_family = AF_INET;
-      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      addr.sin_port = htons(static_cast<uint16_t>(port_));
-      bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-      ::close(fd);
-      if (ok) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
-  }
-
- private:
-  int port_;
-  pid_t pid_ = -1;
-};
 
 TEST_F(OstreeLive, StagePullFromAnArchiveRepositoryOverHttp) {
   Sysroot& s = *shared_;
