@@ -83,6 +83,10 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+  // Always plus: in "auto" mode the kernel asks for attributes only in the first chunk of a
+  // directory, and a `find` or `ls -l` then costs one LOOKUP round trip per later entry.
+  // Attributes cost the daemon next to nothing, round trips do.
+  conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
   // Pages are never invalidated by mtime checks: content never changes under a node.
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 }
@@ -184,7 +188,9 @@ void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
       fresh = DirHandle{dir.path, std::move(*entries)};
       handle = &fresh;
     }
-    std::vector<char> buf(size);
+    // One reply buffer per thread, reused: not allocated and zeroed per request.
+    thread_local std::vector<char> buf;
+    if (buf.size() < size) buf.resize(size);
     size_t used = 0;
     auto view = kPlus ? fs.current() : nullptr;
     const std::vector<DirEntry>& entries = *handle->entries;
@@ -206,7 +212,7 @@ void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
       } else {
         const DirEntry& d = entries[static_cast<size_t>(i - 2)];
         if constexpr (kPlus) {
-          auto r = view->resolve(join_path(handle->path, d.name));
+          auto r = view->resolve_listed(handle->path, d);
           if (!r) continue;  // gone in the current generation
           fuse_ino_t node = fs.nodes().acquire(*r);
           fuse_entry_param e = entry_for(node, r->st);

@@ -127,6 +127,15 @@ Resolved View::from_layer(const store::EntryRef& e) {
   return r;
 }
 
+namespace {
+
+std::string booted_identity(const struct stat& st) {
+  return S_ISDIR(st.st_mode) ? "d"
+                             : "b:" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+}
+
+}  // namespace
+
 Result<Resolved> View::resolve_booted(std::string_view path) const {
   Resolved r;
   r.source = Source::booted;
@@ -134,9 +143,20 @@ Result<Resolved> View::resolve_booted(std::string_view path) const {
   int rc = path.empty() ? ::fstatat(booted_fd(), "", &r.st, AT_EMPTY_PATH)
                         : ::fstatat(booted_fd(), r.path.c_str(), &r.st, AT_SYMLINK_NOFOLLOW);
   if (rc < 0) return fail_errno("fstatat(booted:" + r.path + ")");
-  r.identity = S_ISDIR(r.st.st_mode)
-                   ? "d"
-                   : "b:" + std::to_string(r.st.st_dev) + ":" + std::to_string(r.st.st_ino);
+  r.identity = booted_identity(r.st);
+  return r;
+}
+
+Result<Resolved> View::resolve_listed(std::string_view dir_path, const DirEntry& entry) const {
+  std::string path = dir_path.empty() ? entry.name : std::string(dir_path) + "/" + entry.name;
+  // A listed booted name is one the layer neither replaces nor hides (list() dropped or
+  // replaced those), in a directory served from the booted tree: resolve() would stat it.
+  if (!entry.booted_st) return resolve(path);
+  Resolved r;
+  r.source = Source::booted;
+  r.path = std::move(path);
+  r.st = *entry.booted_st;
+  r.identity = booted_identity(r.st);
   return r;
 }
 
@@ -183,13 +203,15 @@ Result<std::vector<DirEntry>> View::list(const Resolved& dir) const {
     while (dirent* de = ::readdir(d)) {
       if (std::strcmp(de->d_name, ".") == 0 || std::strcmp(de->d_name, "..") == 0) continue;
       mode_t type = dtype_to_mode(de->d_type);
-      if (type == 0) {
-        struct stat st;
-        if (::fstatat(::dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
-          type = st.st_mode & S_IFMT;
-      }
+      // Stat'ed relative to the directory now, not by a path walk from the top later.
+      std::optional<struct stat> st;
+      st.emplace();
+      if (::fstatat(::dirfd(d), de->d_name, &*st, AT_SYMLINK_NOFOLLOW) == 0)
+        type = st->st_mode & S_IFMT;
+      else
+        st.reset();  // gone meanwhile, or unreadable: resolve() says which when asked
       index.emplace(de->d_name, out.size());
-      out.push_back(DirEntry{de->d_name, type, de->d_ino});
+      out.push_back(DirEntry{de->d_name, type, de->d_ino, st});
       errno = 0;
     }
     int err = errno;

@@ -56,6 +56,9 @@ struct DirEntry {
   std::string name;
   mode_t type;  // S_IFDIR etc.
   ino_t ino;    // as served
+  // A name served from the booted tree: its attributes as listed, so that readdirplus needs
+  // no path walk per entry (the booted tree does not change under a View).
+  std::optional<struct stat> booted_st = std::nullopt;
 };
 
 class View {
@@ -72,6 +75,8 @@ class View {
   int booted_fd() const { return booted_->fd.get(); }
 
   Result<Resolved> resolve(std::string_view path) const;
+  // resolve() of an entry of `dir_path`'s listing, from what the listing kept where it can.
+  Result<Resolved> resolve_listed(std::string_view dir_path, const DirEntry& entry) const;
   // The merged listing of a directory (without "." and "..").
   Result<std::vector<DirEntry>> list(const Resolved& dir) const;
   // The same, computed once per View and directory: a View never changes, so its listings
