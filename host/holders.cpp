@@ -364,7 +364,7 @@ std::string unit_from_cgroup(std::string_view contents) {
 
 Result<std::vector<Holder>> find_stale_holders(const fs::path& root,
                                                const std::vector<std::string>& paths,
-                                               const fs::path& proc) {
+                                               const fs::path& proc, pid_t also_skip) {
   auto targets = Targets::make(root, paths);
   if (!targets) return std::unexpected(with_context(targets.error(), "find_stale_holders"));
 
@@ -378,7 +378,8 @@ Result<std::vector<Holder>> find_stale_holders(const fs::path& root,
   std::vector<Holder> holders;
   while (dirent* e = ::readdir(dir.get())) {
     pid_t pid = 0;
-    if (!parse_number(std::string_view(e->d_name), 10, &pid) || pid == self) continue;
+    if (!parse_number(std::string_view(e->d_name), 10, &pid) || pid == self || pid == also_skip)
+      continue;
     UniqueFd pid_dir(::openat(proc_dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!pid_dir) continue;  // exited since the listing
     std::vector<Hold> holds = ProcessScan(pid_dir.get(), pid, *targets).holds();

@@ -39,9 +39,12 @@ struct Holder {
 //
 // Paths are matched as the kernel shows them (resolved, in this process's mount namespace and
 // root), so a process in another mount namespace or chroot is not seen through this root.
+// `also_skip` is one more process left out (the daemon, when a child of it scans: its
+// descriptors of the booted tree show the same paths as the view).
 Result<std::vector<Holder>> find_stale_holders(const std::filesystem::path& root,
                                                const std::vector<std::string>& paths,
-                                               const std::filesystem::path& proc = "/proc");
+                                               const std::filesystem::path& proc = "/proc",
+                                               pid_t also_skip = 0);
 
 // The systemd unit named by the contents of /proc/PID/cgroup: the deepest unit-like
 // component (".service", ".scope", ".socket", ".mount", ...; not ".slice", which groups units)

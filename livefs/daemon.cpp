@@ -35,6 +35,7 @@
 #include "host/holders.h"
 #include "inotify/watch_loop.h"
 #include "livefs/control.h"
+#include "livefs/holders_scan.h"
 #include "livefs/hotfix.h"
 #include "livefs/sources.h"
 #include "overlay/compose.h"
@@ -158,6 +159,9 @@ json refusal(const Error& e) {
   r["error"] = e.context;
   return r;
 }
+
+// A holder scan walks /proc; one that takes longer than this is given up (and logged).
+constexpr std::chrono::milliseconds kHolderScanTimeout{30000};
 
 // A rebuild writing files for a second is still one change set (one generation): a change
 // set goes live once events pause for 10 ms, or after 2 s of a steady stream.
@@ -577,7 +581,7 @@ class Daemon {
       files.push_back(p);
     }
     if (files.empty()) return out;
-    auto holders = host::find_stale_holders(args_.mountpoint, files);
+    auto holders = scan_holders_isolated(args_.mountpoint, files, kHolderScanTimeout);
     if (!holders) {
       log()->warn("holders: {}", holders.error().message());
       return out;

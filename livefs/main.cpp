@@ -1,10 +1,15 @@
 // livefs: apply OS updates to a running system through a merged FUSE view.
 #include <cstdio>
+#include <string_view>
 
 #include "common/log.h"
 #include "livefs/commands.h"
+#include "livefs/holders_scan.h"
 
 int main(int argc, char** argv) {
+  // The daemon's holder scanner (livefs/holders_scan.h), not a user command.
+  if (argc == 2 && std::string_view(argv[1]) == livefs::cli::kHoldersScannerArg)
+    return livefs::cli::run_holders_scanner();
   CLI::App app{"livefs: apply OS updates to a running system without a reboot"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "livefs 0.1");

@@ -1,6 +1,8 @@
 // Crashes and concurrency through the real binary: SIGKILL the daemon at random moments
 // of an apply series and remount; readers during many apply/rollback cycles.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <random>
@@ -69,6 +71,55 @@ TEST(Crash, KillDuringAppliesThenRemountServesACommittedGeneration) {
   ASSERT_TRUE(st.is_object());
   EXPECT_TRUE(st["journal_error"].is_null());
   std::printf("after crashes: live generation %d\n", st["live_generation"].get<int>());
+}
+
+// An apply that replaces a file someone holds open scans for holders, which stats files of
+// the view. Killed at any moment of that, the daemon must go away completely: a thread of its
+// own waiting on its own mount would keep the FUSE device open and hang the mount for good.
+TEST(Crash, KillDuringAHolderScanLeavesNoHungMount) {
+  LiveWorld w;
+  write_file(w.booted / "bin/tool", "tool 1\n");
+  write_file(w.staged / "bin/tool", "tool 2\n");
+  std::mt19937 rng(20261124);
+  for (int round = 0; round < 8; ++round) {
+    Ran m = w.mount();
+    ASSERT_EQ(m.status, 0) << "round " << round << ": " << m.out;
+    if (w.status_json()["live_generation"] != 0) {
+      ASSERT_EQ(w.cmd("reset").status, 0);
+    }
+    // A holder of the booted tool, through the view.
+    pid_t holder = ::fork();
+    if (holder == 0) {
+      int fd = ::open((w.mnt / "bin/tool").c_str(), O_RDONLY);
+      if (fd < 0) ::_exit(1);
+      ::pause();
+      ::_exit(0);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::thread applier([&] { (void)w.cmd("apply", "--allow-replace bin/tool"); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 40));
+    pid_t pid = daemon_pid(w.state);
+    ASSERT_GT(pid, 0);
+    ::kill(pid, SIGKILL);
+    applier.join();
+    // The daemon's process is gone within seconds, and the mount answers (ENOTCONN), not hangs.
+    bool gone = false;
+    for (int i = 0; i < 100 && !gone; ++i) {
+      std::error_code ec;
+      gone = !fs::exists("/proc/" + std::to_string(pid) + "/task", ec) ||
+             fs::is_empty("/proc/" + std::to_string(pid) + "/task", ec);
+      if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_TRUE(gone) << "round " << round << ": daemon " << pid << " is still there";
+    int rc = livefs::testing::run("timeout -s KILL 10 stat " + quote(w.mnt.string()) +
+                                  " >/dev/null 2>&1");
+    EXPECT_TRUE(rc != 124 && rc != 137) << "round " << round << ": stat of the mount hung";
+    ::kill(holder, SIGKILL);
+    ::waitpid(holder, nullptr, 0);
+    if (!gone) break;
+  }
+  Ran m = w.mount();
+  ASSERT_EQ(m.status, 0) << m.out;
 }
 
 // Readers read and list continuously during 1,000 apply/rollback cycles; each read is
