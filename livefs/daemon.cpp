@@ -983,12 +983,13 @@ class Daemon {
                              json{{"watches", watches}, {"adds", adds}}.dump(2) + "\n");
   }
 
-  // Journals the hotfix layer as it is now and switches to it. The layer manifest joins
-  // `batch` (the new contents), so one syncfs makes both durable before the journal record.
   // When each step of a hotfix commit ended, for the log line of a change set.
   struct HotfixSteps {
     std::chrono::steady_clock::time_point built, stored, journalled;
   };
+
+  // Journals the hotfix layer as it is now and switches to it. The layer manifest joins
+  // `batch` (the new contents), so one syncfs makes both durable before the journal record.
 
   Result<overlay::SwitchStats> commit_hotfix(const std::vector<std::string>& changed,
                                              store::ObjectStore::Batch& batch,
@@ -1003,8 +1004,10 @@ class Daemon {
     if (*tree) {
       auto saved = batch.put_bytes((*tree)->bytes());
       if (!saved) return std::unexpected(saved.error());
-      // Made durable by the batch's syncfs below.
-      if (auto st = store_->add_tree_root(*saved, false); !st) return std::unexpected(st.error());
+      // Made durable by the batch's sync below, or now when the batch has nothing to sync
+      // (the same layer as once before, nothing new stored).
+      if (auto st = store_->add_tree_root(*saved, batch.pending() == 0); !st)
+        return std::unexpected(st.error());
       id = *saved;
     }
     steps->built = std::chrono::steady_clock::now();
