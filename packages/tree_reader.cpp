@@ -41,6 +41,37 @@ std::string_view strip_slashes(std::string_view path) {
   return path;
 }
 
+// The state of a walk inside an OS tree that follows symlinks as RESOLVE_IN_ROOT does: the
+// components still to walk and those walked (from the tree's root).
+struct RootedWalk {
+  static constexpr int kMaxSymlinks = 40;  // the kernel's limit
+
+  explicit RootedWalk(std::string_view path) {
+    for (std::string_view part : path_components(path)) pending.emplace_back(part);
+  }
+  std::string take() {
+    std::string part = std::move(pending.front());
+    pending.pop_front();
+    return part;
+  }
+  // Counts one more symlink followed: ELOOP past the kernel's limit.
+  Status count_symlink(std::string_view what) {
+    if (++followed > kMaxSymlinks) return fail(ELOOP, std::string(what));
+    return {};
+  }
+  // Puts a symlink's target (met in the directory `current`) in front of what is left:
+  // an absolute target restarts at the root.
+  void follow(std::string_view target) {
+    if (target.starts_with('/')) current.clear();
+    auto parts = path_components(target);
+    for (auto it = parts.rbegin(); it != parts.rend(); ++it) pending.emplace_front(*it);
+  }
+
+  std::deque<std::string> pending;
+  std::vector<std::string> current;
+  int followed = 0;
+};
+
 // ---- directory on disk ------------------------------------------------------------------
 
 class DirectoryReader final : public TreeReader {
@@ -161,23 +192,18 @@ class DirectoryReader final : public TreeReader {
   // (the last component's too) replaced by its target, absolute targets starting at the
   // root and ".." stopping there. nullopt when a component does not exist.
   Result<std::optional<std::string>> resolve_in_root(std::string_view path) const {
-    constexpr int kMaxSymlinks = 40;
-    std::deque<std::string> pending;
-    for (std::string_view part : path_components(path)) pending.emplace_back(part);
-    std::vector<std::string> current;
-    auto joined = [&current](std::string_view extra) {
+    RootedWalk walk(path);
+    auto joined = [&walk](std::string_view extra) {
       std::string out;
-      for (const std::string& part : current) out += part + "/";
+      for (const std::string& part : walk.current) out += part + "/";
       out += extra;
       if (out.ends_with('/')) out.pop_back();
       return out;
     };
-    int followed = 0;
-    while (!pending.empty()) {
-      std::string part = std::move(pending.front());
-      pending.pop_front();
+    while (!walk.pending.empty()) {
+      std::string part = walk.take();
       if (part == "..") {
-        if (!current.empty()) current.pop_back();
+        if (!walk.current.empty()) walk.current.pop_back();
         continue;
       }
       std::string candidate = joined(part);
@@ -187,17 +213,16 @@ class DirectoryReader final : public TreeReader {
         return fail_errno("stat(" + shown(candidate) + ")");
       }
       if (!S_ISLNK(st.st_mode)) {
-        current.push_back(std::move(part));
+        walk.current.push_back(std::move(part));
         continue;
       }
-      if (++followed > kMaxSymlinks) return fail(ELOOP, "open(" + shown(path) + ")");
+      if (auto counted = walk.count_symlink("open(" + shown(path) + ")"); !counted)
+        return std::unexpected(counted.error());
       std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
       ssize_t n = ::readlinkat(root_fd_.get(), candidate.c_str(), target.data(), target.size());
       if (n < 0) return fail_errno("readlink(" + shown(candidate) + ")");
       target.resize(std::min(static_cast<size_t>(n), target.size()));
-      if (target.starts_with('/')) current.clear();
-      auto parts = path_components(target);
-      for (auto it = parts.rbegin(); it != parts.rend(); ++it) pending.emplace_front(*it);
+      walk.follow(target);
     }
     return joined("");
   }
@@ -296,37 +321,30 @@ class ManifestReader final : public TreeReader {
   // Walks `path` component by component, following symlinks inside the OS tree (absolute
   // targets from its root); the last component only when `follow_last`.
   Result<std::optional<Location>> resolve(std::string_view path, bool follow_last) const {
-    constexpr int kMaxSymlinks = 40;  // the kernel's limit
-    std::deque<std::string> pending;
-    for (std::string_view part : path_components(path)) pending.emplace_back(part);
-    std::vector<std::string> current;
+    RootedWalk walk(path);
     // The root is always there: the tree's root, or an ancestor of the prefix.
-    Location at = *lookup(current);
-    int followed = 0;
-    while (!pending.empty()) {
-      std::string part = std::move(pending.front());
-      pending.pop_front();
+    Location at = *lookup(walk.current);
+    while (!walk.pending.empty()) {
+      std::string part = walk.take();
       if (part == "..") {
-        if (!current.empty()) current.pop_back();
-        auto up = lookup(current);
+        if (!walk.current.empty()) walk.current.pop_back();
+        auto up = lookup(walk.current);
         if (!up) return std::nullopt;
         at = *up;
         continue;
       }
       if (at.entry && at.entry->type() != store::EntryType::dir) return std::nullopt;
-      current.push_back(std::move(part));
-      auto next = lookup(current);
+      walk.current.push_back(std::move(part));
+      auto next = lookup(walk.current);
       if (!next) return std::nullopt;
       at = *next;
-      bool last = pending.empty();
+      bool last = walk.pending.empty();
       if (at.entry && at.entry->type() == store::EntryType::symlink && (!last || follow_last)) {
-        if (++followed > kMaxSymlinks) return fail(ELOOP, "resolve(" + std::string(path) + ")");
-        std::string_view target = at.entry->target();
-        current.pop_back();
-        if (target.starts_with('/')) current.clear();
-        auto parts = path_components(target);
-        for (auto it = parts.rbegin(); it != parts.rend(); ++it) pending.emplace_front(*it);
-        auto base = lookup(current);
+        if (auto counted = walk.count_symlink("resolve(" + std::string(path) + ")"); !counted)
+          return std::unexpected(counted.error());
+        walk.current.pop_back();
+        walk.follow(at.entry->target());
+        auto base = lookup(walk.current);
         if (!base) return std::nullopt;
         at = *base;
       }
