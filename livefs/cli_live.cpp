@@ -41,6 +41,12 @@ std::optional<json> request(const fs::path& state, const json& req) {
 
 std::string show_path(const std::string& p) { return "/" + p; }
 
+// A daemon response as --json prints it: without the protocol's "ok".
+void print_json(json response) {
+  response.erase("ok");
+  std::cout << response.dump(2) << "\n";
+}
+
 // The daemon has its own working directory: paths are sent absolute, without a trailing
 // slash.
 std::string absolute_path(const std::string& p) {
@@ -99,8 +105,7 @@ int live_diff(const fs::path& state, bool as_json, bool by_package) {
   auto r = request(state, {{"cmd", "diff"}, {"by_package", by_package}});
   if (!r) return kExitError;
   if (as_json) {
-    r->erase("ok");
-    std::cout << r->dump(2) << "\n";
+    print_json(*r);
     return kExitOk;
   }
   const json& changes = r->at("changes");
@@ -268,8 +273,7 @@ void register_live_commands(CLI::App& app, int& status) {
         return;
       }
       if (a->json) {
-        r->erase("ok");
-        std::cout << r->dump(2) << "\n";
+        print_json(*r);
       } else {
         const json& applied = r->at("applied");
         if (a->dry_run) {
@@ -308,8 +312,7 @@ void register_live_commands(CLI::App& app, int& status) {
         return;
       }
       if (*as_json) {
-        r->erase("ok");
-        std::cout << r->dump(2) << "\n";
+        print_json(*r);
       } else {
         std::printf("%s: live generation is now %llu\n", op.c_str(),
                     static_cast<unsigned long long>(r->at("generation").get<uint64_t>()));
@@ -333,8 +336,7 @@ void register_live_commands(CLI::App& app, int& status) {
         return;
       }
       if (*as_json) {
-        r->erase("ok");
-        std::cout << r->dump(2) << "\n";
+        print_json(*r);
         status = kExitOk;
         return;
       }
@@ -418,8 +420,7 @@ void register_live_commands(CLI::App& app, int& status) {
         return;
       }
       if (a->json) {
-        r->erase("ok");
-        std::cout << r->dump(2) << "\n";
+        print_json(*r);
       } else {
         std::printf(
             "staged %s: %llu files (%llu as booted, %llu already stored, %llu read, "
@@ -451,9 +452,7 @@ void register_live_commands(CLI::App& app, int& status) {
         return;
       }
       if (a->json) {
-        json out = *r;
-        out.erase("ok");
-        std::cout << out.dump(2) << "\n";
+        print_json(*r);
       } else {
         std::printf("%s\n", what);
         if (r->contains("switch")) print_switch(r->at("switch"));
@@ -495,8 +494,7 @@ void register_live_commands(CLI::App& app, int& status) {
         return;
       }
       if (a->json) {
-        r->erase("ok");
-        std::cout << r->dump(2) << "\n";
+        print_json(*r);
       } else {
         for (const auto& w : r->at("watches")) {
           std::string err = w.value("error", "");

@@ -168,6 +168,10 @@ constexpr std::chrono::milliseconds kHolderScanTimeout{30000};
 const inotify::DebounceOptions kHotfixDebounce{std::chrono::milliseconds(10),
                                                std::chrono::milliseconds(2000)};
 
+// A side's package database, opened on first use (nullopt: not yet; a null pointer: the
+// tree has none).
+using PackagesSlot = std::optional<std::unique_ptr<packages::PackageDb>>;
+
 class Daemon {
  public:
   explicit Daemon(MountArgs args) : args_(std::move(args)) {}
@@ -415,7 +419,6 @@ class Daemon {
     if (auto st = tree.write_file(args_.state / "staged.tree"); !st) return st;
     staged_tree_ = std::move(tree);
     staged_pkgs_.reset();
-    staged_pkgs_loaded_ = false;
     return {};
   }
 
@@ -586,13 +589,7 @@ class Daemon {
       log()->warn("holders: {}", holders.error().message());
       return out;
     }
-    for (const auto& h : *holders) {
-      out.push_back({{"pid", h.pid},
-                     {"command", h.command},
-                     {"path", h.path},
-                     {"how", h.how},
-                     {"unit", h.unit}});
-    }
+    for (const auto& h : *holders) out.push_back(holder_json(h));
     return out;
   }
 
@@ -602,32 +599,30 @@ class Daemon {
             {"kernel", overlay::is_kernel_path(c.path)}};
   }
 
-  packages::PackageDb* booted_packages() {
-    if (!booted_pkgs_loaded_) {
-      booted_pkgs_loaded_ = true;
-      auto db = open_packages(booted_origin_, *booted_tree_, store_);
+  // A side's package database, opened on first use; nullptr when it has none (the reason
+  // is kept for messages).
+  packages::PackageDb* packages_of(PackagesSlot& slot, const Origin& origin,
+                                   const store::Tree& tree, const char* side) {
+    if (!slot) {
+      auto db = open_packages(origin, tree, store_);
       if (!db) {
         packages_error_ = db.error().message();
-        log()->warn("booted package database: {}", db.error().message());
+        log()->warn("{} package database: {}", side, db.error().message());
+        slot.emplace();
       } else {
-        booted_pkgs_ = std::move(*db);
+        slot.emplace(std::move(*db));
       }
     }
-    return booted_pkgs_.get();
+    return slot->get();
+  }
+
+  packages::PackageDb* booted_packages() {
+    return packages_of(booted_pkgs_, booted_origin_, *booted_tree_, "booted");
   }
 
   packages::PackageDb* staged_packages() {
-    if (!staged_pkgs_loaded_) {
-      staged_pkgs_loaded_ = true;
-      auto db = open_packages(staged_origin_, *staged_tree_, store_);
-      if (!db) {
-        packages_error_ = db.error().message();
-        log()->warn("staged package database: {}", db.error().message());
-      } else {
-        staged_pkgs_ = std::move(*db);
-      }
-    }
-    return staged_pkgs_ ? staged_pkgs_.get() : booted_packages();
+    packages::PackageDb* db = packages_of(staged_pkgs_, staged_origin_, *staged_tree_, "staged");
+    return db != nullptr ? db : booted_packages();
   }
 
   // /etc of the two sides, when the view serves a part of the system (usr).
@@ -1281,8 +1276,7 @@ class Daemon {
   std::unique_ptr<HotfixSet> hotfix_;
   std::map<uint64_t, std::unique_ptr<inotify::WatchLoop>> loops_;
   std::vector<std::unique_ptr<inotify::WatchLoop>> retired_;
-  std::unique_ptr<packages::PackageDb> booted_pkgs_, staged_pkgs_;
-  bool booted_pkgs_loaded_ = false, staged_pkgs_loaded_ = false;
+  PackagesSlot booted_pkgs_, staged_pkgs_;
   std::string packages_error_;
   json stage_error_ = nullptr;
 };

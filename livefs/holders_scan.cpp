@@ -11,7 +11,6 @@
 #include <cstdio>
 #include <iostream>
 #include <iterator>
-#include <nlohmann/json.hpp>
 
 #include "common/unique_fd.h"
 
@@ -128,6 +127,11 @@ Result<std::vector<host::Holder>> scan_holders_isolated(const std::filesystem::p
   return holders;
 }
 
+json holder_json(const host::Holder& h) {
+  return {
+      {"pid", h.pid}, {"command", h.command}, {"path", h.path}, {"how", h.how}, {"unit", h.unit}};
+}
+
 int run_holders_scanner() {
   std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
   json request = json::parse(input, nullptr, false);
@@ -142,13 +146,7 @@ int run_holders_scanner() {
       answer = {{"ok", false}, {"error", found.error().message()}};
     } else {
       json list = json::array();
-      for (const host::Holder& h : *found) {
-        list.push_back({{"pid", h.pid},
-                        {"command", h.command},
-                        {"path", h.path},
-                        {"how", h.how},
-                        {"unit", h.unit}});
-      }
+      for (const host::Holder& h : *found) list.push_back(holder_json(h));
       answer = {{"ok", true}, {"holders", list}};
     }
   }

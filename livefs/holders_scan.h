@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -26,5 +27,8 @@ Result<std::vector<host::Holder>> scan_holders_isolated(const std::filesystem::p
 
 // The child's side: the request on stdin, the answer on stdout. Returns the exit status.
 int run_holders_scanner();
+
+// A holder as the scanner and the daemon's responses show it.
+nlohmann::json holder_json(const host::Holder& h);
 
 }  // namespace livefs::cli
