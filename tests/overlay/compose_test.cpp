@@ -16,17 +16,12 @@
 namespace livefs::overlay {
 namespace {
 
+using livefs::testing::build_tree;
 using livefs::testing::dir;
 using livefs::testing::file;
 using store::Entry;
 using store::EntryType;
 using store::Tree;
-
-Tree build(std::vector<Entry> entries) {
-  auto t = Tree::build(std::move(entries));
-  EXPECT_TRUE(t) << t.error().message();
-  return std::move(*t);
-}
 
 Entry whiteout(std::string path) {
   Entry e;
@@ -104,9 +99,9 @@ void expect_same_view(const std::optional<Entry>& got, const std::optional<Entry
 }
 
 TEST(ComposeLayers, FileOverLowerWhiteoutShows) {
-  Tree booted = build({dir(""), dir("etc"), file("etc/x", "booted")});
-  Tree lower = build({dir(""), dir("etc"), whiteout("etc/x")});
-  Tree upper = build({dir(""), dir("etc"), file("etc/x", "hotfix")});
+  Tree booted = build_tree({dir(""), dir("etc"), file("etc/x", "booted")});
+  Tree lower = build_tree({dir(""), dir("etc"), whiteout("etc/x")});
+  Tree upper = build_tree({dir(""), dir("etc"), file("etc/x", "hotfix")});
   Tree result = compose(booted, lower, upper);
   auto x = resolve_merged(booted, result, "etc/x");
   ASSERT_TRUE(x);
@@ -114,9 +109,9 @@ TEST(ComposeLayers, FileOverLowerWhiteoutShows) {
 }
 
 TEST(ComposeLayers, DirectoryOverLowerWhiteoutHidesTheBootedSubtree) {
-  Tree booted = build({dir(""), dir("d", 0700), file("d/old", "o")});
-  Tree lower = build({dir(""), whiteout("d")});
-  Tree upper = build({dir(""), dir("d", 0750), file("d/new", "n")});
+  Tree booted = build_tree({dir(""), dir("d", 0700), file("d/old", "o")});
+  Tree lower = build_tree({dir(""), whiteout("d")});
+  Tree upper = build_tree({dir(""), dir("d", 0750), file("d/new", "n")});
   Tree result = compose(booted, lower, upper);
   auto d = result.find("d");
   ASSERT_TRUE(d);
@@ -129,9 +124,9 @@ TEST(ComposeLayers, DirectoryOverLowerWhiteoutHidesTheBootedSubtree) {
 }
 
 TEST(ComposeLayers, DirectoryOverLowerFileIsOpaque) {
-  Tree booted = build({dir(""), file("opt", "booted")});
-  Tree lower = build({dir(""), file("opt", "applied")});
-  Tree upper = build({dir(""), dir("opt", 0711), file("opt/y", "y")});
+  Tree booted = build_tree({dir(""), file("opt", "booted")});
+  Tree lower = build_tree({dir(""), file("opt", "applied")});
+  Tree upper = build_tree({dir(""), dir("opt", 0711), file("opt/y", "y")});
   Tree result = compose(booted, lower, upper);
   auto opt = result.find("opt");
   ASSERT_TRUE(opt);
@@ -148,10 +143,11 @@ TEST(ComposeLayers, DirectoryOverLowerFileIsOpaque) {
 
 TEST(ComposeLayers, DirectoryOverLowerOpaqueDirectoryKeepsItOpaque) {
   Tree booted =
-      build({dir(""), dir("share"), dir("share/doc", 0755), file("share/doc/readme", "r")});
-  Tree lower =
-      build({dir(""), dir("share"), opaque_dir("share/doc", 0700), file("share/doc/new", "n")});
-  Tree upper = build({dir(""), dir("share"), dir("share/doc", 0777), file("share/doc/hot", "h")});
+      build_tree({dir(""), dir("share"), dir("share/doc", 0755), file("share/doc/readme", "r")});
+  Tree lower = build_tree(
+      {dir(""), dir("share"), opaque_dir("share/doc", 0700), file("share/doc/new", "n")});
+  Tree upper =
+      build_tree({dir(""), dir("share"), dir("share/doc", 0777), file("share/doc/hot", "h")});
   Tree result = compose(booted, lower, upper);
   auto doc = result.find("share/doc");
   ASSERT_TRUE(doc);
@@ -163,9 +159,11 @@ TEST(ComposeLayers, DirectoryOverLowerOpaqueDirectoryKeepsItOpaque) {
 }
 
 TEST(ComposeLayers, DirectoryOverBootedDirectoryMerges) {
-  Tree booted = build({dir(""), dir("usr", 0755), dir("usr/bin", 0755), file("usr/bin/ls", "ls")});
-  Tree lower = build({dir("")});
-  Tree upper = build({dir(""), dir("usr", 0700), dir("usr/bin", 0700), file("usr/bin/tool", "t")});
+  Tree booted =
+      build_tree({dir(""), dir("usr", 0755), dir("usr/bin", 0755), file("usr/bin/ls", "ls")});
+  Tree lower = build_tree({dir("")});
+  Tree upper =
+      build_tree({dir(""), dir("usr", 0700), dir("usr/bin", 0700), file("usr/bin/tool", "t")});
   Tree result = compose(booted, lower, upper);
   EXPECT_FALSE(result.find("usr/bin")->opaque());
   auto bin = resolve_merged(booted, result, "usr/bin");
@@ -176,10 +174,10 @@ TEST(ComposeLayers, DirectoryOverBootedDirectoryMerges) {
 }
 
 TEST(ComposeLayers, FileReplacesALowerDirectorySubtree) {
-  Tree booted = build({dir(""), dir("d"), file("d/b", "b")});
+  Tree booted = build_tree({dir(""), dir("d"), file("d/b", "b")});
   Tree lower =
-      build({dir(""), opaque_dir("d"), file("d/x", "x"), dir("d/sub"), file("d/sub/y", "y")});
-  Tree upper = build({dir(""), symlink_entry("d", "elsewhere")});
+      build_tree({dir(""), opaque_dir("d"), file("d/x", "x"), dir("d/sub"), file("d/sub/y", "y")});
+  Tree upper = build_tree({dir(""), symlink_entry("d", "elsewhere")});
   Tree result = compose(booted, lower, upper);
   EXPECT_FALSE(result.find("d/x"));
   EXPECT_FALSE(result.find("d/sub"));
@@ -198,21 +196,21 @@ TEST(ComposeLayers, HardLinkGroupsOfTheTwoLayersStayApart) {
     e.link_group = group;
     return e;
   };
-  Tree booted = build({dir("")});
-  Tree lower = build({dir(""), linked("a1", "a", 1), linked("a2", "a", 1)});
-  Tree upper = build({dir(""), linked("b1", "b", 1), linked("b2", "b", 1)});
+  Tree booted = build_tree({dir("")});
+  Tree lower = build_tree({dir(""), linked("a1", "a", 1), linked("a2", "a", 1)});
+  Tree upper = build_tree({dir(""), linked("b1", "b", 1), linked("b2", "b", 1)});
   Tree result = compose(booted, lower, upper);
   for (const char* p : {"a1", "a2", "b1", "b2"}) EXPECT_EQ(result.find(p)->nlink(), 2u) << p;
   EXPECT_NE(result.find("a1")->link_group(), result.find("b1")->link_group());
 }
 
 TEST(ComposeLayers, RejectsWhiteoutsAndOpaqueDirectoriesInUpper) {
-  Tree booted = build({dir(""), file("x", "x")});
-  Tree lower = build({dir("")});
-  auto w = compose_layers(booted, lower, build({dir(""), whiteout("x")}));
+  Tree booted = build_tree({dir(""), file("x", "x")});
+  Tree lower = build_tree({dir("")});
+  auto w = compose_layers(booted, lower, build_tree({dir(""), whiteout("x")}));
   ASSERT_FALSE(w);
   EXPECT_EQ(w.error().code, EINVAL);
-  auto o = compose_layers(booted, lower, build({dir(""), opaque_dir("d")}));
+  auto o = compose_layers(booted, lower, build_tree({dir(""), opaque_dir("d")}));
   ASSERT_FALSE(o);
   EXPECT_EQ(o.error().code, EINVAL);
 }
@@ -230,7 +228,7 @@ class RandomTrees {
     std::vector<Entry> entries{dir("", pick_mode())};
     if (kind == Kind::lower && chance(5)) entries.front().opaque = true;
     grow(kind, "", 0, entries);
-    return build(std::move(entries));
+    return build_tree(std::move(entries));
   }
 
  private:

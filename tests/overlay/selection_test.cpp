@@ -10,6 +10,7 @@
 namespace livefs::overlay {
 namespace {
 
+using livefs::testing::build_tree;
 using livefs::testing::dir;
 using livefs::testing::file;
 using store::ChangeKind;
@@ -17,27 +18,22 @@ using store::Entry;
 using store::EntryType;
 using store::Tree;
 
-Tree build(std::vector<Entry> entries) {
-  auto t = Tree::build(std::move(entries));
-  EXPECT_TRUE(t) << t.error().message();
-  return std::move(*t);
-}
-
 // booted: bin/ls, bin/cat, etc/conf, lib/modules/6.1/vmlinuz, share/doc (dir with a file),
 //         opt (a file)
 // staged: bin/ls changed, bin/cat removed, bin/new added, new/dir/x added (new dirs),
 //         lib/modules/6.1/vmlinuz changed, share/doc removed (whole dir), opt is now a dir.
 struct Fixture {
-  Tree booted = build({dir(""), dir("bin"), file("bin/ls", "ls1"), file("bin/cat", "cat"),
-                       dir("etc"), file("etc/conf", "c"), dir("lib"), dir("lib/modules"),
-                       dir("lib/modules/6.1"), file("lib/modules/6.1/vmlinuz", "k1"), dir("share"),
-                       dir("share/doc"), file("share/doc/readme", "r"), file("opt", "o")});
-  Tree staged =
-      build({dir(""), dir("bin"), file("bin/ls", "ls2"), file("bin/new", "n"), dir("etc"),
-             file("etc/conf", "c"), dir("new"), dir("new/dir"), file("new/dir/x", "x"), dir("lib"),
-             dir("lib/modules"), dir("lib/modules/6.1"), file("lib/modules/6.1/vmlinuz", "k2"),
-             dir("share"), dir("opt"), file("opt/y", "y")});
-  Tree empty = build({dir("")});
+  Tree booted =
+      build_tree({dir(""), dir("bin"), file("bin/ls", "ls1"), file("bin/cat", "cat"), dir("etc"),
+                  file("etc/conf", "c"), dir("lib"), dir("lib/modules"), dir("lib/modules/6.1"),
+                  file("lib/modules/6.1/vmlinuz", "k1"), dir("share"), dir("share/doc"),
+                  file("share/doc/readme", "r"), file("opt", "o")});
+  Tree staged = build_tree({dir(""), dir("bin"), file("bin/ls", "ls2"), file("bin/new", "n"),
+                            dir("etc"), file("etc/conf", "c"), dir("new"), dir("new/dir"),
+                            file("new/dir/x", "x"), dir("lib"), dir("lib/modules"),
+                            dir("lib/modules/6.1"), file("lib/modules/6.1/vmlinuz", "k2"),
+                            dir("share"), dir("opt"), file("opt/y", "y")});
+  Tree empty = build_tree({dir("")});
 };
 
 std::vector<std::string> paths_of(const std::vector<store::Change>& changes) {

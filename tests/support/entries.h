@@ -2,8 +2,11 @@
 // content (the content itself is not stored).
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "store/tree.h"
 
@@ -25,6 +28,13 @@ inline store::Entry dir(std::string path, uint32_t mode = 0755) {
   e.type = store::EntryType::dir;
   e.mode = mode;
   return e;
+}
+
+// Tree::build, failing the test when the entries are refused.
+inline store::Tree build_tree(std::vector<store::Entry> entries) {
+  auto t = store::Tree::build(std::move(entries));
+  EXPECT_TRUE(t) << t.error().message();
+  return std::move(*t);
 }
 
 }  // namespace livefs::testing
