@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "common/log.h"
+#include "common/text.h"
 #include "common/unique_fd.h"
 
 namespace livefs::host {
@@ -262,10 +263,8 @@ class ProcessScan {
     auto maps = read_all_at(pid_dir_, "maps", &err);
     if (!maps) return note_unexpected(pid_, "maps", err);
     std::string_view rest = *maps;
-    while (!rest.empty()) {
-      size_t nl = rest.find('\n');
-      std::string_view line = rest.substr(0, nl);
-      rest = nl == std::string_view::npos ? std::string_view() : rest.substr(nl + 1);
+    std::string_view line;
+    while (next_line(rest, line)) {
       size_t slash = line.find('/');
       if (slash == std::string_view::npos) continue;  // anonymous, [heap], [stack], ...
       const Wanted* w = targets_.find_mapped(line.substr(slash));
@@ -339,10 +338,8 @@ std::string_view unit_in_cgroup_path(std::string_view path) {
 std::string unit_from_cgroup(std::string_view contents) {
   std::string_view systemd_v1;  // "N:name=systemd:PATH"
   std::string_view other_v1;    // any other hierarchy that names a unit
-  while (!contents.empty()) {
-    size_t nl = contents.find('\n');
-    std::string_view line = contents.substr(0, nl);
-    contents = nl == std::string_view::npos ? std::string_view() : contents.substr(nl + 1);
+  std::string_view line;
+  while (next_line(contents, line)) {
     // "hierarchy-ID:controller-list:cgroup-path"; the path may itself hold ':'.
     size_t c1 = line.find(':');
     if (c1 == std::string_view::npos) continue;

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "common/log.h"
+#include "common/text.h"
 #include "store/tree.h"
 
 namespace livefs::packages::dpkg {
@@ -214,12 +215,8 @@ class DpkgDb final : public PackageDb {
       return paths;
     }
     std::string_view text = *content;
-    size_t pos = 0;
-    while (pos < text.size()) {
-      size_t end = text.find('\n', pos);
-      if (end == std::string_view::npos) end = text.size();
-      std::string_view listed = text.substr(pos, end - pos);
-      pos = end + 1;
+    std::string_view listed;
+    while (next_line(text, listed)) {
       // A file another package (or the admin, ":") diverted is unpacked to the diversion's
       // target; the list keeps the name in the package.
       if (!diversions_.empty()) {
@@ -310,13 +307,9 @@ Result<std::vector<StatusEntry>> parse_status(std::string_view text, std::string
     return {};
   };
 
-  size_t pos = 0;
   size_t line_number = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string_view::npos) end = text.size();
-    std::string_view line = text.substr(pos, end - pos);
-    pos = end + 1;
+  std::string_view line;
+  while (next_line(text, line)) {
     ++line_number;
     if (trim(line).empty()) {
       if (auto done = finish(); !done) return std::unexpected(done.error());
@@ -365,13 +358,7 @@ Result<std::vector<StatusEntry>> parse_status(std::string_view text, std::string
 
 Result<std::vector<Diversion>> parse_diversions(std::string_view text, std::string_view what) {
   std::vector<std::string_view> lines;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string_view::npos) end = text.size();
-    lines.push_back(text.substr(pos, end - pos));
-    pos = end + 1;
-  }
+  for (std::string_view line; next_line(text, line);) lines.push_back(line);
   if (lines.size() % 3 != 0) {
     return fail(EBADMSG, std::string(what) + ": " + std::to_string(lines.size()) +
                              " lines, not a whole number of (from, to, package) triples");
