@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "livefs/control.h"
 
 namespace livefs::cli {
 
@@ -16,10 +17,12 @@ inline int report(const Error& error) {
   return 1;
 }
 
-// Paths are bytes; JSON strings are UTF-8. Invalid sequences become U+FFFD in JSON output
-// (the text output prints the bytes as they are).
+// Paths are bytes; JSON strings are UTF-8. JSON output maps every string with to_wire()
+// (common/wire_text.h): UTF-8 names print as they are, and any other byte B appears as the
+// code point U+10FF00 + B, so the exact bytes can always be recovered (the text output
+// prints the bytes as they are).
 inline void print_json(const nlohmann::json& j) {
-  std::puts(j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  std::puts(encode_wire(j).dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
 }
 
 }  // namespace livefs::cli

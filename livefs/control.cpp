@@ -8,6 +8,8 @@
 
 #include <cstring>
 
+#include "common/wire_text.h"
+
 namespace livefs::cli {
 
 namespace {
@@ -30,23 +32,26 @@ std::filesystem::path control_socket_path(const std::filesystem::path& statedir)
 }
 
 Result<UniqueFd> listen_control(const std::filesystem::path& socket_path) {
-  auto addr = socket_address(socket_path);
+  // Bound under a temporary name, made 0600, then renamed into place: the socket is never
+  // visible with other modes (and no process-wide umask is changed under other threads).
+  std::filesystem::path tmp = socket_path;
+  tmp += ".new-" + std::to_string(::getpid());
+  auto addr = socket_address(tmp);
   if (!addr) return std::unexpected(addr.error());
+  if (auto final_addr = socket_address(socket_path); !final_addr)
+    return std::unexpected(final_addr.error());
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return fail_errno("socket(AF_UNIX)");
-  if (::unlink(socket_path.c_str()) != 0 && errno != ENOENT) {
-    return fail_errno("unlink(" + socket_path.string() + ")");
+  if (::unlink(tmp.c_str()) != 0 && errno != ENOENT)
+    return fail_errno("unlink(" + tmp.string() + ")");
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) != 0)
+    return fail_errno("bind(" + tmp.string() + ")");
+  if (::chmod(tmp.c_str(), 0600) != 0 || ::listen(fd.get(), 64) != 0 ||
+      ::rename(tmp.c_str(), socket_path.c_str()) != 0) {
+    Error e = errno_error("listen(" + socket_path.string() + ")");
+    ::unlink(tmp.c_str());
+    return std::unexpected(e);
   }
-  // The file is created with the umask applied: make it 0600 from the start so there is
-  // no moment where others could connect.
-  mode_t old = ::umask(0177);
-  int rc = ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr);
-  ::umask(old);
-  if (rc != 0) return fail_errno("bind(" + socket_path.string() + ")");
-  if (::chmod(socket_path.c_str(), 0600) != 0) {
-    return fail_errno("chmod(" + socket_path.string() + ")");
-  }
-  if (::listen(fd.get(), 16) != 0) return fail_errno("listen(" + socket_path.string() + ")");
   return fd;
 }
 
@@ -100,6 +105,54 @@ Status write_line(int fd, const std::string& line) {
   return {};
 }
 
+namespace {
+
+template <class Map>
+nlohmann::json map_strings(const nlohmann::json& value, Map&& map) {
+  switch (value.type()) {
+    case nlohmann::json::value_t::string:
+      return map(value.get_ref<const std::string&>());
+    case nlohmann::json::value_t::array: {
+      nlohmann::json out = nlohmann::json::array();
+      for (const auto& v : value) out.push_back(map_strings(v, map));
+      return out;
+    }
+    case nlohmann::json::value_t::object: {
+      nlohmann::json out = nlohmann::json::object();
+      for (const auto& [k, v] : value.items()) out[map(k)] = map_strings(v, map);
+      return out;
+    }
+    default:
+      return value;
+  }
+}
+
+}  // namespace
+
+nlohmann::json encode_wire(const nlohmann::json& value) {
+  return map_strings(value, [](const std::string& s) { return to_wire(s); });
+}
+
+nlohmann::json decode_wire(const nlohmann::json& value) {
+  return map_strings(value, [](const std::string& s) { return from_wire(s); });
+}
+
+std::string wire_line(const nlohmann::json& value) {
+  try {
+    // encode_wire makes every string valid UTF-8; `replace` is the belt to those braces.
+    return encode_wire(value).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  } catch (...) {
+    // Only an allocation failure is left; answer with something the peer can parse.
+    return R"({"ok":false,"error":"livefs: response could not be serialized","code":"EIO"})";
+  }
+}
+
+Result<nlohmann::json> parse_wire_line(std::string_view line) {
+  auto value = nlohmann::json::parse(line, nullptr, false);
+  if (value.is_discarded()) return fail(EBADMSG, "control: a line that is not JSON");
+  return decode_wire(value);
+}
+
 nlohmann::json error_response(const Error& error) {
   return {{"ok", false}, {"error", error.message()}, {"code", error.code_name()}};
 }
@@ -119,7 +172,16 @@ Result<nlohmann::json> call_daemon(const std::filesystem::path& statedir,
     }
     return fail_errno(prefix + ": connect(" + path.string() + ")");
   }
-  if (auto st = write_line(fd.get(), request.dump()); !st) return std::unexpected(st.error());
+  // Whoever listens there gets our request and its answer is believed: it must be root or
+  // ourselves (a socket file swapped by someone else is not the daemon).
+  auto peer = peer_credentials(fd.get());
+  if (!peer) return std::unexpected(peer.error());
+  if (!peer_allowed(*peer)) {
+    return fail(EPERM, "refusing " + path.string() + ": its listener runs as uid " +
+                           std::to_string(peer->uid) + ", not root or uid " +
+                           std::to_string(::geteuid()));
+  }
+  if (auto st = write_line(fd.get(), wire_line(request)); !st) return std::unexpected(st.error());
   auto line = read_line(fd.get());
   if (!line) {
     // The daemon may have acted on the request before it went away (a journalled apply is
@@ -130,8 +192,8 @@ Result<nlohmann::json> call_daemon(const std::filesystem::path& statedir,
                      "taken effect: check `livefs status --state " +
                          statedir.string() + "` after mounting again"));
   }
-  auto response = nlohmann::json::parse(*line, nullptr, false);
-  if (response.is_discarded() || !response.is_object()) {
+  auto response = parse_wire_line(*line);
+  if (!response || !response->is_object()) {
     return fail(EBADMSG, "livefs daemon: malformed response");
   }
   return response;

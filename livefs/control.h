@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <string_view>
 
 #include "common/error.h"
 #include "common/unique_fd.h"
@@ -35,6 +36,17 @@ std::string refusal_message(const PeerCred& peer);
 // One line, up to `limit` bytes (EMSGSIZE beyond), without its '\n'.
 Result<std::string> read_line(int fd, size_t limit = 1 << 20);
 Status write_line(int fd, const std::string& line);
+
+// JSON on the wire. Strings inside livefs are bytes (paths, command names, messages that
+// name paths); on the wire every string (keys included) is mapped with to_wire()
+// (common/wire_text.h), so that any byte string crosses losslessly and serializing can never
+// throw. encode_wire() is what goes out (and what `--json` prints); decode_wire() undoes it.
+nlohmann::json encode_wire(const nlohmann::json& value);
+nlohmann::json decode_wire(const nlohmann::json& value);
+// One JSON value as one line (encoded); never throws.
+std::string wire_line(const nlohmann::json& value);
+// Parses and decodes one line; EBADMSG when it is not JSON.
+Result<nlohmann::json> parse_wire_line(std::string_view line);
 
 // Responses: {"ok": true, ...} or {"ok": false, "error": "message", "code": "ENOENT"}.
 nlohmann::json error_response(const Error& error);

@@ -13,6 +13,7 @@
 #include <iterator>
 
 #include "common/unique_fd.h"
+#include "livefs/control.h"
 
 namespace livefs::cli {
 
@@ -103,7 +104,7 @@ Result<std::vector<host::Holder>> scan_holders_isolated(const std::filesystem::p
   auto deadline = Clock::now() + timeout;
   // The child reads its whole request before it answers: write, then read.
   Status sent =
-      write_all(in_w.get(), json{{"root", root.string()}, {"paths", paths}}.dump(), deadline);
+      write_all(in_w.get(), wire_line(json{{"root", root.string()}, {"paths", paths}}), deadline);
   in_w.reset();
   Result<std::string> answer =
       sent ? read_all(out_r.get(), deadline) : Result<std::string>(std::unexpected(sent.error()));
@@ -112,17 +113,22 @@ Result<std::vector<host::Holder>> scan_holders_isolated(const std::filesystem::p
   while (::waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
   }
   if (!answer) return std::unexpected(answer.error());
-  json r = json::parse(*answer, nullptr, false);
+  // Malformed answers (wrong types) become an error here, never an exception.
+  json r = parse_wire_line(*answer).value_or(json());
   if (!r.is_object())
     return fail(EPROTO, "holder scanner: no answer (exit status " + std::to_string(wstatus) + ")");
   if (!r.value("ok", false)) return fail(EIO, r.value("error", "holder scanner failed"));
   std::vector<host::Holder> holders;
-  for (const json& h : r.at("holders")) {
-    holders.push_back(host::Holder{.pid = h.at("pid").get<pid_t>(),
-                                   .command = h.at("command").get<std::string>(),
-                                   .path = h.at("path").get<std::string>(),
-                                   .how = h.at("how").get<std::string>(),
-                                   .unit = h.at("unit").get<std::string>()});
+  try {
+    for (const json& h : r.at("holders")) {
+      holders.push_back(host::Holder{.pid = h.at("pid").get<pid_t>(),
+                                     .command = h.at("command").get<std::string>(),
+                                     .path = h.at("path").get<std::string>(),
+                                     .how = h.at("how").get<std::string>(),
+                                     .unit = h.at("unit").get<std::string>()});
+    }
+  } catch (const json::exception& e) {
+    return fail(EPROTO, std::string("holder scanner: malformed answer: ") + e.what());
   }
   return holders;
 }
@@ -134,23 +140,29 @@ json holder_json(const host::Holder& h) {
 
 int run_holders_scanner() {
   std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
-  json request = json::parse(input, nullptr, false);
+  json request = parse_wire_line(input).value_or(json());
   json answer;
-  if (!request.is_object() || !request.contains("root") || !request.contains("paths")) {
+  if (!request.is_object() || !request.contains("root") || !request.contains("paths") ||
+      !request.at("root").is_string() || !request.at("paths").is_array()) {
     answer = {{"ok", false}, {"error", "holder scanner: bad request"}};
   } else {
-    auto found = host::find_stale_holders(request.at("root").get<std::string>(),
-                                          request.at("paths").get<std::vector<std::string>>(),
-                                          "/proc", ::getppid());
-    if (!found) {
-      answer = {{"ok", false}, {"error", found.error().message()}};
-    } else {
-      json list = json::array();
-      for (const host::Holder& h : *found) list.push_back(holder_json(h));
-      answer = {{"ok", true}, {"holders", list}};
+    try {
+      auto found = host::find_stale_holders(request.at("root").get<std::string>(),
+                                            request.at("paths").get<std::vector<std::string>>(),
+                                            "/proc", ::getppid());
+      if (!found) {
+        answer = {{"ok", false}, {"error", found.error().message()}};
+      } else {
+        json list = json::array();
+        for (const host::Holder& h : *found) list.push_back(holder_json(h));
+        answer = {{"ok", true}, {"holders", list}};
+      }
+    } catch (const std::exception& e) {
+      answer = {{"ok", false}, {"error", std::string("holder scanner: ") + e.what()}};
     }
   }
-  std::string text = answer.dump();
+  // Command names and paths are bytes (a process may call itself anything).
+  std::string text = wire_line(answer);
   return std::fwrite(text.data(), 1, text.size(), stdout) == text.size() && std::fflush(stdout) == 0
              ? 0
              : 1;
