@@ -7,11 +7,11 @@
 
 #include <chrono>
 #include <cstdio>
-#include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "livefs/cli_output.h"
 #include "livefs/commands.h"
 #include "livefs/control.h"
 #include "livefs/daemon.h"
@@ -42,9 +42,9 @@ std::optional<json> request(const fs::path& state, const json& req) {
 std::string show_path(const std::string& p) { return "/" + p; }
 
 // A daemon response as --json prints it: without the protocol's "ok".
-void print_json(json response) {
+void print_response(json response) {
   response.erase("ok");
-  std::cout << response.dump(2) << "\n";
+  print_json(response);
 }
 
 // The daemon has its own working directory: paths are sent absolute, without a trailing
@@ -74,9 +74,9 @@ void print_switch(const json& s) {
       static_cast<unsigned long long>(s.at("invalidations").get<uint64_t>()));
 }
 
-// Waits until the daemon of `state` has exited (it releases the state lock last
-// thing).
-bool wait_for_daemon_exit(const fs::path& state) {
+// Waits until the daemon of `state` has given up the state directory (it releases the
+// state lock last thing; it may still serve a detached view to its remaining users).
+bool wait_for_state_release(const fs::path& state) {
   UniqueFd lock(::open((state / "lock").c_str(), O_RDWR | O_CLOEXEC));
   if (!lock) return true;
   for (int i = 0; i < 6000; ++i) {
@@ -105,7 +105,7 @@ int live_diff(const fs::path& state, bool as_json, bool by_package) {
   auto r = request(state, {{"cmd", "diff"}, {"by_package", by_package}});
   if (!r) return kExitError;
   if (as_json) {
-    print_json(*r);
+    print_response(*r);
     return kExitOk;
   }
   const json& changes = r->at("changes");
@@ -273,7 +273,7 @@ void register_live_commands(CLI::App& app, int& status) {
         return;
       }
       if (a->json) {
-        print_json(*r);
+        print_response(*r);
       } else {
         const json& applied = r->at("applied");
         if (a->dry_run) {
@@ -312,7 +312,7 @@ void register_live_commands(CLI::App& app, int& status) {
         return;
       }
       if (*as_json) {
-        print_json(*r);
+        print_response(*r);
       } else {
         std::printf("%s: live generation is now %llu\n", op.c_str(),
                     static_cast<unsigned long long>(r->at("generation").get<uint64_t>()));
@@ -336,7 +336,7 @@ void register_live_commands(CLI::App& app, int& status) {
         return;
       }
       if (*as_json) {
-        print_json(*r);
+        print_response(*r);
         status = kExitOk;
         return;
       }
@@ -420,7 +420,7 @@ void register_live_commands(CLI::App& app, int& status) {
         return;
       }
       if (a->json) {
-        print_json(*r);
+        print_response(*r);
       } else {
         std::printf(
             "staged %s: %llu files (%llu as booted, %llu already stored, %llu read, "
@@ -452,7 +452,7 @@ void register_live_commands(CLI::App& app, int& status) {
         return;
       }
       if (a->json) {
-        print_json(*r);
+        print_response(*r);
       } else {
         std::printf("%s\n", what);
         if (r->contains("switch")) print_switch(r->at("switch"));
@@ -494,7 +494,7 @@ void register_live_commands(CLI::App& app, int& status) {
         return;
       }
       if (a->json) {
-        print_json(*r);
+        print_response(*r);
       } else {
         for (const auto& w : r->at("watches")) {
           std::string err = w.value("error", "");
@@ -527,18 +527,36 @@ void register_live_commands(CLI::App& app, int& status) {
   // umount
   {
     auto state = std::make_shared<std::string>();
-    auto* cmd = app.add_subcommand("umount", "Unmount the view and stop the daemon");
+    auto as_json = std::make_shared<bool>(false);
+    auto* cmd = app.add_subcommand(
+        "umount", "Detach the view; the daemon serves what is still open or mapped, then exits");
     cmd->add_option("--state", *state, "State directory")->required();
-    cmd->callback([state, &status] {
+    cmd->add_flag("--json", *as_json, "JSON output");
+    cmd->callback([state, as_json, &status] {
       auto r = request(*state, {{"cmd", "umount"}});
       if (!r) {
         status = kExitError;
         return;
       }
-      if (!wait_for_daemon_exit(*state)) {
-        std::fprintf(stderr, "livefs: the daemon for %s did not exit\n", state->c_str());
+      if (!wait_for_state_release(*state)) {
+        std::fprintf(stderr, "livefs: the daemon for %s did not release its state directory\n",
+                     state->c_str());
         status = kExitError;
         return;
+      }
+      if (*as_json) {
+        print_response(*r);
+      } else {
+        std::printf("unmounted %s\n", r->value("mountpoint", "").c_str());
+        if (r->contains("users") && !r->at("users").empty()) {
+          const json& users = r->at("users");
+          std::printf(
+              "%zu process%s still use%s the detached view; it is served until they "
+              "exit:",
+              users.size(), users.size() == 1 ? "" : "es", users.size() == 1 ? "s" : "");
+          for (const auto& u : users) std::printf(" %d", u.get<int>());
+          std::printf("\n");
+        }
       }
       status = kExitOk;
     });

@@ -38,6 +38,7 @@
 #include "livefs/holders_scan.h"
 #include "livefs/hotfix.h"
 #include "livefs/sources.h"
+#include "livefs/state_files.h"
 #include "overlay/compose.h"
 #include "overlay/filesystem.h"
 #include "overlay/journal.h"
@@ -126,10 +127,10 @@ Status clean_stale_mount(const fs::path& mountpoint) {
   }
   if (!stale) return {};
   log()->warn("mount point {} is a stale FUSE mount (ENOTCONN): detaching it", mountpoint.string());
-  if (::umount2(mountpoint.c_str(), MNT_DETACH) != 0) {
-    std::string cmd = "fusermount3 -uz '" + mountpoint.string() + "' 2>/dev/null";
-    if (std::system(cmd.c_str()) != 0) return fail_errno("umount2(" + mountpoint.string() + ")");
-  }
+  // The daemon runs as root: umount2 needs no helper program (and no shell ever sees the
+  // path).
+  if (::umount2(mountpoint.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0)
+    return fail_errno("umount2(" + mountpoint.string() + ")");
   if (::stat(mountpoint.c_str(), &st) != 0) {
     return fail_errno("stat(" + mountpoint.string() + ") after detaching a stale mount");
   }
@@ -174,13 +175,21 @@ using PackagesSlot = std::optional<std::unique_ptr<packages::PackageDb>>;
 
 class Daemon {
  public:
-  explicit Daemon(MountArgs args) : args_(std::move(args)) {}
+  // `state_lock` is the flock'ed state lock (prepare()): held while this daemon may change
+  // the state directory.
+  Daemon(MountArgs args, UniqueFd state_lock)
+      : args_(std::move(args)), state_lock_(std::move(state_lock)) {}
 
-  ~Daemon() { stop_watches(); }
+  ~Daemon() {
+    if (restore_.joinable()) restore_.join();
+    stop_watches();
+  }
 
   // Everything up to a mounted view and a listening socket.
   Status start() {
     const fs::path& state = args_.state;
+    // Damaged state files are refused here, before anything is mounted.
+    if (auto st = load_state_files(); !st) return st;
     fs::path store_dir = args_.store.value_or(state / "store");
     auto store = store::ObjectStore::open(store_dir);
     if (!store) return std::unexpected(with_context(store.error(), "store"));
@@ -254,39 +263,83 @@ class Daemon {
     }
     log()->info("serving {} (booted {}, staged {}) at generation {}", args_.mountpoint.string(),
                 booted_origin_.describe(), staged_origin_.describe(), generation);
-    restore_hotfixes();
+    // Serving already: the watches catch up with their sources in the background (the
+    // journalled hotfix layer is what is served meanwhile).
+    if (!hotfix_config_.watches.empty() || !hotfix_config_.adds.empty())
+      restore_ = std::thread([this] { restore_hotfixes(); });
     start_deployment_watch();
     return {};
   }
 
   // Serves until stopped; then tears down the socket. Returns the exit status.
+  //
+  // Stopping (umount, SIGTERM) detaches the mount at once and gives up the state directory,
+  // but the loop serves on until the kernel lets go of the connection: processes that
+  // still have a file of the view open or mapped (over /usr: every running program) keep
+  // working. A new daemon may start meanwhile.
   int run() {
     std::thread control([this] { control_loop(); });
     auto served = fs_->serve();
-    stopping_ = true;
-    ::shutdown(listen_fd_.get(), SHUT_RDWR);
+    request_stop();
     control.join();
-    stop_watches();
-    ::unlink(control_socket_path(args_.state).c_str());
-    ::unlink((args_.state / "daemon.pid").c_str());
+    release_state();
     fs_.reset();
     if (!served) {
       log()->error("serve: {}", served.error().message());
       return kExitStatusError;
     }
-    log()->info("unmounted {}", args_.mountpoint.string());
+    log()->info("the kernel released {}: exiting", args_.mountpoint.string());
     return 0;
   }
 
+  // Detaches the mount and ends the control loop; safe from any thread, more than once.
   void request_stop() {
     stopping_ = true;
     if (fs_) fs_->stop();
+    ::shutdown(listen_fd_.get(), SHUT_RDWR);
   }
 
  private:
   static constexpr int kExitStatusError = 1;
 
   bool sysroot_mode() const { return args_.sysroot.has_value(); }
+
+  // config.json and hotfix.json, parsed (a missing file is an empty one).
+  Status load_state_files() {
+    auto read = [&](const char* name) -> Result<std::string> {
+      fs::path path = args_.state / name;
+      UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      if (!fd) {
+        if (errno == ENOENT) return std::string();
+        return fail_errno("open(" + path.string() + ")");
+      }
+      std::string text;
+      char buf[65536];
+      for (;;) {
+        ssize_t n = ::read(fd.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail_errno("read(" + path.string() + ")");
+        if (n == 0) return text;
+        text.append(buf, static_cast<size_t>(n));
+        if (text.size() > (64u << 20)) return fail(EFBIG, path.string());
+      }
+    };
+    auto config_text = read("config.json");
+    if (!config_text) return std::unexpected(config_text.error());
+    if (!config_text->empty()) {
+      auto config = parse_daemon_config(*config_text, (args_.state / "config.json").string());
+      if (!config) return std::unexpected(config.error());
+      config_ = std::move(*config);
+    }
+    auto hotfix_text = read("hotfix.json");
+    if (!hotfix_text) return std::unexpected(hotfix_text.error());
+    if (!hotfix_text->empty()) {
+      auto hotfix = parse_hotfix_config(*hotfix_text, (args_.state / "hotfix.json").string());
+      if (!hotfix) return std::unexpected(hotfix.error());
+      hotfix_config_ = std::move(*hotfix);
+    }
+    return {};
+  }
   fs::path repo() const { return *args_.sysroot / "ostree/repo"; }
 
   // ---- sources ------------------------------------------------------------------------
@@ -303,14 +356,12 @@ class Daemon {
     if (auto st = require_dir(booted_origin_.dir, "booted deployment"); !st) return st;
     staged_origin_ = Origin{};
     staged_origin_.kind = "none";
-    json config = read_config();
     // A commit staged by `livefs stage` stays staged across restarts, unless the sysroot
     // has deployed another one since.
-    std::string staged_commit = config.is_object() ? config.value("staged_commit", "") : "";
+    const std::string& staged_commit = config_.staged_commit;
     if (found->pending) {
       staged_origin_ = deployment_origin(*found->pending, args_.subdir);
-      if (!staged_commit.empty() &&
-          config.value("staged_pending", "") == found->pending->checksum) {
+      if (!staged_commit.empty() && config_.staged_pending == found->pending->checksum) {
         staged_origin_ = commit_origin(staged_commit);
       }
     } else if (!staged_commit.empty()) {
@@ -346,8 +397,7 @@ class Daemon {
   // The booted manifest: scanned once (booted is immutable) and cached in the state dir.
   Status load_booted_manifest() {
     fs::path cached = args_.state / "booted.tree";
-    auto config = read_config();
-    if (config.is_object() && config.value("booted_key", "") == booted_key()) {
+    if (config_.booted_key == booted_key()) {
       if (auto tree = store::Tree::load(cached)) {
         booted_tree_ = std::move(*tree);
         return {};
@@ -422,12 +472,6 @@ class Daemon {
     return {};
   }
 
-  json read_config() const {
-    std::ifstream in(args_.state / "config.json");
-    if (!in) return json();
-    return json::parse(in, nullptr, false);
-  }
-
   Status write_config() {
     json config = {{"booted_key", booted_key()},
                    {"booted", booted_origin_.to_json()},
@@ -438,7 +482,7 @@ class Daemon {
       config["staged_commit"] = staged_origin_.checksum;
       config["staged_pending"] = pending_at_stage_;
     }
-    return write_file_atomic(args_.state / "config.json", config.dump(2) + "\n");
+    return write_file_atomic(args_.state / "config.json", encode_wire(config).dump(2) + "\n");
   }
 
   // ---- control ------------------------------------------------------------------------
@@ -454,37 +498,61 @@ class Daemon {
       UniqueFd conn(raw);
       timeval tv{5, 0};
       ::setsockopt(conn.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-      json response;
       bool stop_after = false;
-      auto peer = peer_credentials(conn.get());
-      if (!peer) {
-        response = error_response(peer.error());
-      } else if (!peer_allowed(*peer)) {
-        log()->warn("control: refused pid {} uid {}", peer->pid, peer->uid);
-        // The request is read (never acted on) so that closing with it unread does not
-        // reset the connection before the refusal reaches the peer.
-        (void)read_line(conn.get(), 4096);
-        response = error_response(make_error(EACCES, refusal_message(*peer)));
-        response["error"] = refusal_message(*peer);
-      } else if (auto line = read_line(conn.get()); !line) {
-        response = error_response(line.error());
-      } else {
-        json request = json::parse(*line, nullptr, false);
-        try {
-          std::unique_lock lock(mutex_);
-          response = handle(request, stop_after);
-        } catch (const std::exception& e) {
-          // A malformed request (wrong JSON types) must not take the daemon down.
-          response = error_response(make_error(EINVAL, std::string("bad request: ") + e.what()));
-        }
-      }
-      if (auto st = write_line(conn.get(), response.dump()); !st) {
+      json response = answer(conn.get(), stop_after);
+      if (auto st = write_line(conn.get(), wire_line(response)); !st) {
         log()->warn("control: {}", st.error().message());
       }
       conn.reset();
       reap_retired_watches();
       if (stop_after) request_stop();
     }
+    release_state();
+  }
+
+  // After the last change this daemon makes: no watch may commit again, and the state
+  // directory (socket, pid file, lock) is left to whichever daemon mounts next. Called on
+  // the control thread when it ends, and by run() (a no-op by then).
+  void release_state() {
+    if (released_.exchange(true)) return;
+    if (restore_.joinable()) restore_.join();
+    stop_watches();
+    ::unlink(control_socket_path(args_.state).c_str());
+    ::unlink((args_.state / "daemon.pid").c_str());
+    state_lock_.reset();
+    log()->info("detached {}; the state directory is released", args_.mountpoint.string());
+  }
+
+  // One connection's request and its answer. Nothing a peer sends, and no path or name in
+  // the trees, can make this throw: the daemon serves /usr and must not exit.
+  json answer(int conn, bool& stop_after) noexcept {
+    try {
+      auto peer = peer_credentials(conn);
+      if (!peer) return error_response(peer.error());
+      if (!peer_allowed(*peer)) {
+        log()->warn("control: refused pid {} uid {}", peer->pid, peer->uid);
+        // The request is read (never acted on) so that closing with it unread does not
+        // reset the connection before the refusal reaches the peer.
+        (void)read_line(conn, 4096);
+        json r = error_response(make_error(EACCES, refusal_message(*peer)));
+        r["error"] = refusal_message(*peer);
+        return r;
+      }
+      auto line = read_line(conn);
+      if (!line) return error_response(line.error());
+      auto request = parse_wire_line(*line);
+      if (!request) return error_response(request.error());
+      std::unique_lock lock(mutex_);
+      return handle(*request, stop_after);
+    } catch (const std::exception& e) {
+      // A malformed request (wrong JSON types) or an allocation failure.
+      try {
+        return error_response(make_error(EINVAL, std::string("bad request: ") + e.what()));
+      } catch (...) {
+      }
+    } catch (...) {
+    }
+    return json();
   }
 
   json handle(const json& request, bool& stop_after) {
@@ -503,11 +571,17 @@ class Daemon {
     if (cmd == "hotfix_add") return hotfix_add(request);
     if (cmd == "hotfix_list") return hotfix_list();
     if (cmd == "hotfix_reset") return hotfix_reset(request);
-    if (cmd == "umount") {
-      stop_after = true;
-      return {{"ok", true}, {"mountpoint", fs::absolute(args_.mountpoint).string()}};
-    }
+    if (cmd == "umount") return unmount(stop_after);
     return error_response(make_error(EINVAL, "unknown command " + cmd));
+  }
+
+  // Detaches now; says how many processes still use the view (they keep it until they
+  // exit, served by this daemon).
+  json unmount(bool& stop_after) {
+    stop_after = true;
+    fs_->stop();
+    json out = {{"ok", true}, {"mountpoint", args_.mountpoint.string()}, {"detached", true}};
+    return out;
   }
 
   overlay::SelectionInput selection_input() const {
@@ -950,6 +1024,19 @@ class Daemon {
 
   // ---- hotfix -------------------------------------------------------------------------
 
+  // A path in the view as the operator gives it: relative to the view ("bin/tool"), or
+  // absolute under the mount point ("/usr/bin/tool" on a /usr view, which is "bin/tool").
+  // Another absolute path is refused: on a /usr view, "/bin/tool" would otherwise land at
+  // /usr/bin/tool and "/usr/bin/tool" at /usr/usr/bin/tool.
+  Result<std::string> view_path(const std::string& given) const {
+    if (given.empty() || given[0] != '/') return clean_view_path(given);
+    const std::string& mp = args_.mountpoint.string();  // absolute, normal, no trailing '/'
+    if (mp == "/") return clean_view_path(given);
+    if (given == mp || given.starts_with(mp + "/")) return clean_view_path(given.substr(mp.size()));
+    return fail(EINVAL, given + " is not under the mount point " + mp +
+                            ": give a path in the view (e.g. bin/tool) or one under " + mp);
+  }
+
   json hotfix_json() const {
     json watches = json::array();
     for (const auto& w : hotfix_->watches()) {
@@ -969,13 +1056,11 @@ class Daemon {
   }
 
   Status save_hotfix_config() const {
-    json watches = json::array(), adds = json::array();
+    HotfixConfig config;
     for (const auto& w : hotfix_->watches())
-      if (w.error.empty()) watches.push_back({{"source", w.source.string()}, {"at", w.at}});
-    for (const auto& a : hotfix_->adds())
-      adds.push_back({{"source", a.source.string()}, {"at", a.at}});
-    return write_file_atomic(args_.state / "hotfix.json",
-                             json{{"watches", watches}, {"adds", adds}}.dump(2) + "\n");
+      if (w.error.empty()) config.watches.push_back({w.source, w.at});
+    for (const auto& a : hotfix_->adds()) config.adds.push_back({a.source, a.at});
+    return write_file_atomic(args_.state / "hotfix.json", hotfix_config_text(config));
   }
 
   // When each step of a hotfix commit ended, for the log line of a change set.
@@ -1027,7 +1112,7 @@ class Daemon {
 
   json hotfix_watch(const json& request) {
     fs::path source = fs::absolute(request.at("source").get<std::string>()).lexically_normal();
-    auto at = clean_view_path(request.value("at", ""));
+    auto at = view_path(request.value("at", ""));
     if (!at) return refusal(at.error());
     if (auto st = require_dir(source, "hotfix source"); !st) return refusal(st.error());
     std::optional<uint64_t> replaced;  // a failed watch of the same source and place
@@ -1041,6 +1126,9 @@ class Daemon {
     auto loop = inotify::WatchLoop::open(source, kHotfixDebounce);
     if (!loop) return refusal(with_context(loop.error(), "hotfix watch " + source.string()));
     auto id = hotfix_->add_watch(source, *at);
+    // A file written while it is imported: again (the loop already follows the source).
+    for (int attempt = 0; !id && id.error().code == EAGAIN && attempt < 50; ++attempt)
+      id = hotfix_->add_watch(source, *at);
     if (!id) return refusal(id.error());
     if (replaced) hotfix_->drop_watch(*replaced);
     if (auto st = start_loop(*id, std::move(*loop)); !st) {
@@ -1150,7 +1238,7 @@ class Daemon {
 
   json hotfix_add(const json& request) {
     fs::path source = fs::absolute(request.at("source").get<std::string>()).lexically_normal();
-    auto at = clean_view_path(request.value("at", ""));
+    auto at = view_path(request.value("at", ""));
     if (!at) return refusal(at.error());
     store::ObjectStore::Batch batch(*store_);
     if (auto st = hotfix_->add_file(source, *at, batch); !st) return refusal(st.error());
@@ -1179,7 +1267,7 @@ class Daemon {
   json hotfix_reset(const json& request) {
     std::optional<std::string> prefix;
     if (request.contains("prefix") && !request.at("prefix").is_null()) {
-      auto p = clean_view_path(request.at("prefix").get<std::string>());
+      auto p = view_path(request.at("prefix").get<std::string>());
       if (!p) return refusal(p.error());
       prefix = *p;
     }
@@ -1208,32 +1296,30 @@ class Daemon {
   // After a restart: the journalled hotfix layer is served from the first request; the
   // watches are then set up again and brought up to date with their sources.
   void restore_hotfixes() {
-    std::ifstream in(args_.state / "hotfix.json");
-    if (!in) return;
-    json config = json::parse(in, nullptr, false);
-    if (!config.is_object()) {
-      log()->error("hotfix.json is not JSON: hotfixes are not restored");
-      return;
-    }
     std::unique_lock lock(mutex_);
-    for (const auto& a : config.value("adds", json::array())) {
-      std::string at = a.value("at", "");
+    if (stopping_) return;
+    for (const auto& a : hotfix_config_.adds) {
+      const std::string& at = a.at;
       // The content added then, not the file as it is now.
       if (hotfix_tree_) {
         if (auto e = hotfix_tree_->find(at); e) {
-          hotfix_->restore_add(a.value("source", ""), at, e->to_entry());
+          hotfix_->restore_add(a.source, at, e->to_entry());
           continue;
         }
       }
       log()->warn("hotfix add at /{} is not in the journalled layer: dropped", at);
     }
     std::vector<std::string> changed;
-    for (const auto& w : config.value("watches", json::array())) {
-      fs::path source = w.value("source", "");
-      std::string at = w.value("at", "");
+    for (const auto& w : hotfix_config_.watches) {
+      const fs::path& source = w.source;
+      const std::string& at = w.at;
       auto loop = inotify::WatchLoop::open(source, kHotfixDebounce);
       auto id =
           loop ? hotfix_->add_watch(source, at) : Result<uint64_t>(std::unexpected(loop.error()));
+      // A source being written while it is imported (EAGAIN: a file changed under the
+      // import) is imported again: the loop already follows it, so nothing is missed.
+      for (int attempt = 0; loop && !id && id.error().code == EAGAIN && attempt < 50; ++attempt)
+        id = hotfix_->add_watch(source, at);
       if (!id || !start_loop(*id, std::move(*loop))) {
         log()->error("hotfix watch {} at /{} not restored: {}", source.string(), at,
                      id ? "watch failed" : id.error().message());
@@ -1250,6 +1336,10 @@ class Daemon {
   }
 
   MountArgs args_;
+  UniqueFd state_lock_;
+  DaemonConfig config_;         // as found at start
+  HotfixConfig hotfix_config_;  // as found at start: what restore_ brings back
+  std::thread restore_;
   std::shared_ptr<store::ObjectStore> store_;
   Origin booted_origin_, staged_origin_;
   std::optional<store::Tree> booted_tree_;
@@ -1260,6 +1350,7 @@ class Daemon {
   std::unique_ptr<overlay::Filesystem> fs_;
   UniqueFd listen_fd_;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> released_{false};
   std::thread deploy_watch_;
   UniqueFd deploy_stop_;
 
@@ -1283,23 +1374,91 @@ class Daemon {
 
 // Validates, locks the state directory and cleans a stale mount: what can be
 // refused before anything is started.
-Result<UniqueFd> prepare(const MountArgs& args) {
+// The state directory holds the journal, staged trees and the control socket of a root
+// daemon: it is created 0700, and one that someone else owns or may write is refused.
+Status prepare_state_dir(const fs::path& state) {
   std::error_code ec;
-  fs::create_directories(args.state, ec);
-  if (ec) return fail(ec.value(), "mkdir(" + args.state.string() + ")");
-  fs::path lock_path = args.state / "lock";
-  UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!lock) return fail_errno("open(" + lock_path.string() + ")");
-  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK) {
-      std::string pid;
-      std::ifstream in(args.state / "daemon.pid");
-      std::getline(in, pid);
-      return fail(EBUSY, "a livefs daemon is already running for " + args.state.string() +
-                             (pid.empty() ? "" : " (pid " + pid + ")"));
-    }
-    return fail_errno("flock(" + lock_path.string() + ")");
+  fs::create_directories(state.parent_path(), ec);
+  if (ec) return fail(ec.value(), "mkdir(" + state.parent_path().string() + ")");
+  if (::mkdir(state.c_str(), 0700) != 0 && errno != EEXIST)
+    return fail_errno("mkdir(" + state.string() + ")");
+  UniqueFd dir(::open(state.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir) return fail_errno("state directory " + state.string());
+  struct stat st {};
+  if (::fstat(dir.get(), &st) != 0) return fail_errno("fstat(" + state.string() + ")");
+  if (st.st_uid != ::geteuid()) {
+    return fail(EPERM, "state directory " + state.string() + " is owned by uid " +
+                           std::to_string(st.st_uid) + ", not uid " + std::to_string(::geteuid()));
   }
+  if ((st.st_mode & 022) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);
+    return fail(EPERM, "state directory " + state.string() + " has mode " + mode +
+                           ": writable by group or others (chmod 0700 it)");
+  }
+  if ((st.st_mode & 077) != 0) {
+    // Made by an older livefs (0755): ours, so tighten it rather than refuse.
+    log()->warn("state directory {}: mode {:04o} tightened to 0700", state.string(),
+                st.st_mode & 07777);
+    if (::fchmod(dir.get(), 0700) != 0) return fail_errno("chmod(" + state.string() + ")");
+  }
+  return {};
+}
+
+// Whether `pid` is a process that has not begun to exit. A daemon killed with SIGKILL keeps
+// its state lock until its last thread is gone: its leader is a zombie, or flagged as
+// exiting, meanwhile.
+bool running_process(pid_t pid) {
+  if (pid <= 0) return false;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!in || !std::getline(in, line)) return false;
+  size_t close = line.rfind(')');
+  if (close == std::string::npos) return false;
+  std::vector<std::string_view> f = split_words(std::string_view(line).substr(close + 2));
+  // f[0] is the state, f[6] the flags (fields 3 and 9 of proc_pid_stat(5)).
+  if (f.size() < 7 || f[0] == "Z" || f[0] == "X" || f[0] == "x") return false;
+  constexpr unsigned long kPfExiting = 0x4;
+  unsigned long flags = std::strtoul(std::string(f[6]).c_str(), nullptr, 10);
+  return (flags & kPfExiting) == 0;
+}
+
+// Takes the state lock. A daemon that died (or is dying) may hold it for a moment while its
+// threads exit: then wait for it, a few seconds at most, so that a restart right after a
+// crash (systemd's Restart=, an operator's `mount` again) is not refused.
+Result<UniqueFd> lock_state(const fs::path& state) {
+  fs::path lock_path = state / "lock";
+  UniqueFd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!lock) return fail_errno("open(" + lock_path.string() + ")");
+  constexpr auto kDyingDaemonWait = std::chrono::seconds(10);
+  auto deadline = std::chrono::steady_clock::now() + kDyingDaemonWait;
+  bool said = false;
+  for (;;) {
+    if (::flock(lock.get(), LOCK_EX | LOCK_NB) == 0) return lock;
+    if (errno != EWOULDBLOCK) return fail_errno("flock(" + lock_path.string() + ")");
+    pid_t pid = 0;
+    std::ifstream in(state / "daemon.pid");
+    in >> pid;
+    // No pid yet: a daemon that is starting.
+    if (pid <= 0 || running_process(pid) || std::chrono::steady_clock::now() > deadline) {
+      return fail(EBUSY, "a livefs daemon is already running for " + state.string() +
+                             (pid > 0 ? " (pid " + std::to_string(pid) + ")" : ""));
+    }
+    if (!said) {
+      // prepare() runs in the process of `livefs mount`: the operator sees this.
+      std::fprintf(stderr, "livefs: the previous daemon (pid %d) is exiting: waiting for it\n",
+                   static_cast<int>(pid));
+      std::fflush(stderr);
+      said = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+Result<UniqueFd> prepare(const MountArgs& args) {
+  if (auto st = prepare_state_dir(args.state); !st) return std::unexpected(st.error());
+  auto lock = lock_state(args.state);
+  if (!lock) return std::unexpected(lock.error());
   // Before looking at the booted tree: when it is over-mounted, a dead daemon's
   // mount hides it.
   if (auto st = clean_stale_mount(args.mountpoint); !st) return std::unexpected(st.error());
@@ -1319,20 +1478,22 @@ Result<UniqueFd> prepare(const MountArgs& args) {
   return lock;
 }
 
-Daemon* g_daemon = nullptr;
-
 // Runs in the daemon process: start, report readiness on `ready_fd` (-1:
 // foreground), serve. Signals are blocked in every thread and taken by one
-// sigwait thread.
-int daemon_main(MountArgs args, int ready_fd) {
+// sigwait thread, which ends (SIGUSR2 from here) before the Daemon is destroyed.
+int daemon_main(MountArgs args, UniqueFd state_lock, int ready_fd) {
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGHUP);
+  sigaddset(&signals, SIGUSR2);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // Nothing of the daemon's may keep a directory of the caller's busy (or the view itself,
+  // when the caller's working directory is under the mount point): every path is absolute.
+  if (::chdir("/") != 0) log()->warn("chdir(/): {}", std::strerror(errno));
 
-  Daemon daemon(args);
+  Daemon daemon(args, std::move(state_lock));
   auto started = daemon.start();
   if (!started) {
     log()->error("{}", started.error().message());
@@ -1345,14 +1506,14 @@ int daemon_main(MountArgs args, int ready_fd) {
     }
     return 1;
   }
-  g_daemon = &daemon;
-  std::thread([signals] {
-    int sig = 0;
-    if (sigwait(&signals, &sig) == 0) {
+  std::thread signal_thread([&daemon, signals] {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&signals, &sig) != 0 || sig == SIGUSR2) return;
       log()->info("signal {}: unmounting", sig);
-      g_daemon->request_stop();
+      daemon.request_stop();
     }
-  }).detach();
+  });
   if (ready_fd >= 0) {
     (void)!::write(ready_fd, "ok", 2);
     ::close(ready_fd);
@@ -1364,7 +1525,10 @@ int daemon_main(MountArgs args, int ready_fd) {
       ::close(null);
     }
   }
-  return daemon.run();
+  int status = daemon.run();
+  ::pthread_kill(signal_thread.native_handle(), SIGUSR2);
+  signal_thread.join();
+  return status;
 }
 
 }  // namespace
@@ -1396,10 +1560,7 @@ int run_mount(const MountArgs& raw) {
     std::fprintf(stderr, "livefs: %s\n", lock.error().message().c_str());
     return 1;
   }
-  if (args.foreground) {
-    int status = daemon_main(args, -1);
-    return status;
-  }
+  if (args.foreground) return daemon_main(args, std::move(*lock), -1);
   int pipefd[2];
   if (::pipe2(pipefd, O_CLOEXEC) != 0) {
     std::perror("livefs: pipe");
@@ -1416,7 +1577,7 @@ int run_mount(const MountArgs& raw) {
     ::setsid();
     livefs::log_to_file((args.state / "daemon.log").string());
     // The lock stays held through this process's copy of the descriptor.
-    int status = daemon_main(args, pipefd[1]);
+    int status = daemon_main(args, std::move(*lock), pipefd[1]);
     std::fflush(nullptr);
     ::_exit(status);
   }
