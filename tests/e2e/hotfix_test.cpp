@@ -18,20 +18,6 @@ namespace {
 using livefs::testing::run;
 using livefs::testing::write_file;
 
-// An upper bound for the view to catch up; never asserted as a duration.
-constexpr std::chrono::seconds kDeadline{10};
-
-// Polls `done` until it holds or kDeadline passed; returns its last value.
-template <class F>
-bool eventually(F&& done) {
-  auto until = std::chrono::steady_clock::now() + kDeadline;
-  while (std::chrono::steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return done();
-}
-
 std::optional<std::string> try_read(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   if (!in) return std::nullopt;
@@ -105,15 +91,6 @@ bool mirrors(const fs::path& view, const fs::path& source) {
   auto a = snapshot(view, &ok_view);
   auto b = snapshot(source, &ok_src);
   return ok_view && ok_src && a == b;
-}
-
-bool is_dead(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  if (!in) return true;
-  std::string line;
-  std::getline(in, line);
-  auto close = line.rfind(')');
-  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
 }
 
 // A mounted world with a source directory and a place outside it, all in one file system.
@@ -338,7 +315,7 @@ TEST(Hotfix, ShadowsABootedFileAndRevealsItAgain) {
   write_file(w.src / "conf", "hot conf\n");
   ASSERT_EQ(w.mount().status, 0);
   ASSERT_EQ(try_read(w.mnt / "etc/app/conf"), "booted conf\n");
-  ASSERT_EQ(w.watch(w.src, "/etc/app/").status, 0);
+  ASSERT_EQ(w.watch(w.src, "etc/app/").status, 0);
   EXPECT_EQ(try_read(w.mnt / "etc/app/conf"), "hot conf\n");
   EXPECT_EQ(try_read(w.mnt / "etc/app/other"), "booted other\n");
 
@@ -434,7 +411,7 @@ TEST(Hotfix, ResetPrefixVersusAll) {
   // "opt" is not a prefix of "opt/b" by characters only: "op" matches nothing.
   EXPECT_EQ(w.cmd("hotfix reset", "op").status, 1);
 
-  Ran ra = w.cmd("hotfix reset", "/opt/app --json");
+  Ran ra = w.cmd("hotfix reset", "opt/app --json");
   ASSERT_EQ(ra.status, 0) << ra.out;
   auto rj = nlohmann::json::parse(ra.out, nullptr, false);
   ASSERT_TRUE(rj.is_object()) << ra.out;
@@ -474,7 +451,7 @@ TEST(Hotfix, AddIsASnapshot) {
   make_booted(w);
   write_file(w.outside / "tool", "tool added\n", 0755);
   ASSERT_EQ(w.mount().status, 0);
-  Ran r = w.add(w.outside / "tool", "/bin/tool");
+  Ran r = w.add(w.outside / "tool", "bin/tool");
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("added /bin/tool"), std::string::npos) << r.out;
   EXPECT_EQ(try_read(w.mnt / "bin/tool"), "tool added\n");
@@ -499,7 +476,7 @@ TEST(Hotfix, AddIsASnapshot) {
   Ran missing = w.add(w.outside / "nope", "bin/nope");
   EXPECT_EQ(missing.status, 1);
   EXPECT_NE(missing.out.find((w.outside / "nope").string()), std::string::npos) << missing.out;
-  Ran root = w.add(w.outside / "tool", "/");
+  Ran root = w.add(w.outside / "tool", w.mnt.string());
   EXPECT_EQ(root.status, 1);
   EXPECT_NE(root.out.find("--at names the root"), std::string::npos) << root.out;
   // Resetting the added path reveals the booted file.
@@ -565,7 +542,7 @@ TEST(Hotfix, SurvivesADaemonRestart) {
   ASSERT_GT(pid, 0);
   ASSERT_TRUE(is_livefs_process(pid));
   ASSERT_EQ(::kill(pid, SIGKILL), 0);
-  ASSERT_TRUE(eventually([&] { return is_dead(pid); }));
+  ASSERT_TRUE(eventually([&] { return thread_group_gone(pid); }));
   // Edits while it is down: a change, an addition, a removal; and the added file changes
   // (an add is a snapshot: its journalled content is served, not the new one).
   write_file(w.src / "x", "edited while down\n");
@@ -602,6 +579,8 @@ TEST(Hotfix, SurvivesADaemonRestart) {
   EXPECT_EQ(try_read(w.mnt / "etc/single"), "single\n");
   write_file(w.src / "x", "after the remount\n");
   EXPECT_TRUE(eventually([&] { return reads(w.mnt / "opt/app/x", "after the remount\n"); }));
+  if (HasFailure())
+    livefs::testing::run("cat " + quote((w.state / "daemon.log").string()) + " >&2");
 }
 
 TEST(Hotfix, SourceDirectoryRemoved) {

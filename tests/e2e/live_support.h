@@ -67,6 +67,37 @@ inline pid_t daemon_pid(const fs::path& state) {
   return pid;
 }
 
+// A killed process is gone when its whole thread group is: its leader may be a zombie (or
+// flagged as exiting) while other threads still run, and those keep its descriptors (a
+// daemon's state lock, its FUSE device) open.
+inline bool thread_group_gone(pid_t pid) {
+  std::string proc = "/proc/" + std::to_string(pid);
+  std::error_code ec;
+  fs::directory_iterator it(proc + "/task", ec);
+  if (ec) return true;
+  for (const auto& task : it) {
+    std::ifstream in(task.path() / "stat");
+    std::string line;
+    if (!std::getline(in, line)) continue;  // gone meanwhile
+    auto close = line.rfind(')');
+    if (close == std::string::npos || close + 2 >= line.size()) continue;
+    char state = line[close + 2];
+    if (state != 'Z' && state != 'X') return false;
+  }
+  return true;
+}
+
+// Polls `done` until it holds or `limit` passes.
+template <class F>
+bool eventually(F&& done, std::chrono::milliseconds limit = std::chrono::milliseconds(20000)) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return done();
+}
+
 // Guards against a recycled pid: only a livefs process is killed.
 inline bool is_livefs_process(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
