@@ -1122,6 +1122,8 @@ class Daemon {
         return refusal(make_error(EEXIST, source.string() + " is already watched at /" + *at));
       replaced = w.id;
     }
+    // A watch that does not go live leaves no trace (nothing to restore, no loop running).
+    auto before = std::make_unique<HotfixSet>(*hotfix_);
     // Watch first, then import: nothing written in between is missed.
     auto loop = inotify::WatchLoop::open(source, kHotfixDebounce);
     if (!loop) return refusal(with_context(loop.error(), "hotfix watch " + source.string()));
@@ -1132,12 +1134,16 @@ class Daemon {
     if (!id) return refusal(id.error());
     if (replaced) hotfix_->drop_watch(*replaced);
     if (auto st = start_loop(*id, std::move(*loop)); !st) {
-      hotfix_->remove(*at);
+      hotfix_ = std::move(before);
       return refusal(st.error());
     }
     std::vector<std::string> changed = {*at};
     auto stats = commit_hotfix(changed);
-    if (!stats) return error_response(stats.error());
+    if (!stats) {
+      retire_loop(*id);
+      hotfix_ = std::move(before);
+      return error_response(stats.error());
+    }
     if (auto st = save_hotfix_config(); !st) return error_response(st.error());
     const auto& w = hotfix_->watches().back();
     return {{"ok", true},
@@ -1240,10 +1246,15 @@ class Daemon {
     fs::path source = fs::absolute(request.at("source").get<std::string>()).lexically_normal();
     auto at = view_path(request.value("at", ""));
     if (!at) return refusal(at.error());
+    // An add that does not go live must not go live with a later change either.
+    auto before = std::make_unique<HotfixSet>(*hotfix_);
     store::ObjectStore::Batch batch(*store_);
     if (auto st = hotfix_->add_file(source, *at, batch); !st) return refusal(st.error());
     auto stats = commit_hotfix({*at}, batch);
-    if (!stats) return error_response(stats.error());
+    if (!stats) {
+      hotfix_ = std::move(before);
+      return error_response(stats.error());
+    }
     if (auto st = save_hotfix_config(); !st) return error_response(st.error());
     return {
         {"ok", true}, {"source", source.string()}, {"at", *at}, {"switch", switch_json(*stats)}};

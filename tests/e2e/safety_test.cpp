@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -25,6 +26,19 @@ using livefs::cli::decode_wire;
 using livefs::testing::read_file;
 using livefs::testing::run;
 using livefs::testing::write_file;
+
+// Fills the file system of `path` to the last byte while it lives.
+struct DiskFiller {
+  explicit DiskFiller(const char* path) : fd(::open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600)) {
+    std::string chunk(1 << 16, 'x');
+    for (size_t size = chunk.size(); size > 0;) {
+      if (::write(fd, chunk.data(), size) < 0) size /= 2;
+    }
+    ::fsync(fd);
+  }
+  ~DiskFiller() { ::close(fd); }
+  int fd;
+};
 
 // A raw request line to the daemon; its raw answer line ("" when the connection failed).
 std::string raw_request(const fs::path& state, const std::string& line) {
@@ -387,6 +401,53 @@ TEST(Safety, HotfixPathsUnderTheMountPoint) {
   Ran reset = w.cmd("hotfix reset", quote((w.mnt / "bin").string()));
   ASSERT_EQ(reset.status, 0) << reset.out;
   EXPECT_EQ(read_file(w.mnt / "bin/tool"), "booted tool\n");
+}
+
+}  // namespace
+}  // namespace livefs::e2e
+
+namespace livefs::e2e {
+namespace {
+
+// A hotfix add that failed (the state's file system is full) leaves no trace: a later
+// change does not bring it live.
+TEST(Safety, AFailedHotfixAddNeverGoesLive) {
+  LiveWorld w;
+  fs::path small = w.dir / "small";
+  fs::create_directories(small);
+  ASSERT_EQ(::mount("livefs-test", small.c_str(), "tmpfs", 0, "size=8m,mode=0700"), 0);
+  struct Unmount {
+    fs::path p;
+    LiveWorld& w;
+    ~Unmount() {
+      w.cleanup();
+      w.mounted_at.clear();
+      ::umount2(p.c_str(), MNT_DETACH);
+    }
+  } unmount{small, w};
+  w.state = small / "state";
+  write_file(w.booted / "bin/tool", "booted tool\n");
+  write_file(w.dir / "fix", std::string(100000, 'f'));
+  write_file(w.dir / "other", "other\n");
+  ASSERT_EQ(w.mount().status, 0);
+  // The content is stored once, so that the failing add needs to write only its layer.
+  ASSERT_EQ(w.cmd("hotfix add", quote((w.dir / "fix").string()) + " --at opt/first").status, 0);
+  ASSERT_EQ(w.cmd("hotfix reset").status, 0);
+
+  {
+    DiskFiller filler((small / "filler").c_str());
+    Ran failed = w.cmd("hotfix add", quote((w.dir / "fix").string()) + " --at bin/tool");
+    EXPECT_EQ(failed.status, 1) << failed.out;
+    std::printf("the add on a full disk: %s", failed.out.c_str());
+  }
+  fs::remove(small / "filler");
+  EXPECT_EQ(read_file(w.mnt / "bin/tool"), "booted tool\n");
+  Ran later = w.cmd("hotfix add", quote((w.dir / "other").string()) + " --at opt/other");
+  ASSERT_EQ(later.status, 0) << later.out;
+  EXPECT_EQ(read_file(w.mnt / "opt/other"), "other\n");
+  EXPECT_EQ(read_file(w.mnt / "bin/tool"), "booted tool\n");
+  auto list = w.cmd("hotfix list", "--json");
+  EXPECT_EQ(list.out.find("bin/tool"), std::string::npos) << list.out;
 }
 
 }  // namespace
