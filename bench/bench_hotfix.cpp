@@ -66,7 +66,7 @@ Setup g_setup;
 
 void cleanup() {
   if (g_setup.mounted) {
-    if (sh(std::string(LIVEFS_BINARY) + " umount --state " + quoted(g_setup.state)) != 0) {
+    if (sh(std::string(LIVEFS_BINARY) + " umount --wait --state " + quoted(g_setup.state)) != 0) {
       // Removing the tree under a live mount would reach into the view: leave it all.
       std::fprintf(stderr, "bench_hotfix: umount failed; the mount is left at %s\n",
                    (g_setup.work / "mnt").c_str());

@@ -89,6 +89,27 @@ bool wait_for_state_release(const fs::path& state) {
   return false;
 }
 
+// Whether the process `pid` is gone, its whole thread group (a leader that exited may be a
+// zombie while other threads still serve).
+bool process_gone(pid_t pid) {
+  std::error_code ec;
+  fs::directory_iterator it("/proc/" + std::to_string(pid) + "/task", ec);
+  if (ec) return true;
+  for (const auto& task : it) {
+    std::FILE* f = std::fopen((task.path() / "stat").c_str(), "re");
+    if (f == nullptr) continue;
+    char line[512] = {};
+    size_t n = std::fread(line, 1, sizeof line - 1, f);
+    std::fclose(f);
+    std::string_view text(line, n);
+    size_t close = text.rfind(')');
+    if (close != std::string_view::npos && close + 2 < text.size() && text[close + 2] != 'Z' &&
+        text[close + 2] != 'X')
+      return false;
+  }
+  return true;
+}
+
 void print_holders(const json& holders) {
   if (holders.empty()) return;
   std::printf("processes still using replaced files (restart them to use the new ones):\n");
@@ -528,11 +549,14 @@ void register_live_commands(CLI::App& app, int& status) {
   {
     auto state = std::make_shared<std::string>();
     auto as_json = std::make_shared<bool>(false);
+    auto wait = std::make_shared<bool>(false);
     auto* cmd = app.add_subcommand(
         "umount", "Detach the view; the daemon serves what is still open or mapped, then exits");
     cmd->add_option("--state", *state, "State directory")->required();
     cmd->add_flag("--json", *as_json, "JSON output");
-    cmd->callback([state, as_json, &status] {
+    cmd->add_flag("--wait", *wait,
+                  "Return only when the daemon has exited (its last user is gone)");
+    cmd->callback([state, as_json, wait, &status] {
       auto r = request(*state, {{"cmd", "umount"}});
       if (!r) {
         status = kExitError;
@@ -548,7 +572,7 @@ void register_live_commands(CLI::App& app, int& status) {
         print_response(*r);
       } else {
         std::printf("unmounted %s\n", r->value("mountpoint", "").c_str());
-        if (r->contains("users") && !r->at("users").empty()) {
+        if (!*wait && r->contains("users") && !r->at("users").empty()) {
           const json& users = r->at("users");
           std::printf(
               "%zu process%s still use%s the detached view; it is served until they "
@@ -557,6 +581,11 @@ void register_live_commands(CLI::App& app, int& status) {
           for (const auto& u : users) std::printf(" %d", u.get<int>());
           std::printf("\n");
         }
+      }
+      if (*wait) {
+        pid_t pid = r->value("pid", 0);
+        while (pid > 0 && !process_gone(pid))
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
       status = kExitOk;
     });
