@@ -191,7 +191,9 @@ void register_live_commands(CLI::App& app, int& status) {
     cmd->add_option("--subdir", args->subdir, "With --sysroot: the part served (default usr)");
     cmd->add_option("--state", args->state, "State directory")->required();
     cmd->add_option("--store", *store, "Object store (default STATEDIR/store)");
-    cmd->add_flag("--allow-other", args->allow_other, "Let other users see the mount");
+    cmd->add_flag("--allow-other,!--no-allow-other", args->allow_other,
+                  "Every user may use the view (the default; the kernel checks the modes), or "
+                  "only root");
     cmd->add_flag("--foreground", args->foreground, "Stay attached");
     cmd->add_flag("--debug", args->debug, "libfuse debug output");
     cmd->add_option("MOUNTPOINT", args->mountpoint, "Where to mount (may be the booted dir)")

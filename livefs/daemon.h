@@ -22,7 +22,9 @@ struct MountArgs {
   std::filesystem::path state;
   std::optional<std::filesystem::path> store;  // default STATEDIR/store
   std::filesystem::path mountpoint;
-  bool allow_other = false;
+  // A system tree is for every user (the kernel checks modes: default_permissions);
+  // --no-allow-other restricts the view to root.
+  bool allow_other = true;
   bool foreground = false;
   bool debug = false;
 };
