@@ -451,6 +451,12 @@ Result<JournalRecord> Journal::prepare(JournalOp op, const store::ObjectId& laye
     return fail(state_.error->code,
                 "journal is corrupt, refusing to record: " + state_.error->context);
   }
+  if (broken_) {
+    return fail(broken_->code,
+                "journal refuses to record after a failed append it could not "
+                "cut off (restart to recover): " +
+                    broken_->context);
+  }
   JournalRecord r;
   r.seq = state_.next_seq;
   r.op = op;
@@ -483,12 +489,22 @@ Result<JournalRecord> Journal::prepare(JournalOp op, const store::ObjectId& laye
 
 Status Journal::append(std::string_view line) {
   Sys& sys = *sys_;
-  if (auto st = write_all(sys, fd_.get(), line); !st) {
-    return std::unexpected(with_context(st.error(), "journal(" + path_.string() + ")"));
+  Status written = write_all(sys, fd_.get(), line);
+  if (written && sys.fdatasync(fd_.get()) != 0) written = fail_errno("fdatasync");
+  if (written) {
+    size_ += line.size();
+    return {};
   }
-  if (sys.fdatasync(fd_.get()) != 0) return fail_errno("fdatasync(" + path_.string() + ")");
-  size_ += line.size();
-  return {};
+  // Whatever part of the record reached the file must go: the next record would be glued
+  // to it. fsync, not fdatasync: the size is what changes.
+  Error e = with_context(written.error(), "journal(" + path_.string() + ")");
+  if (sys.ftruncate(fd_.get(), static_cast<off_t>(size_)) != 0 || sys.fsync(fd_.get()) != 0) {
+    int code = errno;
+    broken_ = make_error(code, "journal(" + path_.string() + "): cutting a failed append (" +
+                                   e.message() + ") back to " + std::to_string(size_) + " bytes");
+    return std::unexpected(*broken_);
+  }
+  return std::unexpected(std::move(e));
 }
 
 Status Journal::stamp(const std::string& identity) {

@@ -113,17 +113,20 @@ class Journal {
   // Appends a record for `op` and fsyncs it; only then is the stack updated. The caller
   // switches the view after this returns. apply: pushes a new generation with `layer`;
   // rollback: pops one (EINVAL at generation 0); reset: back to generation 0; hotfix: sets
-  // the hotfix layer (`layer`, zero to drop it) on the live generation.
+  // the hotfix layer (`layer`, zero to drop it) on the live generation. A failed append
+  // (short write, ENOSPC, EIO from fdatasync) is cut off the file again and the state is
+  // unchanged; if even that fails, every later commit is refused (the file would have
+  // garbage before the next record).
   Result<JournalRecord> commit(JournalOp op, const store::ObjectId& layer = {},
                                std::vector<std::string> paths = {});
 
   // The record that commit() would append (for a dry run / validation), without writing.
-  // Fails as commit() would for a corrupt journal.
+  // Fails as commit() would for a corrupt or broken journal.
   Result<JournalRecord> prepare(JournalOp op, const store::ObjectId& layer,
                                 std::vector<std::string> paths) const;
 
  private:
-  // Writes and syncs `line` at the end.
+  // Writes and syncs `line` at the end, or leaves the file as it was.
   Status append(std::string_view line);
   // Appends the booted record that ties the journal to `identity`.
   Status stamp(const std::string& identity);
@@ -132,7 +135,9 @@ class Journal {
   Sys* sys_ = nullptr;
   UniqueFd fd_;
   JournalState state_;
-  uint64_t size_ = 0;  // the end of the last good record
+  uint64_t size_ = 0;  // the end of the last good record: where a failed append is cut
+  // A failed append that could not be cut off again: the journal takes no more records.
+  std::optional<Error> broken_;
 };
 
 // Applies one record to a stack: the single definition of what each op means.

@@ -458,5 +458,168 @@ class FaultySys : public Sys {
   }
 };
 
+struct AppendFault {
+  const char* name;
+  void (*arm)(FaultySys&);
+  int code;
+};
+
+const AppendFault kAppendFaults[] = {
+    {"EnospcAtOnce", [](FaultySys& s) { s.ok_writes = 0; }, ENOSPC},
+    {"ShortWriteThenEnospc",
+     [](FaultySys& s) {
+       s.write_max = 10;
+       s.ok_writes = 1;
+     },
+     ENOSPC},
+    {"MostOfItThenEdquot",
+     [](FaultySys& s) {
+       s.write_max = 40;
+       s.ok_writes = 2;
+       s.write_errno = EDQUOT;
+     },
+     EDQUOT},
+    {"FdatasyncEio", [](FaultySys& s) { s.fail_fdatasync = true; }, EIO},
+};
+
+void PrintTo(const AppendFault& fault, std::ostream* os) { *os << fault.name; }
+
+class FailedAppend : public ::testing::TestWithParam<AppendFault> {};
+
+TEST_P(FailedAppend, LeavesNoTrace) {
+  const AppendFault& fault = GetParam();
+  TempDir dir;
+  auto path = dir / "journal";
+  FaultySys sys;
+  auto j = Journal::open(path, kTreeA, UnidentifiedJournal::adopt, sys);
+  ASSERT_TRUE(j) << j.error().message();
+  ASSERT_TRUE(j->commit(JournalOp::apply, layer_id(1), {"a"}));
+  std::string before = read_file(path);
+  JournalState state_before = j->state();
+
+  fault.arm(sys);
+  auto failed = j->commit(JournalOp::apply, layer_id(2), {"a longer path, to be cut short"});
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error().code, fault.code) << failed.error().message();
+  EXPECT_NE(failed.error().context.find(path.string()), std::string::npos)
+      << failed.error().message();
+  sys = FaultySys();
+  EXPECT_EQ(read_file(path), before);
+  EXPECT_EQ(j->state().next_seq, state_before.next_seq);
+  EXPECT_EQ(j->state().history.size(), state_before.history.size());
+  EXPECT_EQ(j->live().layer, layer_id(1));
+
+  // The next commit lands on a record boundary and is the next record.
+  auto ok = j->commit(JournalOp::apply, layer_id(3), {"c"});
+  ASSERT_TRUE(ok) << ok.error().message();
+  EXPECT_EQ(ok->seq, state_before.next_seq);
+  JournalState s = replay(read_file(path));
+  EXPECT_FALSE(s.error);
+  EXPECT_TRUE(s.warnings.empty()) << ::testing::PrintToString(s.warnings);
+  EXPECT_EQ(ops_of(s),
+            (std::vector<JournalOp>{JournalOp::booted, JournalOp::apply, JournalOp::apply}));
+  ASSERT_EQ(s.stack.size(), 3u);
+  EXPECT_EQ(s.stack[1].layer, layer_id(1));
+  EXPECT_EQ(s.stack[2].layer, layer_id(3));
+}
+
+INSTANTIATE_TEST_SUITE_P(JournalFaults, FailedAppend, ::testing::ValuesIn(kAppendFaults),
+                         [](const auto& p) { return std::string(p.param.name); });
+
+TEST(JournalFaults, ShortWritesAreCompleted) {
+  TempDir dir;
+  FaultySys sys;
+  sys.write_max = 3;
+  auto j = Journal::open(dir / "journal", kTreeA, UnidentifiedJournal::adopt, sys);
+  ASSERT_TRUE(j) << j.error().message();
+  ASSERT_TRUE(j->commit(JournalOp::apply, layer_id(1), {"a", "b c"}));
+  JournalState s = replay(read_file(dir / "journal"));
+  EXPECT_FALSE(s.error);
+  EXPECT_TRUE(s.warnings.empty());
+  EXPECT_EQ(s.stack.back().number, 1u);
+}
+
+TEST(JournalFaults, AppendThatCannotBeCutOffStopsTheJournal) {
+  for (bool truncate_fails : {true, false}) {
+    SCOPED_TRACE(truncate_fails ? "ftruncate fails" : "fsync after ftruncate fails");
+    TempDir dir;
+    auto path = dir / "journal";
+    FaultySys sys;
+    auto j = Journal::open(path, kTreeA, UnidentifiedJournal::adopt, sys);
+    ASSERT_TRUE(j) << j.error().message();
+    ASSERT_TRUE(j->commit(JournalOp::apply, layer_id(1), {"a"}));
+    sys.write_max = 10;
+    sys.ok_writes = 1;
+    (truncate_fails ? sys.fail_ftruncate : sys.fail_fsync) = true;
+    auto failed = j->commit(JournalOp::apply, layer_id(2), {"b"});
+    ASSERT_FALSE(failed);
+    EXPECT_NE(failed.error().context.find("cutting a failed append"), std::string::npos)
+        << failed.error().message();
+    sys = FaultySys();
+    // Nothing is appended after the garbage, not even once the disk works again.
+    for (auto op : {JournalOp::apply, JournalOp::rollback, JournalOp::hotfix}) {
+      auto refused = j->commit(op, layer_id(3), {"c"});
+      ASSERT_FALSE(refused);
+      EXPECT_NE(refused.error().context.find("refuses to record"), std::string::npos)
+          << refused.error().message();
+    }
+    EXPECT_EQ(j->live().layer, layer_id(1));
+    // A restart finds the fragment (if the truncate did not happen) as a torn last record
+    // and cuts it off.
+    auto reopened = Journal::open(path, kTreeA);
+    ASSERT_TRUE(reopened) << reopened.error().message();
+    EXPECT_FALSE(reopened->state().error);
+    EXPECT_EQ(reopened->state().warnings.size(), truncate_fails ? 1u : 0u);
+    EXPECT_EQ(reopened->live().layer, layer_id(1));
+    ASSERT_TRUE(reopened->commit(JournalOp::apply, layer_id(3), {"c"}));
+    JournalState s = replay(read_file(path));
+    EXPECT_FALSE(s.error);
+    EXPECT_TRUE(s.warnings.empty());
+    EXPECT_EQ(s.stack.back().number, 2u);
+  }
+}
+
+// A small tmpfs filled up: the append of a record longer than the room left in the
+// journal's last page is cut short, then fails with ENOSPC. The fragment must not stay in
+// the file, or the next record is glued to it and lost on replay.
+TEST(JournalFaults, RealFullFileSystemRollsBackTheFragment) {
+  TempDir tmp;
+  std::filesystem::path mnt = tmp / "small";
+  std::filesystem::create_directories(mnt);
+  ASSERT_EQ(::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=64k"), 0) << std::strerror(errno);
+  struct Unmount {
+    std::filesystem::path p;
+    ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  auto path = mnt / "journal";
+  auto j = Journal::open(path);
+  ASSERT_TRUE(j) << j.error().message();
+  ASSERT_TRUE(j->commit(JournalOp::apply, layer_id(1), {"a"}));
+  {
+    int fd = ::open((mnt / "filler").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0);
+    std::string block(4096, 'f');
+    while (::write(fd, block.data(), block.size()) > 0) {
+    }
+    ::close(fd);
+  }
+  // Longer than the rest of the journal's first page: part of it fits, then ENOSPC.
+  auto failed = j->commit(JournalOp::apply, layer_id(2), {std::string(6000, 'p')});
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error().code, ENOSPC) << failed.error().message();
+  EXPECT_EQ(j->live().number, 1u);
+  std::filesystem::remove(mnt / "filler");
+  auto ok = j->commit(JournalOp::apply, layer_id(3), {"c"});
+  ASSERT_TRUE(ok) << ok.error().message();
+  EXPECT_EQ(ok->generation, 2u);
+  auto reopened = Journal::open(path);
+  ASSERT_TRUE(reopened) << reopened.error().message();
+  EXPECT_FALSE(reopened->state().error);
+  EXPECT_TRUE(reopened->state().warnings.empty())
+      << ::testing::PrintToString(reopened->state().warnings);
+  EXPECT_EQ(reopened->live().layer, layer_id(3));
+  EXPECT_EQ(reopened->state().history.size(), 2u);
+}
+
 }  // namespace
 }  // namespace livefs::overlay
