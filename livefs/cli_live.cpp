@@ -375,6 +375,8 @@ void register_live_commands(CLI::App& app, int& status) {
         std::printf("JOURNAL ERROR: %s\n  (serving the booted tree, generation 0)\n",
                     r->at("journal_error").get<std::string>().c_str());
       }
+      if (!r->value("journal_note", "").empty())
+        std::printf("note:        %s\n", r->value("journal_note", "").c_str());
       for (const auto& w : r->at("warnings")) {
         std::printf("warning: %s\n", w.get<std::string>().c_str());
       }

@@ -30,6 +30,7 @@
 #include <set>
 #include <thread>
 
+#include "common/atomic_file.h"
 #include "common/log.h"
 #include "common/text.h"
 #include "host/holders.h"
@@ -66,19 +67,6 @@ std::string iso_time(int64_t ns) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &t);
   return buf;
-}
-
-Status write_file_atomic(const fs::path& path, const std::string& data) {
-  fs::path tmp = path;
-  tmp += ".tmp";
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!fd) return fail_errno("open(" + tmp.string() + ")");
-  if (::write(fd.get(), data.data(), data.size()) != static_cast<ssize_t>(data.size()) ||
-      ::fsync(fd.get()) != 0) {
-    return fail_errno("write(" + tmp.string() + ")");
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail_errno("rename(" + path.string() + ")");
-  return {};
 }
 
 // Mount points of this mount namespace whose file system is a livefs view.
@@ -210,9 +198,18 @@ class Daemon {
     // served and status reports why (never a refusal to mount: the booted tree is safe).
     store::Tree initial = *empty_layer_;
     uint64_t generation = 0;
-    auto journal = overlay::Journal::open(state / "journal");
+    // Generations belong to one booted tree: after a reboot into another deployment (or
+    // with another booted directory) the journal starts again at generation 0, the old one
+    // kept aside. A journal from before identities were recorded is adopted when the
+    // cached configuration says it was made over this same booted tree.
+    bool same_booted = config_.booted_key == booted_key() ||
+                       (!sysroot_mode() && config_.booted_key == args_.booted.string());
+    auto journal = overlay::Journal::open(state / "journal", booted_identity(),
+                                          same_booted ? overlay::UnidentifiedJournal::adopt
+                                                      : overlay::UnidentifiedJournal::set_aside);
     if (!journal) return std::unexpected(with_context(journal.error(), "journal"));
     journal_ = std::move(*journal);
+    if (!journal_->state().note.empty()) log()->warn("{}", journal_->state().note);
     for (const auto& w : journal_->state().warnings) log()->warn("{}", w);
     if (journal_->state().error) {
       log()->error("{}: serving generation 0", journal_->state().error->message());
@@ -307,22 +304,9 @@ class Daemon {
   // config.json and hotfix.json, parsed (a missing file is an empty one).
   Status load_state_files() {
     auto read = [&](const char* name) -> Result<std::string> {
-      fs::path path = args_.state / name;
-      UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-      if (!fd) {
-        if (errno == ENOENT) return std::string();
-        return fail_errno("open(" + path.string() + ")");
-      }
-      std::string text;
-      char buf[65536];
-      for (;;) {
-        ssize_t n = ::read(fd.get(), buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return fail_errno("read(" + path.string() + ")");
-        if (n == 0) return text;
-        text.append(buf, static_cast<size_t>(n));
-        if (text.size() > (64u << 20)) return fail(EFBIG, path.string());
-      }
+      auto text = read_file_limited(args_.state / name, 64u << 20);
+      if (!text && text.error().code == ENOENT) return std::string();
+      return text;
     };
     auto config_text = read("config.json");
     if (!config_text) return std::unexpected(config_text.error());
@@ -389,9 +373,22 @@ class Daemon {
     return "";
   }
 
+  // What the cached booted manifest (booted.tree) was made from. A directory is known by
+  // its path and its root's device and inode: a new image mounted or deployed there is
+  // another directory. (A tree changed in place under the same root directory is not
+  // noticed: booted trees are immutable by contract, as OSTree deployments are.)
   std::string booted_key() const {
     if (sysroot_mode()) return "ostree:" + booted_origin_.checksum + ":" + args_.subdir;
-    return fs::absolute(args_.booted).string();
+    struct stat st {};
+    if (::stat(args_.booted.c_str(), &st) != 0) return args_.booted.string();
+    return args_.booted.string() + "@" + std::to_string(st.st_dev) + ":" +
+           std::to_string(st.st_ino);
+  }
+
+  // The identity the journal's generations belong to.
+  std::string booted_identity() const {
+    if (sysroot_mode()) return "ostree:" + booted_origin_.checksum + ":" + args_.subdir;
+    return "dir:" + booted_tree_->root().digest().hex();
   }
 
   // The booted manifest: scanned once (booted is immutable) and cached in the state dir.
@@ -632,6 +629,8 @@ class Daemon {
                 {"journal_error", nullptr},
                 {"last_switch", nullptr},
                 {"stage_error", stage_error_},
+                {"journal_note", st.note},
+                {"journal_set_aside", st.set_aside.string()},
                 {"config_note", config_note()},
                 {"holders", holders_json(touched_)}};
     if (st.error) out["journal_error"] = st.error->message();

@@ -452,3 +452,45 @@ TEST(Safety, AFailedHotfixAddNeverGoesLive) {
 
 }  // namespace
 }  // namespace livefs::e2e
+
+namespace livefs::e2e {
+namespace {
+
+// Generations belong to the booted tree they were applied on: another booted tree (a
+// reboot into a new deployment) starts at generation 0, the old journal kept aside.
+TEST(Safety, AnotherBootedTreeStartsAtGenerationZero) {
+  LiveWorld w;
+  write_file(w.booted / "bin/tool", "tool 1\n");
+  write_file(w.staged / "bin/tool", "tool 1\n");
+  write_file(w.staged / "bin/added", "added\n");
+  ASSERT_EQ(w.mount().status, 0);
+  ASSERT_EQ(w.cmd("apply", "/bin/added").status, 0);
+  ASSERT_EQ(read_file(w.mnt / "bin/added"), "added\n");
+  ASSERT_EQ(w.cmd("umount").status, 0);
+  // The same booted tree again: generation 1 is live.
+  ASSERT_EQ(w.mount().status, 0);
+  EXPECT_EQ(w.status_json()["live_generation"], 1);
+  ASSERT_EQ(w.cmd("umount").status, 0);
+
+  // The machine "rebooted" into another tree: the staged one, whose bin/added exists.
+  fs::path old_booted = w.booted;
+  w.booted = w.dir / "booted2";
+  write_file(w.booted / "bin/tool", "tool 2\n");
+  ASSERT_EQ(w.mount().status, 0);
+  auto st = w.status_json();
+  EXPECT_EQ(st["live_generation"], 0);
+  EXPECT_NE(st["journal_note"].get<std::string>().find("booted tree changed"), std::string::npos)
+      << st.dump();
+  EXPECT_EQ(read_file(w.mnt / "bin/tool"), "tool 2\n");
+  EXPECT_FALSE(present(w.mnt / "bin/added"));  // not resurrected from the old journal
+  int kept = 0;
+  for (const auto& e : fs::directory_iterator(w.state))
+    if (e.path().filename().string().starts_with("journal.")) ++kept;
+  EXPECT_EQ(kept, 1);
+  ASSERT_EQ(w.cmd("umount").status, 0);
+  ASSERT_EQ(w.mount().status, 0);
+  EXPECT_EQ(w.status_json()["journal_note"], "");
+}
+
+}  // namespace
+}  // namespace livefs::e2e
