@@ -308,6 +308,14 @@ class Daemon {
       if (!text && text.error().code == ENOENT) return std::string();
       return text;
     };
+    // A crash between write_file_atomic's link and rename leaves a ".NAME.tmp-XXXX": ours
+    // (the state lock is held), never read, so removed.
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(args_.state, ec)) {
+      std::string name = e.path().filename().string();
+      if (name.starts_with(".") && name.find(".tmp-") != std::string::npos)
+        ::unlink(e.path().c_str());
+    }
     auto config_text = read("config.json");
     if (!config_text) return std::unexpected(config_text.error());
     if (!config_text->empty()) {
