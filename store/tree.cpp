@@ -409,7 +409,9 @@ Result<Tree> Tree::build(std::vector<Entry> entries) {
       return fail(EINVAL, "tree: duplicate path '" + entries[i].path + "'");
   }
   for (size_t i = 0; i < entries.size(); ++i) {
-    std::string_view p = entries[i].path;
+    // A copy: adding a parent reallocates `entries`, which moves a short path's bytes.
+    const std::string path = entries[i].path;
+    std::string_view p = path;
     while (!p.empty()) {
       p = parent_of(p);
       auto it = by_path.find(std::string(p));

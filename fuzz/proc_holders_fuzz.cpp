@@ -1,0 +1,149 @@
+// The /proc readers of the holder scan: host::find_stale_holders over a made-up /proc whose
+// one process has the input's maps, comm, cgroup, exe link and fd links.
+//
+// The input is in fuzz_support.h's split_files format:
+//   ==> maps <==     /proc/PID/maps (input without headers is taken as maps)
+//   ==> comm <==     /proc/PID/comm
+//   ==> cgroup <==   /proc/PID/cgroup
+//   ==> exe <==      the exe link's target (one line)
+//   ==> fd/3 <==     an fd link's target (one line)
+// The files the scan looks for are under kRoot, a fixed path, so that seeds taken from a real
+// process that mapped them (fuzz/corpus/proc_holders) name them.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fuzz_support.h"
+#include "host/holders.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kRoot = "/tmp/livefs-fuzz-holders";
+// Relative to kRoot; the last one does not exist (a file the update removed).
+const std::vector<std::string> kPaths = {"usr/lib/libold.so.1", "usr/bin/tool",
+                                         "usr/lib/with space.so", "usr/lib/new\nline.so",
+                                         "usr/lib/removed.so"};
+
+fs::path g_proc;  // this process's made-up /proc
+pid_t g_pid = 0;  // the one process in it
+
+void write_file(const fs::path& path, std::string_view content) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  FUZZ_CHECK(fd >= 0);
+  FUZZ_CHECK(::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()));
+  ::close(fd);
+}
+
+// A link target from an input file: its first line, as symlink(2) can store it.
+std::string link_target(std::string_view content) {
+  content = content.substr(0, content.find('\n'));
+  content = content.substr(0, content.find('\0'));
+  return std::string(content.substr(0, 4000));
+}
+
+std::string trim(std::string_view s) {
+  auto space = [](char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; };
+  while (!s.empty() && space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && space(s.back())) s.remove_suffix(1);
+  return std::string(s);
+}
+
+// How /proc/PID/maps shows a path (host/holders.cpp: a newline as "\012").
+std::string as_in_maps(std::string_view path) {
+  std::string out;
+  for (char c : path) out += c == '\n' ? std::string("\\012") : std::string(1, c);
+  return out;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  livefs::fuzz::quiet_logs();
+  // Shared by every process fuzzing this target (created the same way by each); the made-up
+  // /proc is private to this process.
+  for (const std::string& p : kPaths) {
+    if (p == kPaths.back()) continue;
+    fs::path file = fs::path(kRoot) / p;
+    fs::create_directories(file.parent_path());
+    int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    FUZZ_CHECK(fd >= 0);
+    ::close(fd);
+  }
+  fs::remove(fs::path(kRoot) / kPaths.back());
+  // On tmpfs when there is one: ext4 makes each rewrite of a truncated file wait (several ms:
+  // a tenth of the speed).
+  std::string proc = fs::is_directory("/dev/shm") ? "/dev/shm" : "/tmp";
+  proc += "/livefs-fuzz-proc-XXXXXX";
+  FUZZ_CHECK(::mkdtemp(proc.data()) != nullptr);
+  g_proc = proc;
+  g_pid = ::getpid() == 4242 ? 4243 : 4242;  // never this process: the scan skips itself
+  fs::create_directories(g_proc / std::to_string(g_pid) / "fd");
+  std::atexit([] {
+    std::error_code ec;
+    fs::remove_all(g_proc, ec);
+  });
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  auto files =
+      livefs::fuzz::split_files(std::string_view(reinterpret_cast<const char*>(data), size));
+  if (auto bare = files.extract(""); !bare.empty() && !files.contains("maps"))
+    files.emplace("maps", std::move(bare.mapped()));
+
+  fs::path pid_dir = g_proc / std::to_string(g_pid);
+  std::string maps = files["maps"], comm = files["comm"], cgroup = files["cgroup"];
+  write_file(pid_dir / "maps", maps);
+  write_file(pid_dir / "comm", comm);
+  write_file(pid_dir / "cgroup", cgroup);
+  std::vector<fs::path> links;
+  for (const auto& [name, content] : files) {
+    fs::path link;
+    if (name == "exe") {
+      link = pid_dir / "exe";
+    } else if (name.starts_with("fd/") && name.size() > 3 &&
+               name.find_first_of("/\0", 3, 2) == std::string::npos && name != "fd/." &&
+               name != "fd/..") {
+      link = pid_dir / name;
+    } else {
+      continue;
+    }
+    std::string target = link_target(content);
+    if (target.empty() || ::symlink(target.c_str(), link.c_str()) != 0) continue;
+    links.push_back(link);
+  }
+
+  auto holders = livefs::host::find_stale_holders(kRoot, kPaths, g_proc);
+  for (const fs::path& link : links) ::unlink(link.c_str());
+
+  FUZZ_CHECK(holders.has_value());
+  std::string unit = livefs::host::unit_from_cgroup(cgroup);
+  for (size_t i = 0; i < holders->size(); ++i) {
+    const livefs::host::Holder& h = (*holders)[i];
+    FUZZ_CHECK(h.pid == g_pid);
+    FUZZ_CHECK(std::find(kPaths.begin(), kPaths.end(), h.path) != kPaths.end());
+    FUZZ_CHECK(h.command == trim(comm));
+    FUZZ_CHECK(h.unit == unit);
+    FUZZ_CHECK(h.how == "exe" || h.how == "mapped" || h.how.starts_with("fd "));
+    // A mapping is reported only for a path the maps file names.
+    if (h.how == "mapped") {
+      FUZZ_CHECK(maps.find(as_in_maps(std::string(kRoot) + "/" + h.path)) != std::string::npos);
+    }
+    for (size_t j = 0; j < i; ++j) {
+      const livefs::host::Holder& o = (*holders)[j];
+      FUZZ_CHECK(!(o.path == h.path && o.how == h.how));
+    }
+  }
+  return 0;
+}
