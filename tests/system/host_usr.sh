@@ -2,9 +2,10 @@
 # System test: livefs over this machine's own /usr. Inside a private mount namespace the view
 # is over-mounted on /usr (booted = /usr itself, staged = a small tree that adds a program
 # and two files), then real programs run from it: a setuid-root program as uid 65534,
-# python3, perl, gcc and g++ compiling and running programs, dpkg --verify; an apply of the
-# addition; then `livefs umount` from inside the namespace while a python3 started from
-# the view holds a mapping of a file it has not read yet, which it reads after the umount.
+# python3, perl, gcc and g++ compiling and running programs, dpkg --verify, getcap of the
+# files that have file capabilities; an apply of the addition; then `livefs umount` from
+# inside the namespace while a python3 started from the view holds a mapping of a file it
+# has not read yet, which it reads after the umount.
 # Each check is compared with the same command run on the real /usr before the mount.
 # Nothing outside the namespace sees the view; the host's /usr is checked untouched.
 # Usage: host_usr.sh PATH_TO_LIVEFS   (root, /dev/fuse, unshare, setpriv, gcc, g++, perl,
@@ -235,6 +236,11 @@ prog_dpkg_verify() {
 prog_setuid_passwd() {
   timeout "$PROGRAM_TIMEOUT" setpriv --reuid=65534 --regid=65534 --clear-groups passwd -S nobody
 }
+# File capabilities (security.capability) of the files that have them on the real /usr.
+CAP_FILES=()
+prog_file_caps() {
+  timeout "$PROGRAM_TIMEOUT" getcap "${CAP_FILES[@]}"
+}
 prog_unprivileged_run() {
   timeout "$PROGRAM_TIMEOUT" setpriv --reuid=65534 --regid=65534 --clear-groups \
     /usr/bin/env LC_ALL=C /usr/bin/python3 -I -c 'import os, json; print(os.geteuid(), json.dumps([1]))'
@@ -261,6 +267,15 @@ for p in "${candidates[@]}"; do
 done
 [[ ${#DPKG_PACKAGES[@]} -ge 4 ]] || die "too few packages verify cleanly on the host: ${DPKG_PACKAGES[*]}"
 log "dpkg --verify packages: ${DPKG_PACKAGES[*]}"
+if command -v getcap >/dev/null; then
+  while read -r line; do CAP_FILES+=("${line% *}"); done < <(getcap -r /usr/bin /usr/sbin /usr/lib 2>/dev/null)
+fi
+if [[ ${#CAP_FILES[@]} -gt 0 ]]; then
+  PROGRAMS+=(file_caps)
+  log "files with capabilities: ${CAP_FILES[*]}"
+else
+  log "no file under /usr has file capabilities here: no capability check"
+fi
 
 t=$SECONDS
 for p in "${PROGRAMS[@]}"; do
@@ -328,6 +343,8 @@ for p in "${PROGRAMS[@]}"; do
     else
       bad "$p" "'passwd -S nobody' as uid 65534 printed '$got' (exit $rc); expected '$want'"
     fi
+  elif [[ $p == file_caps && $got != "$want" ]]; then
+    bad "$p" "getcap through the view printed '$got' (exit $rc); on the real /usr: '$want' (security.capability not served)"
   elif [[ $rc == 0 && $got == "$want" ]]; then
     ok "$p" "$(head -c 100 <<<"$got" | head -n 1) ($((SECONDS - t0)) s)"
   else
