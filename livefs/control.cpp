@@ -182,7 +182,9 @@ Result<nlohmann::json> call_daemon(const std::filesystem::path& statedir,
                            std::to_string(::geteuid()));
   }
   if (auto st = write_line(fd.get(), wire_line(request)); !st) return std::unexpected(st.error());
-  auto line = read_line(fd.get());
+  // An answer may list every change of a large update (a request is small: the daemon
+  // reads at most 1 MiB of one).
+  auto line = read_line(fd.get(), size_t{1} << 30);
   if (!line) {
     // The daemon may have acted on the request before it went away (a journalled apply is
     // live after a restart): say so rather than implying nothing happened.

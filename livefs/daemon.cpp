@@ -631,7 +631,7 @@ class Daemon {
                 {"live_generation", live_generation_},
                 {"generations", generations_json()},
                 {"history", history},
-                {"history_records", st.history.size()},
+                {"history_records", st.history_records},
                 {"hotfix", hotfix_json()},
                 {"warnings", st.warnings},
                 {"journal_error", nullptr},

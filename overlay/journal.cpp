@@ -218,6 +218,8 @@ Status apply_record(JournalState& state, const JournalRecord& r) {
       break;
   }
   state.history.push_back(r);
+  ++state.history_records;
+  if (state.history.size() > JournalState::kHistoryKept) state.history.pop_front();
   state.next_seq = r.seq + 1;
   return {};
 }
@@ -254,6 +256,7 @@ JournalState replay_prefix(std::string_view contents, size_t& valid_bytes) {
       }
       JournalState bad = initial_state();
       bad.history = std::move(state.history);
+      bad.history_records = state.history_records;
       bad.booted_identity = std::move(state.booted_identity);
       bad.error = make_error(
           EBADMSG, "journal line " + std::to_string(lineno) + ": " +
@@ -264,6 +267,7 @@ JournalState replay_prefix(std::string_view contents, size_t& valid_bytes) {
     if (auto st = apply_record(state, *record); !st) {
       JournalState bad = initial_state();
       bad.history = std::move(state.history);
+      bad.history_records = state.history_records;
       bad.booted_identity = std::move(state.booted_identity);
       bad.error =
           make_error(EBADMSG, "journal line " + std::to_string(lineno) + ": " + st.error().context);

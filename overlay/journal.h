@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -60,7 +61,11 @@ struct Generation {
 // What replaying the journal gave.
 struct JournalState {
   std::vector<Generation> stack;  // stack[0] is generation 0; back() is live
-  std::vector<JournalRecord> history;
+  // The last kHistoryKept records (what `status` shows comes from here): a hotfix loop
+  // writes one per edit, and keeping them all made the daemon grow without bound.
+  static constexpr size_t kHistoryKept = 1000;
+  std::deque<JournalRecord> history;
+  uint64_t history_records = 0;  // every record replayed or committed
   uint64_t next_seq = 1;
   uint64_t next_generation = 1;       // generation numbers are never reused
   store::ObjectId hotfix_layer;       // zero: none
