@@ -71,6 +71,7 @@ void register_store_commands(CLI::App& app, int& status) {
       if (!store) return void(status = report(store.error()));
       auto result = store::import_directory(a->dir, &*store, {.link = a->link, .progress = true});
       if (!result) return void(status = report(result.error()));
+      // result->lock keeps a gc off the new objects until the tree is rooted.
       auto id = result->tree.save_rooted(*store);
       if (!id) return void(status = report(id.error()));
       std::puts(id->hex().c_str());

@@ -1,6 +1,7 @@
-// gc beside running writers and daemons: the store lock (a batch's unrooted objects),
-// pins held by a live process (a real child, killed), and dangling roots that do not stop
-// a gc. gc runs through the real CLI where that is what an operator would run.
+// gc beside running writers and daemons: the store lock (a batch's unrooted objects, an
+// import's result before its tree is rooted), pins held by a live process (a real child,
+// killed), and dangling roots that do not stop a gc. gc runs through the real CLI where
+// that is what an operator would run.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "store/import.h"
 #include "store/object_store.h"
 #include "store/tree.h"
 #include "support/temp_dir.h"
@@ -121,6 +123,25 @@ TEST(StoreGc, AWaitingGcGoesOnOnceTheBatchHasRootedItsTree) {
   EXPECT_TRUE(has(*store, "rooted before the batch ends"));
   EXPECT_FALSE(has(*store, "never rooted")) << "what nothing references is still freed";
   EXPECT_EQ(report->removed, 2u);  // the unrooted content and its manifest
+}
+
+TEST(StoreGc, AnImportHoldsTheLockUntilItsTreeIsRooted) {
+  TempDir tmp;
+  write_file(tmp / "src/a", "imported a");
+  auto store = ObjectStore::open(tmp / "store");
+  ASSERT_TRUE(store);
+  auto imported = import_directory(tmp / "src", &*store, {});
+  ASSERT_TRUE(imported) << imported.error().message();
+  EXPECT_TRUE(imported->lock.held());
+  EXPECT_EQ(run(cli() + " store gc --wait 0 --store " + (tmp / "store").string() + " 2>/dev/null"),
+            1);
+  EXPECT_TRUE(has(*store, "imported a"));
+  auto id = imported->tree.save_rooted(*store);
+  ASSERT_TRUE(id) << id.error().message();
+  imported->lock = StoreLock();
+  auto rep = gc_json(tmp / "store");
+  EXPECT_EQ(rep["removed"], 0);
+  EXPECT_TRUE(has(*store, "imported a"));
 }
 
 // A child process that pins `tree` in the store and then waits to be killed. Returns its
