@@ -2,6 +2,7 @@
 // manifests from the command line.
 #include <sys/stat.h>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 
@@ -48,23 +49,6 @@ char change_letter(store::ChangeKind kind) {
   return '?';
 }
 
-// Every object the stored trees reference, and the trees themselves.
-Result<store::IdSet> live_objects(const store::ObjectStore& store) {
-  auto roots = store.tree_roots();
-  if (!roots) return std::unexpected(roots.error());
-  store::IdSet live;
-  for (const store::ObjectId& root : *roots) {
-    auto tree = store::Tree::load(store, root);
-    if (!tree) return std::unexpected(with_context(tree.error(), "gc: tree " + root.hex()));
-    live.insert(root);
-    for (size_t i = 0; i < tree->size(); ++i) {
-      store::EntryRef e = tree->entry(i);
-      if (e.type() == store::EntryType::file) live.insert(e.object());
-    }
-  }
-  return live;
-}
-
 }  // namespace
 
 void register_store_commands(CLI::App& app, int& status) {
@@ -87,9 +71,9 @@ void register_store_commands(CLI::App& app, int& status) {
       if (!store) return void(status = report(store.error()));
       auto result = store::import_directory(a->dir, &*store, {.link = a->link, .progress = true});
       if (!result) return void(status = report(result.error()));
-      auto id = result->tree.save(*store);
+      // result->lock keeps a gc off the new objects until the tree is rooted.
+      auto id = result->tree.save_rooted(*store);
       if (!id) return void(status = report(id.error()));
-      if (auto st = store->add_tree_root(*id); !st) return void(status = report(st.error()));
       std::puts(id->hex().c_str());
     });
   }
@@ -133,27 +117,55 @@ void register_store_commands(CLI::App& app, int& status) {
   }
 
   {
-    auto dir = std::make_shared<std::string>();
-    auto as_json = std::make_shared<bool>(false);
+    struct Args {
+      std::string store;
+      bool json = false;
+      double wait = 30;
+    };
+    auto a = std::make_shared<Args>();
     auto* cmd = group->add_subcommand(
-        "gc", "Remove objects that no stored tree references (and stale temporary files)");
-    cmd->add_option("--store", *dir, "Store directory")->required();
-    cmd->add_flag("--json", *as_json, "JSON output");
-    cmd->callback([dir, as_json, &status] {
-      auto store = store::ObjectStore::open(*dir);
+        "gc",
+        "Remove objects that no stored or pinned tree references (and stale temporary files)");
+    cmd->add_option("--store", a->store, "Store directory")->required();
+    cmd->add_flag("--json", a->json, "JSON output");
+    cmd->add_option("--wait", a->wait,
+                    "Seconds to wait for imports and a running daemon's writes to finish "
+                    "(then fail with EBUSY)")
+        ->check(CLI::NonNegativeNumber);
+    cmd->callback([a, &status] {
+      auto store = store::ObjectStore::open(a->store);
       if (!store) return void(status = report(store.error()));
-      auto live = live_objects(*store);
-      if (!live) return void(status = report(live.error()));
-      auto rep = store->gc(*live);
+      store::GcOptions options;
+      options.lock_wait = std::chrono::milliseconds(static_cast<int64_t>(a->wait * 1000));
+      options.on_wait = [&] {
+        std::fprintf(stderr,
+                     "livefs: store gc: waiting up to %gs for writers (an import, a running "
+                     "daemon) to finish\n",
+                     a->wait);
+      };
+      auto rep = store->gc(options);
       if (!rep) return void(status = report(rep.error()));
-      if (*as_json)
-        print_json(
-            {{"kept", rep->kept}, {"removed", rep->removed}, {"bytes_freed", rep->bytes_freed}});
-      else
+      for (const auto& d : rep->dangling)
+        std::fprintf(stderr, "livefs: warning: gc: %s %s: %s (nothing is kept for it)\n",
+                     d.pinned ? "pinned tree" : "tree root", d.tree.hex().c_str(),
+                     d.reason.c_str());
+      if (a->json) {
+        json dangling = json::array();
+        for (const auto& d : rep->dangling)
+          dangling.push_back({{"tree", d.tree.hex()}, {"pinned", d.pinned}, {"reason", d.reason}});
+        print_json({{"kept", rep->kept},
+                    {"removed", rep->removed},
+                    {"bytes_freed", rep->bytes_freed},
+                    {"roots", rep->roots},
+                    {"pinned", rep->pinned},
+                    {"stale_pins", rep->stale_pins},
+                    {"dangling", dangling}});
+      } else {
         std::printf("kept %llu, removed %llu objects (%llu bytes)\n",
                     static_cast<unsigned long long>(rep->kept),
                     static_cast<unsigned long long>(rep->removed),
                     static_cast<unsigned long long>(rep->bytes_freed));
+      }
     });
   }
 

@@ -2,6 +2,7 @@
 #include "livefs/hotfix.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -85,16 +86,30 @@ Result<std::string> clean_view_path(std::string_view raw) {
   return out;
 }
 
-Result<store::Entry> HotfixSet::import_one(const fs::path& path, std::string rel,
+Result<UniqueFd> HotfixSet::open_source(const HotfixWatch& w) {
+  UniqueFd root(::open(w.source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root) return fail_errno("hotfix watch: open(" + w.source.string() + ")");
+  struct stat st;
+  if (::fstat(root.get(), &st) < 0)
+    return fail_errno("hotfix watch: fstat(" + w.source.string() + ")");
+  if (st.st_dev != w.dev || st.st_ino != w.ino)
+    return fail(ESTALE, "hotfix watch: " + w.source.string() +
+                            " names another directory than the one watched: not followed");
+  return root;
+}
+
+Result<store::Entry> HotfixSet::import_one(const HotfixWatch& w, int root, const std::string& rel,
                                            store::ObjectStore::Batch& batch) {
-  auto e = store::import_entry(path, std::move(rel), &batch);
+  fs::path path = rel.empty() ? w.source : w.source / rel;
+  auto e = store::import_entry_at(root, rel, rel, &batch, path.string());
   if (!e) return e;
   drop_set_id_bits(*e, path);
   return e;
 }
 
-Result<EntryMap> HotfixSet::import_tree(const fs::path& source) {
-  auto imported = store::import_directory(source, &store_);
+Result<EntryMap> HotfixSet::import_tree(int root, const fs::path& source,
+                                        store::ObjectStore::Batch* batch) {
+  auto imported = store::import_directory_at(root, source.string(), &store_, {.batch = batch});
   if (!imported) return std::unexpected(imported.error());
   EntryMap map;
   const store::Tree& tree = imported->tree;
@@ -113,12 +128,20 @@ HotfixWatch* HotfixSet::find(uint64_t id) {
   return nullptr;
 }
 
-Result<uint64_t> HotfixSet::add_watch(const fs::path& source, const std::string& at) {
-  auto entries = import_tree(source);
+Result<uint64_t> HotfixSet::add_watch(const fs::path& source, const std::string& at,
+                                      store::ObjectStore::Batch* batch) {
+  UniqueFd root(::open(source.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root) return fail_errno("hotfix watch: open(" + source.string() + ")");
+  struct stat st;
+  if (::fstat(root.get(), &st) < 0)
+    return fail_errno("hotfix watch: fstat(" + source.string() + ")");
+  auto entries = import_tree(root.get(), source, batch);
   if (!entries) return std::unexpected(with_context(entries.error(), "hotfix watch"));
   HotfixWatch w;
   w.id = next_id_++;
   w.source = source;
+  w.dev = st.st_dev;
+  w.ino = st.st_ino;
   w.at = at;
   w.entries = std::move(*entries);
   w.last_change_ns = now_ns();
@@ -129,10 +152,13 @@ Result<uint64_t> HotfixSet::add_watch(const fs::path& source, const std::string&
 Status HotfixSet::add_file(const fs::path& source, const std::string& at,
                            store::ObjectStore::Batch& batch) {
   if (at.empty()) return fail(EINVAL, "hotfix add: --at names the root");
-  auto e = import_one(source, at, batch);
+  auto e = store::import_entry(source, at, &batch);
   if (!e) return std::unexpected(with_context(e.error(), "hotfix add " + source.string()));
+  drop_set_id_bits(*e, source);
   if (e->type == store::EntryType::dir)
     return fail(EISDIR, "hotfix add " + source.string() + ": a directory (use hotfix watch)");
+  if (e->type != store::EntryType::file && e->type != store::EntryType::symlink)
+    return fail(EINVAL, "hotfix add " + source.string() + ": not a regular file or a symlink");
   std::erase_if(adds_, [&](const HotfixAdd& a) { return a.at == at; });
   adds_.push_back(HotfixAdd{source, at, std::move(*e)});
   return {};
@@ -143,19 +169,29 @@ Result<std::vector<std::string>> HotfixSet::apply(uint64_t id, const inotify::Ch
   HotfixWatch* w = find(id);
   if (w == nullptr) return fail(ENOENT, "hotfix watch " + std::to_string(id) + ": not watched");
   std::set<std::string> changed;
+  auto root = open_source(*w);
+  if (!root && (root.error().code == ENOENT || root.error().code == ENOTDIR)) {
+    // The source itself is gone (its watch ends with the root_gone set that follows):
+    // so is everything this set names.
+    for (const std::string& rel : changes.paths) erase_with_subtree(w->entries, rel, changed);
+    std::vector<std::string> out;
+    for (const auto& rel : changed) out.push_back(view_path(w->at, rel));
+    return out;
+  }
+  if (!root) return std::unexpected(root.error());
   if (changes.full_rescan) {
     // What was removed while the queue overflowed is not in the change set: compare the
     // whole source with what is live.
     // The source may still be changing: an entry removed between the directory listing and
     // its stat fails the whole import, and this change set is the only rescan there will
     // be, so try again (later removals are events of their own).
-    auto fresh = import_tree(w->source);
+    auto fresh = import_tree(root->get(), w->source, &batch);
     for (int attempt = 1;
          attempt < 20 && !fresh && (fresh.error().code == ENOENT || fresh.error().code == ENOTDIR);
          ++attempt) {
       log()->debug("rescan of {} raced with a removal, again: {}", w->source.string(),
                    fresh.error().message());
-      fresh = import_tree(w->source);
+      fresh = import_tree(root->get(), w->source, &batch);
     }
     if (!fresh) return std::unexpected(fresh.error());
     for (const auto& [path, e] : w->entries) {
@@ -170,9 +206,13 @@ Result<std::vector<std::string>> HotfixSet::apply(uint64_t id, const inotify::Ch
     std::sort(paths.begin(), paths.end(), store::path_less);
     for (const std::string& rel : paths) {
       fs::path full = rel.empty() ? w->source : w->source / rel;
-      auto e = import_one(full, rel, batch);
+      auto e = import_one(*w, root->get(), rel, batch);
       if (!e) {
-        if (e.error().code == ENOENT || e.error().code == ENOTDIR) {
+        const int code = e.error().code;
+        if (code == ENOENT || code == ENOTDIR || code == ELOOP || code == EXDEV) {
+          // Gone, or no longer beneath the source without a symlink on the way (a directory
+          // swapped for a symlink): what was there is not there any more.
+          if (code == ELOOP || code == EXDEV) log()->info("{}", e.error().message());
           erase_with_subtree(w->entries, rel, changed);
         } else if (e.error().code == EAGAIN) {
           // Still being written: its close (or rename) is a later event.
@@ -189,9 +229,12 @@ Result<std::vector<std::string>> HotfixSet::apply(uint64_t id, const inotify::Ch
         if (was_dir) {
           // It may have been replaced: children that are no longer there go.
           std::set<std::string> names;
-          if (DIR* d = ::opendir(full.c_str())) {
-            while (dirent* de = ::readdir(d)) names.insert(de->d_name);
-            ::closedir(d);
+          if (auto dir =
+                  store::open_beneath(root->get(), rel, O_RDONLY | O_DIRECTORY, full.string())) {
+            if (DIR* d = ::fdopendir(dir->release())) {
+              while (dirent* de = ::readdir(d)) names.insert(de->d_name);
+              ::closedir(d);
+            }
           }
           std::vector<std::string> gone;
           auto [first, last] = subtree(w->entries, rel);

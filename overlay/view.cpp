@@ -257,7 +257,11 @@ Result<UniqueFd> View::open(const Resolved& r) const {
   if (r.source == Source::layer) {
     if (!r.entry || r.entry->type != store::EntryType::file)
       return fail(EINVAL, "open(" + r.path + "): not a regular file");
-    return store_->open_object(r.entry->object);
+    // Verified on its first open in this process (invariant 4: a corrupt object is EIO,
+    // never wrong bytes); the store logs a mismatch once, with this path.
+    auto fd = store_->open_verified(r.entry->object, r.path);
+    if (!fd) return std::unexpected(with_context(fd.error(), "open(" + r.path + ")"));
+    return fd;
   }
   UniqueFd fd(::openat(booted_fd(), rel_or_dot(r.path), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) return fail_errno("openat(booted:" + r.path + ")");

@@ -158,7 +158,8 @@ class ContentIndex {
     if (added_.empty()) return {};
     std::string text;
     for (const auto& [sha, id] : added_) text += sha + " " + id.hex() + "\n";
-    UniqueFd fd(::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
+    UniqueFd fd(
+        ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!fd) return fail_errno("open(" + path_.string() + ")");
     size_t done = 0;
     while (done < text.size()) {
@@ -549,10 +550,14 @@ Result<CommitContents> read_commit(const std::filesystem::path& repo_path, const
   if (tree_csum == nullptr || meta_csum == nullptr)
     return fail(ENOENT, "ostree: no '" + options.subdir + "' in commit " + *checksum);
 
+  // Held past the reader's batch: the objects are referenced by nothing until the caller
+  // roots the tree.
+  auto lock = store.lock_shared();
+  if (!lock) return std::unexpected(lock.error());
   CommitReader reader(repo->get(), repo_path.string(), store, options);
   if (auto st = reader.walk_dir("", tree_csum, meta_csum); !st) return std::unexpected(st.error());
   if (auto st = reader.finish(); !st) return std::unexpected(st.error());
-  CommitContents out{*checksum, reader.take_entries(), reader.stats()};
+  CommitContents out{*checksum, reader.take_entries(), reader.stats(), std::move(*lock)};
   std::sort(out.entries.begin(), out.entries.end(),
             [](const Entry& a, const Entry& b) { return path_less(a.path, b.path); });
   out.stats.seconds =

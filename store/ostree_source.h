@@ -82,12 +82,16 @@ struct CommitContents {
   std::string checksum;
   std::vector<Entry> entries;
   OstreeImportStats stats;
+  // Keeps gc off the objects just stored (and those reused) until the caller has rooted
+  // the tree: see ImportResult::lock.
+  StoreLock lock;
 };
 
 struct OstreeImportResult {
   std::string checksum;
   Tree tree;
   OstreeImportStats stats;
+  StoreLock lock;  // as CommitContents::lock
 };
 
 // Reads the tree of `rev` (a ref, "remote:ref", a checksum or a unique prefix) in the repo
@@ -106,7 +110,8 @@ inline Result<OstreeImportResult> import_commit(const std::filesystem::path& rep
   if (!contents) return std::unexpected(contents.error());
   auto tree = Tree::build(std::move(contents->entries));
   if (!tree) return std::unexpected(tree.error());
-  return OstreeImportResult{contents->checksum, std::move(*tree), contents->stats};
+  return OstreeImportResult{contents->checksum, std::move(*tree), contents->stats,
+                            std::move(contents->lock)};
 }
 
 // Fetches `ref` from the configured `remote` of the repo at `repo_path` (libostree pull;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -571,9 +572,26 @@ Result<Tree> Tree::build(std::vector<Entry> entries) {
 
 Result<ObjectId> Tree::save(ObjectStore& store) const { return store.put_bytes(bytes()); }
 
+Result<ObjectId> Tree::save_rooted(ObjectStore& store) const {
+  ObjectStore::Batch batch(store);  // its lock spans the root
+  auto id = batch.put_bytes(bytes());
+  if (!id) return id;
+  if (auto st = batch.commit(); !st) return std::unexpected(st.error());
+  if (auto st = store.add_tree_root(*id); !st) return std::unexpected(st.error());
+  return id;
+}
+
 Status Tree::write_file(const std::filesystem::path& path) const {
-  std::string tmp = path.string() + ".tmp." + std::to_string(getpid());
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  // A fresh name (O_EXCL, no symlink followed): a leftover of a crash, or a link planted
+  // where the temp file goes, is never written through.
+  static std::atomic<uint64_t> counter{0};
+  std::string tmp =
+      path.string() + ".tmp." + std::to_string(getpid()) + "." + std::to_string(counter++);
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd && errno == EEXIST) {
+    ::unlink(tmp.c_str());
+    fd.reset(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  }
   if (!fd) return fail_errno("open(" + tmp + ")");
   std::string_view b = bytes();
   while (!b.empty()) {

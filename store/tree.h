@@ -137,7 +137,12 @@ class Tree {
   static Result<Tree> build(std::vector<Entry> entries);
   // Stores the manifest in `store` and returns its id.
   Result<ObjectId> save(ObjectStore& store) const;
-  // Writes the manifest to a file atomically (temp file, fsync, rename).
+  // Stores the manifest and makes it a (durable) tree root under one hold of the store
+  // lock, so that no gc falls between the two. The objects it references must be held by
+  // the caller until then (an ImportResult's lock, a live Batch).
+  Result<ObjectId> save_rooted(ObjectStore& store) const;
+  // Writes the manifest to a file atomically (a new temp file beside it, 0600, fsync,
+  // rename, fsync of the directory).
   Status write_file(const std::filesystem::path& path) const;
 
  private:

@@ -11,6 +11,9 @@
 
 #include "e2e/live_support.h"
 #include "inotify/inotify_test_util.h"
+#include "livefs/hotfix.h"
+#include "store/object_store.h"
+#include "support/temp_dir.h"
 
 namespace livefs::e2e {
 namespace {
@@ -685,6 +688,71 @@ TEST(Hotfix, RefusalsAreClear) {
   Ran down = w.watch(w.src, "opt/app");
   EXPECT_EQ(down.status, 1);
   EXPECT_NE(down.out.find("no livefs daemon"), std::string::npos) << down.out;
+}
+
+// The hotfix set itself, with the change set an inotify burst could deliver: its owner
+// swaps a watched directory (or the source itself) for a symlink to files only root may
+// read, then names a path through it. Nothing is read through the symlink.
+TEST(HotfixSetBeneath, ASwappedDirectoryNeverImportsWhatItPointsTo) {
+  livefs::testing::TempDir tmp;
+  fs::path src = tmp / "src", outside = tmp / "outside";
+  write_file(src / "d/secret", "public\n");
+  write_file(src / "secret", "public too\n");
+  const std::string kSecret = "TOPSECRET\n";
+  write_file(outside / "secret", kSecret, 0600);
+  auto opened = store::ObjectStore::open(tmp / "store");
+  ASSERT_TRUE(opened);
+  store::ObjectStore& store = *opened;
+  cli::HotfixSet set(store);
+  uint64_t id;
+  {
+    store::ObjectStore::Batch batch(store);
+    auto added = set.add_watch(src, "opt", &batch);
+    ASSERT_TRUE(added) << added.error().message();
+    id = *added;
+    ASSERT_TRUE(batch.commit());
+  }
+  const store::ObjectId secret = store::ObjectId::of(std::string_view(kSecret));
+  auto served = [&](const std::string& path) -> std::optional<store::ObjectId> {
+    auto layer = set.build();
+    if (!layer || !*layer) return std::nullopt;
+    auto e = (*layer)->find(path);
+    if (!e || e->type() != store::EntryType::file) return std::nullopt;
+    return e->object();
+  };
+  ASSERT_EQ(served("opt/d/secret"), store::ObjectId::of(std::string_view("public\n")));
+
+  // A directory of the source swapped for a symlink; the change set names a file below it.
+  fs::rename(src / "d", src / "d.real");
+  ASSERT_EQ(symlink(outside.c_str(), (src / "d").c_str()), 0);
+  {
+    store::ObjectStore::Batch batch(store);
+    inotify::ChangeSet changes;
+    changes.paths = {"d/secret"};
+    auto changed = set.apply(id, changes, batch);
+    ASSERT_TRUE(changed) << changed.error().message();
+    ASSERT_TRUE(batch.commit());
+  }
+  EXPECT_FALSE(store.has(secret));
+  EXPECT_NE(served("opt/d/secret"), secret);
+  EXPECT_EQ(served("opt/d/secret"), std::nullopt) << "no longer beneath the source: gone";
+
+  // The source directory itself swapped for a symlink: its path names another directory
+  // now, which is not followed (inotify says the watched one went away).
+  fs::rename(src, tmp / "src.moved");
+  ASSERT_EQ(symlink(outside.c_str(), src.c_str()), 0);
+  for (bool rescan : {false, true}) {
+    store::ObjectStore::Batch batch(store);
+    inotify::ChangeSet changes;
+    changes.paths = {"secret"};
+    changes.full_rescan = rescan;
+    auto changed = set.apply(id, changes, batch);
+    ASSERT_FALSE(changed);
+    EXPECT_EQ(changed.error().code, ESTALE) << changed.error().message();
+    ASSERT_TRUE(batch.commit());
+    EXPECT_FALSE(store.has(secret));
+    EXPECT_EQ(served("opt/secret"), store::ObjectId::of(std::string_view("public too\n")));
+  }
 }
 
 }  // namespace
