@@ -3,6 +3,8 @@
 #   tree, journal      written by livefs's own writers (MAKE_SEEDS, fuzz/make_seeds.cpp)
 #   dpkg_status,       stanzas, file lists and diversions of this machine's dpkg database
 #   dpkg_db            (one made-up case each where this machine has none: noted below)
+#   tree_reader        the symlinks of this machine's root that lead to the dpkg database,
+#                      and the cases RESOLVE_IN_ROOT handles specially
 #   proc_holders       /proc/PID/maps, comm, cgroup of real processes, one of which maps the
 #                      files proc_holders_fuzz looks for
 #   proc_cgroup        /proc/PID/cgroup of this machine's processes, and systemd layouts
@@ -13,7 +15,7 @@ corpus=$2
 status=/var/lib/dpkg/status
 info=/var/lib/dpkg/info
 
-for t in tree journal dpkg_status dpkg_db proc_holders proc_cgroup; do
+for t in tree journal dpkg_status dpkg_db tree_reader proc_holders proc_cgroup; do
   rm -rf "${corpus:?}/$t"
   mkdir -p "$corpus/$t"
 done
@@ -65,6 +67,26 @@ header() { printf '==> %s <==\n' "$1"; }
 } >"$corpus/dpkg_db/ostree_layout"
 # Input without headers is the status file.
 stanza bash >"$corpus/dpkg_db/status_only"
+
+# tree_reader: one line per entry ("path", "dir/", "link -> target", "? query").
+{
+  for d in bin sbin lib lib64; do
+    if [ -L "/$d" ]; then echo "$d -> $(readlink "/$d")"; else echo "$d/"; fi
+  done
+  echo usr/bin/dash
+  echo usr/lib/x86_64-linux-gnu/libc.so.6
+  echo var/lib/dpkg/status
+  echo var/lib/dpkg/info/dash.list
+  echo "usr/share/doc/dash/README -> ../../../../../etc/README"
+  echo "? bin/dash"
+  echo "? lib/x86_64-linux-gnu/../../var/lib/dpkg/status"
+} >"$corpus/tree_reader/merged_usr"
+# The OSTree layout: the database under usr/, reached through a /var symlink.
+printf '%s\n' usr/var/lib/dpkg/status "var -> /usr/var" usr/etc/ "etc -> usr/etc" \
+  "? /var/lib/dpkg/status" "? var/../var/lib/dpkg" >"$corpus/tree_reader/ostree_layout"
+# Loops, chains, absolute targets, ".." above the root, a link as the last component.
+printf '%s\n' "loop -> loop" "a -> b" "b -> c/d" c/d/ "c/d/x" "up -> ../../.." "abs -> /c/d/x" \
+  "dangling -> nowhere" "? up/c/d/x" "? loop/x" "? a/x" "? abs" "? a/../d" >"$corpus/tree_reader/links"
 
 # proc_holders: a process that maps the files the target looks for (proc_holders_fuzz.cpp:
 # kRoot, kPaths), one of them replaced after mapping (shown " (deleted)"), with its comm and
