@@ -1104,10 +1104,15 @@ class Daemon {
     if (!record) return std::unexpected(record.error());
     steps->journalled = std::chrono::steady_clock::now();
     touched_.insert(changed.begin(), changed.end());
-    // Only the live hotfix layer is a gc root: an edit loop must not pin every version.
+    // Only the live hotfix layer is a durable gc root: an edit loop must not keep every
+    // version across restarts. The layer it replaces stays pinned for this daemon's life: a
+    // process may still have one of its files open (an open file keeps its old content),
+    // and the kernel then reads its objects.
     if (hotfix_tree_ && hotfix_tree_->id() != id) {
-      if (auto st = store_->remove_tree_root(hotfix_tree_->id()); !st)
+      if (auto st = store_->pin(hotfix_tree_->id()); !st)
         log()->warn("hotfix: {}", st.error().message());
+      else if (auto rm = store_->remove_tree_root(hotfix_tree_->id()); !rm)
+        log()->warn("hotfix: {}", rm.error().message());
     }
     return publish(*applied_layer_, live_generation_, std::move(*tree));
   }
