@@ -432,6 +432,8 @@ class Daemon {
       return {};
     }
     Result<store::Tree> tree = fail(EINVAL, "no staged tree");
+    // Held until set_staged() has rooted the tree: gc must not take its new objects first.
+    store::StoreLock unrooted;
     if (staged_origin_.kind == "directory") {
       store::ImportOptions options;
       options.unchanged_from = &*booted_tree_;
@@ -441,6 +443,7 @@ class Daemon {
                   args_.staged.string(), imported->stats.files, imported->stats.files_unchanged,
                   imported->stats.bytes_stored, imported->stats.seconds);
       tree = std::move(imported->tree);
+      unrooted = std::move(imported->lock);
     } else {
       auto staged = stage_commit(repo(), staged_origin_.checksum, args_.subdir, *booted_tree_,
                                  *store_, false);
@@ -456,6 +459,7 @@ class Daemon {
       }
       log_stage(staged->stats);
       tree = std::move(staged->tree);
+      unrooted = std::move(staged->lock);
     }
     return set_staged(std::move(*tree));
   }
@@ -468,9 +472,8 @@ class Daemon {
   }
 
   Status set_staged(store::Tree tree) {
-    auto id = tree.save(*store_);
+    auto id = tree.save_rooted(*store_);
     if (!id) return std::unexpected(with_context(id.error(), "save staged tree"));
-    if (auto st = store_->add_tree_root(*id); !st) return st;
     if (auto st = tree.write_file(args_.state / "staged.tree"); !st) return st;
     staged_tree_ = std::move(tree);
     staged_pkgs_.reset();
@@ -834,9 +837,8 @@ class Daemon {
     if (json r = refuse_if_untrusted(); !r.is_null()) return r;
 
     // Durable before visible: the layer object, then the journal record, then the switch.
-    auto id = selection->layer.save(*store_);
+    auto id = selection->layer.save_rooted(*store_);
     if (!id) return error_response(with_context(id.error(), "save layer"));
-    if (auto st = store_->add_tree_root(*id); !st) return error_response(st.error());
     auto record = journal_->commit(overlay::JournalOp::apply, *id, paths);
     if (!record) return error_response(record.error());
     auto stats = publish(std::move(selection->layer), record->generation, hotfix_tree_);
@@ -1139,10 +1141,12 @@ class Daemon {
     // Watch first, then import: nothing written in between is missed.
     auto loop = inotify::WatchLoop::open(source, kHotfixDebounce);
     if (!loop) return refusal(with_context(loop.error(), "hotfix watch " + source.string()));
-    auto id = hotfix_->add_watch(source, *at);
+    // The import's objects and the layer naming them are made durable and rooted together.
+    store::ObjectStore::Batch batch(*store_);
+    auto id = hotfix_->add_watch(source, *at, &batch);
     // A file written while it is imported: again (the loop already follows the source).
     for (int attempt = 0; !id && id.error().code == EAGAIN && attempt < 50; ++attempt)
-      id = hotfix_->add_watch(source, *at);
+      id = hotfix_->add_watch(source, *at, &batch);
     if (!id) return refusal(id.error());
     if (replaced) hotfix_->drop_watch(*replaced);
     if (auto st = start_loop(*id, std::move(*loop)); !st) {
@@ -1150,7 +1154,7 @@ class Daemon {
       return refusal(st.error());
     }
     std::vector<std::string> changed = {*at};
-    auto stats = commit_hotfix(changed);
+    auto stats = commit_hotfix(changed, batch);
     if (!stats) {
       retire_loop(*id);
       hotfix_ = std::move(before);
@@ -1333,16 +1337,17 @@ class Daemon {
       log()->warn("hotfix add at /{} is not in the journalled layer: dropped", at);
     }
     std::vector<std::string> changed;
+    store::ObjectStore::Batch batch(*store_);  // every watch's import, rooted with the layer
     for (const auto& w : hotfix_config_.watches) {
       const fs::path& source = w.source;
       const std::string& at = w.at;
       auto loop = inotify::WatchLoop::open(source, kHotfixDebounce);
-      auto id =
-          loop ? hotfix_->add_watch(source, at) : Result<uint64_t>(std::unexpected(loop.error()));
+      auto id = loop ? hotfix_->add_watch(source, at, &batch)
+                     : Result<uint64_t>(std::unexpected(loop.error()));
       // A source being written while it is imported (EAGAIN: a file changed under the
       // import) is imported again: the loop already follows it, so nothing is missed.
       for (int attempt = 0; loop && !id && id.error().code == EAGAIN && attempt < 50; ++attempt)
-        id = hotfix_->add_watch(source, at);
+        id = hotfix_->add_watch(source, at, &batch);
       if (!id || !start_loop(*id, std::move(*loop))) {
         log()->error("hotfix watch {} at /{} not restored: {}", source.string(), at,
                      id ? "watch failed" : id.error().message());
@@ -1354,7 +1359,10 @@ class Daemon {
     bool same = tree && ((!*tree && !hotfix_tree_) ||
                          (*tree && hotfix_tree_ && (*tree)->id() == hotfix_tree_->id()));
     if (!same) {
-      if (auto st = commit_hotfix(changed); !st) log()->error("hotfix: {}", st.error().message());
+      if (auto st = commit_hotfix(changed, batch); !st)
+        log()->error("hotfix: {}", st.error().message());
+    } else if (auto st = batch.commit(); !st) {
+      log()->error("hotfix: {}", st.error().message());
     }
   }
 
