@@ -8,6 +8,7 @@
 #include "overlay/filesystem.h"
 
 #include <fuse_lowlevel.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
@@ -28,22 +29,33 @@ constexpr double kTimeout = 86400.0;  // a day: nothing served changes behind ou
 
 Filesystem& fs_of(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
 
-// The one place where an Error becomes an errno for the kernel.
+// The one place where an Error becomes an errno for the kernel. Replies even when logging
+// fails (it allocates).
 void reply_error(fuse_req_t req, const char* op, fuse_ino_t ino, const Error& e) {
-  if (e.code == ENOENT || e.code == ENODATA || e.code == EROFS)
-    logger("overlay")->debug("{} ino={}: {} ({})", op, ino, e.message(), e.code_name());
-  else
-    logger("overlay")->error("{} ino={}: {} ({})", op, ino, e.message(), e.code_name());
+  try {
+    if (e.code == ENOENT || e.code == ENODATA || e.code == EROFS)
+      logger("overlay")->debug("{} ino={}: {} ({})", op, ino, e.message(), e.code_name());
+    else
+      logger("overlay")->error("{} ino={}: {} ({})", op, ino, e.message(), e.code_name());
+  } catch (...) {
+  }
   fuse_reply_err(req, e.code != 0 ? e.code : EIO);
 }
 
-// Runs an op body; no exception crosses into libfuse (a bad_alloc becomes EIO).
+// Runs an op body; no exception crosses into libfuse (a bad_alloc becomes EIO). Bodies
+// reply last, so nothing throws after their reply.
 template <class Fn>
 void guarded(fuse_req_t req, const char* op, fuse_ino_t ino, Fn&& fn) {
   try {
     fn();
   } catch (const std::exception& ex) {
-    reply_error(req, op, ino, make_error(EIO, std::string("exception: ") + ex.what()));
+    try {
+      reply_error(req, op, ino, make_error(EIO, std::string("exception: ") + ex.what()));
+    } catch (...) {
+      fuse_reply_err(req, EIO);
+    }
+  } catch (...) {
+    fuse_reply_err(req, EIO);
   }
 }
 
@@ -111,13 +123,23 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 }
 
 // Valid replies: fuse_reply_none.
+// A forget that cannot be counted (out of memory building a key) leaves the node alive: a
+// leak, never a freed node the kernel still holds.
 void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
-  fs_of(req).nodes().forget(ino, nlookup);
+  try {
+    fs_of(req).nodes().forget(ino, nlookup);
+  } catch (...) {
+  }
   fuse_reply_none(req);
 }
 
 void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
-  for (size_t i = 0; i < count; ++i) fs_of(req).nodes().forget(forgets[i].ino, forgets[i].nlookup);
+  for (size_t i = 0; i < count; ++i) {
+    try {
+      fs_of(req).nodes().forget(forgets[i].ino, forgets[i].nlookup);
+    } catch (...) {
+    }
+  }
   fuse_reply_none(req);
 }
 
@@ -298,10 +320,12 @@ void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 }
 
 void op_statfs(fuse_req_t req, fuse_ino_t ino) {
-  struct statvfs sv;
-  if (::fstatvfs(fs_of(req).current()->booted_fd(), &sv) < 0)
-    return reply_error(req, "statfs", ino, errno_error("fstatvfs(booted)"));
-  fuse_reply_statfs(req, &sv);
+  guarded(req, "statfs", ino, [&] {
+    struct statvfs sv;
+    if (::fstatvfs(fs_of(req).current()->booted_fd(), &sv) < 0)
+      return reply_error(req, "statfs", ino, errno_error("fstatvfs(booted)"));
+    fuse_reply_statfs(req, &sv);
+  });
 }
 
 // Valid replies: fuse_reply_buf (size > 0), fuse_reply_xattr (size 0), fuse_reply_err.
@@ -410,6 +434,21 @@ std::string parent_of(const std::string& path) {
   return slash == std::string::npos ? std::string() : path.substr(0, slash);
 }
 
+// The signal abort() wakes serve()'s thread with. Its handler does nothing: the point is the
+// EINTR of libfuse's sem_wait, after which the loop sees the exit flag.
+int wake_signal() { return SIGRTMIN + 3; }
+
+void install_wake_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: the wait must return
+    ::sigaction(wake_signal(), &sa, nullptr);
+  });
+}
+
 }  // namespace
 
 Filesystem::Filesystem(const MountOptions& options, std::shared_ptr<const View> initial,
@@ -420,7 +459,13 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const MountOptions& option
                                                       std::shared_ptr<const View> initial) {
   auto root = initial->resolve("");
   if (!root) return std::unexpected(root.error());
-  std::unique_ptr<Filesystem> fs(new Filesystem(options, std::move(initial), std::move(*root)));
+  MountOptions resolved = options;
+  // The path as the kernel will show it in mountinfo, resolved now: once mounted, resolving
+  // it would ask this file system, which may not serve yet.
+  std::error_code ec;
+  std::filesystem::path canonical = std::filesystem::canonical(options.mountpoint, ec);
+  if (!ec) resolved.mountpoint = canonical;
+  std::unique_ptr<Filesystem> fs(new Filesystem(resolved, std::move(initial), std::move(*root)));
 
   // Nodes keep their backing descriptors open (see Node): raise the descriptor limit to the
   // system's maximum where allowed (root), else to the hard one, and let the cache use all
@@ -444,7 +489,9 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const MountOptions& option
                                                         : nofile.rlim_cur / 2);
   }
 
-  std::string opts = "ro,default_permissions,fsname=livefs,subtype=livefs";
+  // libfuse mounts nosuid,nodev unless told otherwise; the view serves a system tree whose
+  // setuid programs, file capabilities and device nodes must work as in the booted tree.
+  std::string opts = "ro,suid,dev,default_permissions,fsname=livefs,subtype=livefs";
   if (options.allow_other) opts += ",allow_other";
   std::vector<std::string> argv = {"livefs", "-o", opts};
   if (options.debug) argv.push_back("-d");
@@ -453,38 +500,75 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const MountOptions& option
   fs->session_ = fuse_session_new(&args, &kOps, sizeof kOps, fs.get());
   fuse_opt_free_args(&args);
   if (fs->session_ == nullptr) return fail(EINVAL, "fuse_session_new");
-  if (fuse_session_mount(fs->session_, options.mountpoint.c_str()) != 0)
-    return fail(EIO, "mount(" + options.mountpoint.string() + "): see the log line above");
+  const std::string& at = fs->options_.mountpoint.string();
+  if (fuse_session_mount(fs->session_, at.c_str()) != 0)
+    return fail(EIO, "mount(" + at + "): see the log line above");
   fs->mounted_ = true;
-  logger("overlay")->info("mounted {} (generation {})", options.mountpoint.string(),
-                          fs->current()->generation());
+  fs->connected_ = true;
+  logger("overlay")->info("mounted {} (generation {})", at, fs->current()->generation());
   return fs;
 }
 
 Filesystem::~Filesystem() {
   if (session_ == nullptr) return;
   if (mounted_.exchange(false)) fuse_session_unmount(session_);
+  // Closing the device ends the connection: anyone still using a detached view gets
+  // ENOTCONN from here on.
   fuse_session_destroy(session_);
 }
 
 Status Filesystem::serve() {
+  install_wake_handler();
+  {
+    std::lock_guard lock(serve_mutex_);
+    serving_ = true;
+    serve_thread_ = ::pthread_self();
+  }
+  // The wake signal must reach this thread whatever the caller blocked (the daemon blocks
+  // its termination signals everywhere); the loop's workers inherit this mask.
+  sigset_t wake, saved;
+  sigemptyset(&wake);
+  sigaddset(&wake, wake_signal());
+  ::pthread_sigmask(SIG_UNBLOCK, &wake, &saved);
+
   fuse_loop_config* config = fuse_loop_cfg_create();
   fuse_loop_cfg_set_max_threads(config, options_.threads);
   fuse_loop_cfg_set_idle_threads(config, options_.threads);
+  // Returns when a worker reads ENODEV from the device (the kernel released the connection:
+  // the mount is detached and unused) or after abort().
   int rc = fuse_session_loop_mt(session_, config);
   fuse_loop_cfg_destroy(config);
+
+  ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+  connected_ = false;
+  {
+    std::lock_guard lock(serve_mutex_);
+    serving_ = false;
+  }
+  serve_done_.notify_all();
   if (rc < 0 && rc != -ENODEV) return fail(-rc, "fuse loop(" + options_.mountpoint.string() + ")");
   return {};
 }
 
 void Filesystem::stop() {
+  if (session_ == nullptr || !mounted_.exchange(false)) return;
+  // Only the mount point goes: the connection lives on while anything uses the mount, and
+  // serve() returns when the kernel releases it.
+  if (::umount2(options_.mountpoint.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) < 0)
+    logger("overlay")->error("umount {}: {}", options_.mountpoint.string(), strerror(errno));
+  else
+    logger("overlay")->info("detached {}", options_.mountpoint.string());
+}
+
+void Filesystem::abort() {
   if (session_ == nullptr) return;
   fuse_session_exit(session_);
-  if (mounted_.exchange(false)) {
-    // A lazy unmount ends the connection once nothing under it is open; the loop then
-    // returns. fuse_session_unmount would not wake the loop threads.
-    if (::umount2(options_.mountpoint.c_str(), MNT_DETACH) < 0)
-      logger("overlay")->error("umount {}: {}", options_.mountpoint.string(), strerror(errno));
+  stop();
+  std::unique_lock lock(serve_mutex_);
+  // The loop may check the exit flag just before it waits: kick until it has returned.
+  while (serving_) {
+    ::pthread_kill(serve_thread_, wake_signal());
+    serve_done_.wait_for(lock, std::chrono::milliseconds(10));
   }
 }
 
@@ -521,7 +605,7 @@ Result<SwitchStats> Filesystem::switch_to(std::shared_ptr<const View> next) {
     }
     if (fuse_ino_t dir = nodes_.dir_at(parent)) {
       std::string name = c.path.substr(parent.empty() ? 0 : parent.size() + 1);
-      if (session_ != nullptr && mounted_) {
+      if (session_ != nullptr && connected_) {
         fuse_lowlevel_notify_inval_entry(session_, dir, name.c_str(), name.size());
         ++stats.invalidations;
       }
@@ -530,7 +614,7 @@ Result<SwitchStats> Filesystem::switch_to(std::shared_ptr<const View> next) {
     if (fuse_ino_t self = nodes_.dir_at(c.path)) listings.insert(self);
   }
   for (fuse_ino_t dir : listings) {
-    if (session_ != nullptr && mounted_) {
+    if (session_ != nullptr && connected_) {
       fuse_lowlevel_notify_inval_inode(session_, dir, 0, 0);
       ++stats.invalidations;
     }

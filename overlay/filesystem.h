@@ -2,7 +2,10 @@
 // to another View in one atomic step with exact kernel cache invalidation.
 #pragma once
 
+#include <pthread.h>
+
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -17,7 +20,9 @@ namespace livefs::overlay {
 
 struct MountOptions {
   std::filesystem::path mountpoint;
-  bool allow_other = false;
+  // Every user may enter the view (the kernel checks the served modes: default_permissions).
+  // A system tree is for everyone; false restricts the mount to the daemon's user.
+  bool allow_other = true;
   bool debug = false;
   unsigned threads = 4;
 };
@@ -30,11 +35,14 @@ struct SwitchStats {
   double seconds = 0;  // publish + invalidation
 };
 
+// Mounted read-only, `suid,dev` (setuid programs, file capabilities and device nodes of the
+// served tree work as they do in the booted tree), `default_permissions`.
 class Filesystem {
  public:
-  // Mounts at options.mountpoint (read-only, default_permissions); `initial` is served from
-  // the first request on. The booted directory must already be open in `initial`, so the
-  // mountpoint may be the booted directory itself.
+  // Mounts at options.mountpoint (resolved to a canonical path first, as the kernel shows
+  // it: see mountpoint()); `initial` is served from the first request on. The booted
+  // directory must already be open in `initial`, so the mountpoint may be the booted
+  // directory itself.
   static Result<std::unique_ptr<Filesystem>> mount(const MountOptions& options,
                                                    std::shared_ptr<const View> initial);
   ~Filesystem();  // unmounts if still mounted; serve() must have returned
@@ -48,12 +56,24 @@ class Filesystem {
   // layer Trees: the cost grows with the change). Serialized with other switches.
   Result<SwitchStats> switch_to(std::shared_ptr<const View> next);
 
-  // Serves requests on a pool of threads until unmounted or stop() is called.
+  // Serves requests on a pool of threads until the kernel releases the connection: the
+  // mount was detached (stop(), or `umount -l` by anyone) and its last user let go, and the
+  // next read of the device gives ENODEV. Also returns after abort().
   Status serve();
-  // Unmounts (lazily: files still open keep being served until closed) so serve() returns.
+  // Detaches the mount point (umount2 MNT_DETACH) and returns at once: nobody is cut off.
+  // Processes with a file open or mapped, or a working directory, in the view keep being
+  // served; serve() returns when the last of them is gone. Count them first with
+  // host::processes_using_mount (they can no longer be found by path afterwards).
   void stop();
+  // Ends serving now, for teardown paths that cannot wait for users (tests, a failed start,
+  // a second signal): detaches, then makes serve() return without waiting. Processes still
+  // using the view block until this Filesystem is destroyed, then get ENOTCONN (SIGBUS on a
+  // mapping). Returns once serve() has returned (at once when it is not running).
+  void abort();
 
   size_t node_count() const { return nodes_.size(); }
+  // The absolute, canonical path mounted on: as /proc/self/mountinfo shows it (see
+  // host::find_mount). Never stat'ed by livefs once mounted.
   const std::filesystem::path& mountpoint() const { return options_.mountpoint; }
 
   // Used by the FUSE ops.
@@ -70,10 +90,18 @@ class Filesystem {
   std::atomic<std::shared_ptr<const View>> view_;
   NodeTable nodes_;
   fuse_session* session_ = nullptr;
-  std::atomic<bool> mounted_{false};
+  std::atomic<bool> mounted_{false};     // the mount point is still attached
+  std::atomic<bool> connected_{false};   // serve() may still answer: notifications are sent
   std::atomic<bool> no_opendir_{false};  // negotiated at init
   std::atomic<bool> no_open_{false};     // negotiated at init
   std::mutex switch_mutex_;              // one switch at a time; never held by a FUSE op
+
+  // abort() wakes the thread in serve() with a signal (libfuse's loop waits on a semaphore
+  // that only a finishing worker posts, so an exit flag alone is seen at the next request).
+  std::mutex serve_mutex_;  // guards the two below
+  bool serving_ = false;
+  pthread_t serve_thread_{};
+  std::condition_variable serve_done_;
 };
 
 }  // namespace livefs::overlay

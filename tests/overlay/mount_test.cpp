@@ -1,18 +1,34 @@
 // The merged view through a real FUSE mount: the booted tree served as it is, layers
 // adding, replacing and removing entries, switches, open files across switches, EROFS,
-// over-mounting the booted directory, and node accounting.
+// over-mounting the booted directory, node accounting, setuid programs and file
+// capabilities, detaching while files are mapped.
+#include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
 #include <filesystem>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
+#include "host/mount_users.h"
 #include "overlay/filesystem.h"
 #include "store/import.h"
 #include "support/temp_dir.h"
@@ -50,7 +66,7 @@ class MountTest : public ::testing::Test {
 
   void TearDown() override {
     if (fs_) {
-      fs_->stop();
+      fs_->abort();  // a failed test may have left something open in the view
       if (server_.joinable()) server_.join();
       fs_.reset();
     }
@@ -88,7 +104,44 @@ class MountTest : public ::testing::Test {
     auto mounted = Filesystem::mount({.mountpoint = mountpoint}, view);
     ASSERT_TRUE(mounted) << mounted.error().message();
     fs_ = std::move(*mounted);
-    server_ = std::thread([this] { (void)fs_->serve(); });
+    server_ = std::thread([this] {
+      (void)fs_->serve();
+      std::lock_guard lock(served_mutex_);
+      served_ = true;
+      served_cv_.notify_all();
+    });
+  }
+
+  // Whether serve() returned within `limit` (a bound for a failing test, not a pace).
+  bool wait_served(std::chrono::seconds limit) {
+    std::unique_lock lock(served_mutex_);
+    return served_cv_.wait_for(lock, limit, [this] { return served_; });
+  }
+  bool served() {
+    std::lock_guard lock(served_mutex_);
+    return served_;
+  }
+
+  // Waits for `child` to exit, at most `limit` (a bound for a failing test), and returns its
+  // wait status. A child still waiting on the view then is released by aborting the view
+  // (its request fails), reaped, and nullopt returned.
+  std::optional<int> wait_child(pid_t child, std::chrono::seconds limit) {
+    int pidfd = static_cast<int>(syscall(SYS_pidfd_open, child, 0));
+    EXPECT_GE(pidfd, 0) << strerror(errno);
+    pollfd p{pidfd, POLLIN, 0};
+    int ready = poll(&p, 1, static_cast<int>(limit.count() * 1000));
+    close(pidfd);
+    int status = 0;
+    if (ready == 1) {
+      EXPECT_EQ(waitpid(child, &status, 0), child);
+      return status;
+    }
+    kill(child, SIGKILL);
+    fs_->abort();
+    if (server_.joinable()) server_.join();
+    fs_.reset();
+    waitpid(child, &status, 0);
+    return std::nullopt;
   }
 
   void switch_to(std::vector<store::Entry> entries, uint64_t generation) {
@@ -103,6 +156,9 @@ class MountTest : public ::testing::Test {
   std::shared_ptr<store::ObjectStore> store_;
   std::unique_ptr<Filesystem> fs_;
   std::thread server_;
+  std::mutex served_mutex_;
+  std::condition_variable served_cv_;
+  bool served_ = false;  // guarded by served_mutex_
 };
 
 TEST_F(MountTest, ServesTheBootedTreeAsItIs) {
@@ -272,6 +328,194 @@ TEST_F(MountTest, ReadersSeeWholeVersionsDuringSwitches) {
   for (auto& t : readers) t.join();
   EXPECT_EQ(bad.load(), 0);
   EXPECT_GT(reads.load(), 0);
+}
+
+// ---- running programs as an unprivileged user ------------------------------------------------
+
+constexpr uid_t kNobody = 65534;
+
+// Runs `argv` as uid/gid 65534 (no supplementary groups); its stdout, or "exit N" / "signal N"
+// appended when it did not exit 0.
+std::string run_as_nobody(const std::vector<std::string>& argv) {
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return "pipe failed";
+  pid_t child = fork();
+  if (child == 0) {
+    dup2(out[1], 1);
+    if (setgroups(0, nullptr) != 0 || setgid(kNobody) != 0 || setuid(kNobody) != 0) _exit(126);
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(out[1]);
+  std::string text;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(out[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
+  close(out[0]);
+  int status = 0;
+  waitpid(child, &status, 0);
+  if (!WIFEXITED(status)) return text + "signal " + std::to_string(WTERMSIG(status));
+  if (WEXITSTATUS(status) != 0) return text + "exit " + std::to_string(WEXITSTATUS(status));
+  return text;
+}
+
+// A VFS_CAP_REVISION_2 security.capability value: cap_net_raw (13) permitted and effective.
+std::string net_raw_capability() {
+  uint32_t words[5] = {0x02000000u | 0x1u, 1u << 13, 0, 0, 0};
+  return std::string(reinterpret_cast<const char*>(words), sizeof words);
+}
+
+// Makes the test's directory traversable by uid 65534 (mkdtemp makes it 0700).
+void open_to_others(const fs::path& dir) { ASSERT_EQ(chmod(dir.c_str(), 0755), 0); }
+
+TEST_F(MountTest, SetuidProgramsRunAsTheirOwnerThroughTheView) {
+  open_to_others(tmp_.path());
+  fs::copy_file("/usr/bin/id", booted_ / "bin/id-suid");
+  ASSERT_EQ(chown((booted_ / "bin/id-suid").c_str(), 0, 0), 0);
+  ASSERT_EQ(chmod((booted_ / "bin/id-suid").c_str(), 04755), 0);
+  std::string id = read_file("/usr/bin/id");
+  start(*store::Tree::build({layer_file("bin/id-layer", id, 04755)}), mnt_);
+
+  for (std::string name : {"id-suid", "id-layer"}) {
+    std::string out = run_as_nobody({(mnt_ / "bin" / name).string()});
+    EXPECT_TRUE(out.starts_with("uid=65534(")) << name << ": " << out;
+    EXPECT_NE(out.find(" euid=0("), std::string::npos) << name << ": " << out;
+  }
+  auto mount = host::find_mount(fs_->mountpoint());
+  ASSERT_TRUE(mount) << mount.error().message();
+  EXPECT_EQ(mount->fstype, "fuse.livefs");
+  for (std::string flag : {"nosuid", "nodev"})
+    EXPECT_EQ(("," + mount->options + ",").find("," + flag + ","), std::string::npos)
+        << mount->options;
+  EXPECT_NE(mount->super_options.find("allow_other"), std::string::npos) << mount->super_options;
+  EXPECT_NE(mount->super_options.find("default_permissions"), std::string::npos);
+}
+
+TEST_F(MountTest, FileCapabilitiesAreServedAndHonoured) {
+  open_to_others(tmp_.path());
+  std::string cap = net_raw_capability();
+  fs::copy_file("/usr/bin/cat", booted_ / "bin/cat-raw");
+  ASSERT_EQ(
+      setxattr((booted_ / "bin/cat-raw").c_str(), "security.capability", cap.data(), cap.size(), 0),
+      0);
+  store::Entry layer_cat = layer_file("bin/cat-raw-layer", read_file("/usr/bin/cat"), 0755);
+  layer_cat.xattrs = {{"security.capability", cap}};
+  start(*store::Tree::build({layer_cat}), mnt_);
+
+  for (std::string name : {"cat-raw", "cat-raw-layer"}) {
+    fs::path p = mnt_ / "bin" / name;
+    char value[64];
+    ssize_t n = lgetxattr(p.c_str(), "security.capability", value, sizeof value);
+    ASSERT_EQ(n, static_cast<ssize_t>(cap.size())) << name;
+    EXPECT_EQ(std::string(value, static_cast<size_t>(n)), cap) << name;
+    char names[256];
+    n = llistxattr(p.c_str(), names, sizeof names);
+    ASSERT_GT(n, 0) << name;
+    EXPECT_NE(std::string(names, static_cast<size_t>(n)).find("security.capability"),
+              std::string::npos);
+    // The kernel reads the capability through the view at exec: cat runs with cap_net_raw
+    // effective, as uid 65534.
+    std::string status = run_as_nobody({p.string(), "/proc/self/status"});
+    EXPECT_NE(status.find("CapEff:\t0000000000002000"), std::string::npos)
+        << name << ": " << status;
+    EXPECT_NE(status.find("Uid:\t65534"), std::string::npos) << name;
+  }
+}
+
+// ---- detaching --------------------------------------------------------------------------------
+
+// The content of the large file: a fixed pseudo-random sequence of 64-bit words.
+uint64_t word_at(uint64_t i) {
+  uint64_t z = (i + 1) * 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+TEST_F(MountTest, DetachKeepsServingWhatIsMappedUntilTheLastUserLetsGo) {
+  constexpr size_t kSize = 64u << 20;
+  {
+    std::string content(kSize, '\0');
+    for (size_t i = 0; i < kSize / 8; ++i) {
+      uint64_t w = word_at(i);
+      std::memcpy(content.data() + i * 8, &w, 8);
+    }
+    write_file(booted_ / "big", content);
+  }
+  start(empty_layer(), mnt_);
+
+  int ready[2], go[2];
+  ASSERT_EQ(pipe2(ready, O_CLOEXEC), 0);
+  ASSERT_EQ(pipe2(go, O_CLOEXEC), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Maps the file and closes it; touches no page before the mount is detached.
+    int fd = open((mnt_ / "big").c_str(), O_RDONLY);
+    if (fd < 0) _exit(2);
+    void* map = mmap(nullptr, kSize, PROT_READ, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) _exit(3);
+    close(fd);
+    char c = 'm';
+    if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) != 1) _exit(4);
+    const auto* words = static_cast<const uint64_t*>(map);
+    for (size_t i = 0; i < kSize / 8; ++i)
+      if (words[i] != word_at(i)) _exit(5);
+    munmap(map, kSize);
+    _exit(0);
+  }
+  close(ready[1]);
+  close(go[0]);
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  close(ready[0]);
+
+  // Counted before detaching: the child maps a file of the mount.
+  auto mount = host::find_mount(fs_->mountpoint());
+  ASSERT_TRUE(mount) << mount.error().message();
+  auto users = host::processes_using_mount(mount->id, mount->dev);
+  ASSERT_TRUE(users) << users.error().message();
+  EXPECT_TRUE(std::ranges::binary_search(*users, child));
+  EXPECT_FALSE(std::ranges::binary_search(*users, getpid()));
+
+  fs_->stop();
+  auto gone = host::find_mount(fs_->mountpoint());
+  EXPECT_FALSE(gone) << "still mounted after stop()";
+  EXPECT_FALSE(served()) << "serve() returned while the child still maps a file";
+
+  // Every page is read after the detach, through the daemon.
+  ASSERT_EQ(write(go[1], "g", 1), 1);
+  close(go[1]);
+  auto status = wait_child(child, std::chrono::seconds(120));
+  ASSERT_TRUE(status) << "the child's reads were not answered";
+  ASSERT_TRUE(WIFEXITED(*status)) << "child killed by signal " << WTERMSIG(*status);
+  EXPECT_EQ(WEXITSTATUS(*status), 0);
+  // The child was the last user: the kernel releases the connection and serve() returns.
+  EXPECT_TRUE(wait_served(std::chrono::seconds(60)));
+}
+
+TEST_F(MountTest, StopWithoutUsersEndsServe) {
+  start(empty_layer(), mnt_);
+  EXPECT_EQ(read_file(mnt_ / "bin/tool"), "old tool\n");
+  fs_->stop();
+  EXPECT_TRUE(wait_served(std::chrono::seconds(60)));
+}
+
+TEST_F(MountTest, AbortEndsServeWhileAFileIsOpen) {
+  start(empty_layer(), mnt_);
+  int fd = open((mnt_ / "bin/tool").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  fs_->abort();  // returns once serve() has returned
+  server_.join();
+  EXPECT_TRUE(served());
+  fs_.reset();  // the device is closed: the connection ends
+  char buf[16];
+  EXPECT_EQ(pread(fd, buf, sizeof buf, 0), -1);
+  EXPECT_EQ(errno, ENOTCONN);
+  close(fd);
 }
 
 }  // namespace
