@@ -6,6 +6,10 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+
+#include <algorithm>
 #include <cstring>
 #include <unordered_map>
 
@@ -34,6 +38,12 @@ ino_t layer_ino(const store::EntryRef& e) {
 
 const char* rel_or_dot(const std::string& path) { return path.empty() ? "." : path.c_str(); }
 
+// Errors that mean "nothing is there" for a booted path: a symlink (ELOOP) or a
+// non-directory (ENOTDIR) as an ancestor, or a path leaving the booted tree (EXDEV).
+bool absent_in_booted(int err) {
+  return err == ENOENT || err == ELOOP || err == ENOTDIR || err == EXDEV;
+}
+
 mode_t dtype_to_mode(unsigned char d_type) {
   switch (d_type) {
     case DT_DIR:
@@ -55,7 +65,7 @@ mode_t dtype_to_mode(unsigned char d_type) {
   }
 }
 
-// Reads a whole xattr-style value with the usual size probe and ERANGE retry.
+// Reads a whole xattr-style value: probe the size, read, and again when it grew meanwhile.
 template <class Call>
 Result<std::string> read_sized(Call&& call, const std::string& what) {
   for (;;) {
@@ -70,9 +80,9 @@ Result<std::string> read_sized(Call&& call, const std::string& what) {
   }
 }
 
-}  // namespace
+std::string proc_fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
-std::string BootedDir::proc_path() const { return "/proc/self/fd/" + std::to_string(fd.get()); }
+}  // namespace
 
 std::string join_path(std::string_view dir, std::string_view name) {
   std::string out;
@@ -136,13 +146,92 @@ std::string booted_identity(const struct stat& st) {
 
 }  // namespace
 
+Result<UniqueFd> View::open_booted(std::string_view path, int flags) const {
+  open_how how{};
+  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  std::string rel = path.empty() ? std::string(".") : std::string(path);
+  for (int attempt = 0;; ++attempt) {
+    int fd = static_cast<int>(::syscall(SYS_openat2, booted_fd(), rel.c_str(), &how, sizeof how));
+    if (fd >= 0) return UniqueFd(fd);
+    // EAGAIN: a rename raced with the walk; the kernel asks to try again.
+    if (errno != EAGAIN || attempt == 8) return fail_errno("openat2(booted:" + rel + ")");
+  }
+}
+
+Result<std::shared_ptr<const UniqueFd>> View::booted_dir(std::string_view path) const {
+  // The root is the booted directory's own descriptor, shared with the BootedDir.
+  if (path.empty()) return std::shared_ptr<const UniqueFd>(booted_, &booted_->fd);
+  {
+    std::shared_lock lock(booted_dirs_mutex_);
+    if (auto it = booted_dirs_.find(path); it != booted_dirs_.end()) {
+      it->second.used.store(true, std::memory_order_relaxed);
+      return it->second.fd;
+    }
+  }
+  auto fd = open_booted(path, O_PATH | O_DIRECTORY);
+  if (!fd) return std::unexpected(fd.error());
+  auto shared = std::make_shared<const UniqueFd>(std::move(*fd));
+  constexpr size_t kMaxBootedDirs = 256;
+  std::unique_lock lock(booted_dirs_mutex_);
+  if (booted_dirs_.size() >= kMaxBootedDirs) {
+    std::erase_if(booted_dirs_, [](auto& entry) {
+      return !entry.second.used.exchange(false, std::memory_order_relaxed);
+    });
+    if (booted_dirs_.size() >= kMaxBootedDirs) booted_dirs_.clear();  // all in use: start over
+  }
+  auto [it, inserted] = booted_dirs_.try_emplace(std::string(path));
+  if (inserted) it->second.fd = std::move(shared);
+  return it->second.fd;
+}
+
+namespace {
+
+// `path` split at its last '/': ("a/b", "c") for "a/b/c", ("", "c") for "c".
+std::pair<std::string_view, std::string_view> split_last(std::string_view path) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string_view::npos) return {std::string_view(), path};
+  return {path.substr(0, slash), path.substr(slash + 1)};
+}
+
+}  // namespace
+
+Result<UniqueFd> View::open_booted_entry(std::string_view path, int flags) const {
+  if (path.empty()) return open_booted(path, flags);
+  auto [parent_path, name] = split_last(path);
+  if (name.empty() || name == "." || name == "..")
+    return fail(ENOENT, "open(booted:" + std::string(path) + ")");
+  auto parent = booted_dir(parent_path);
+  if (!parent) return std::unexpected(parent.error());
+  std::string last(name);
+  UniqueFd fd(::openat((*parent)->get(), last.c_str(), flags | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return fail_errno("openat(booted:" + std::string(path) + ")");
+  return fd;
+}
+
 Result<Resolved> View::resolve_booted(std::string_view path) const {
   Resolved r;
   r.source = Source::booted;
   r.path = std::string(path);
-  int rc = path.empty() ? ::fstatat(booted_fd(), "", &r.st, AT_EMPTY_PATH)
-                        : ::fstatat(booted_fd(), r.path.c_str(), &r.st, AT_SYMLINK_NOFOLLOW);
-  if (rc < 0) return fail_errno("fstatat(booted:" + r.path + ")");
+  if (path.empty()) {
+    if (::fstat(booted_fd(), &r.st) < 0) return fail_errno("fstat(booted)");
+    r.identity = booted_identity(r.st);
+    return r;
+  }
+  // Hot path (every lookup): the parent, opened beneath the booted directory with no symlink
+  // followed (and kept), then the last component stat'ed without following it.
+  auto [parent_path, name] = split_last(path);
+  if (name.empty() || name == "." || name == "..")
+    return fail(ENOENT, "resolve(booted:" + r.path + ")");
+  auto parent = booted_dir(parent_path);
+  if (!parent) {
+    if (absent_in_booted(parent.error().code))
+      return fail(ENOENT, "resolve(booted:" + r.path + "): " + parent.error().message());
+    return std::unexpected(parent.error());
+  }
+  const char* last = r.path.c_str() + (r.path.size() - name.size());
+  if (::fstatat((*parent)->get(), last, &r.st, AT_SYMLINK_NOFOLLOW) < 0)
+    return fail_errno("fstatat(booted:" + r.path + ")");
   r.identity = booted_identity(r.st);
   return r;
 }
@@ -194,11 +283,13 @@ Result<std::vector<DirEntry>> View::list(const Resolved& dir) const {
   auto layer_dir = layer_.find(dir.path);
   bool merge_booted = dir.source == Source::booted;
   if (merge_booted) {
-    UniqueFd fd(::openat(booted_fd(), rel_or_dot(dir.path), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    auto at = booted_dir(dir.path);
+    if (!at) return std::unexpected(at.error());
+    UniqueFd fd(::openat((*at)->get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!fd) return fail_errno("opendir(booted:" + dir.path + ")");
     DIR* d = ::fdopendir(fd.get());
     if (d == nullptr) return fail_errno("fdopendir(booted:" + dir.path + ")");
-    fd.release();
+    (void)fd.release();
     errno = 0;
     while (dirent* de = ::readdir(d)) {
       if (std::strcmp(de->d_name, ".") == 0 || std::strcmp(de->d_name, "..") == 0) continue;
@@ -274,28 +365,36 @@ Result<std::string> View::readlink(const Resolved& r) const {
       return fail(EINVAL, "readlink(" + r.path + ")");
     return r.entry->target;
   }
-  return read_sized(
-      [&](char* buf, size_t size) -> ssize_t {
-        if (buf == nullptr) return static_cast<ssize_t>(r.st.st_size) + 1;
-        ssize_t n = ::readlinkat(booted_fd(), r.path.c_str(), buf, size);
-        if (n >= 0 && static_cast<size_t>(n) == size) {
-          errno = ERANGE;  // may have been cut: retry larger
-          return -1;
-        }
-        return n;
-      },
-      "readlinkat(booted:" + r.path + ")");
+  auto link = open_booted_entry(r.path, O_PATH);
+  if (!link) return std::unexpected(link.error());
+  // The snapshot's size is only a first guess: the link may have been replaced by a longer
+  // one since. A result that fills the buffer may be cut, so grow until it does not.
+  std::string buf(std::max<size_t>(static_cast<size_t>(r.st.st_size) + 1, 64), '\0');
+  for (;;) {
+    ssize_t n = ::readlinkat(link->get(), "", buf.data(), buf.size());
+    if (n < 0) return fail_errno("readlinkat(booted:" + r.path + ")");
+    if (static_cast<size_t>(n) < buf.size()) {
+      buf.resize(static_cast<size_t>(n));
+      return buf;
+    }
+    buf.resize(buf.size() * 2);
+  }
 }
 
+// Booted xattrs are read through /proc/self/fd/N of an O_PATH descriptor of the entry opened
+// beneath the booted directory: the magic link names exactly that file (a symlink itself
+// included), and nothing on the way to it is a followed symlink.
 Result<std::vector<std::string>> View::xattr_names(const Resolved& r) const {
   std::vector<std::string> names;
   if (r.source == Source::layer) {
     for (const auto& x : r.entry->xattrs) names.push_back(x.name);
     return names;
   }
-  std::string p = booted_->proc_path() + (r.path.empty() ? "" : "/" + r.path);
-  auto raw = read_sized([&](char* buf, size_t size) { return ::llistxattr(p.c_str(), buf, size); },
-                        "llistxattr(booted:" + r.path + ")");
+  auto fd = open_booted_entry(r.path, O_PATH);
+  if (!fd) return std::unexpected(fd.error());
+  std::string p = proc_fd_path(fd->get());
+  auto raw = read_sized([&](char* buf, size_t size) { return ::listxattr(p.c_str(), buf, size); },
+                        "listxattr(booted:" + r.path + ")");
   if (!raw) {
     if (raw.error().code == ENOTSUP) return names;
     return std::unexpected(raw.error());
@@ -313,10 +412,12 @@ Result<std::string> View::xattr(const Resolved& r, const std::string& name) cons
       if (x.name == name) return x.value;
     return fail(ENODATA, "getxattr(" + r.path + ", " + name + ")");
   }
-  std::string p = booted_->proc_path() + (r.path.empty() ? "" : "/" + r.path);
+  auto fd = open_booted_entry(r.path, O_PATH);
+  if (!fd) return std::unexpected(fd.error());
+  std::string p = proc_fd_path(fd->get());
   return read_sized(
-      [&](char* buf, size_t size) { return ::lgetxattr(p.c_str(), name.c_str(), buf, size); },
-      "lgetxattr(booted:" + r.path + ", " + name + ")");
+      [&](char* buf, size_t size) { return ::getxattr(p.c_str(), name.c_str(), buf, size); },
+      "getxattr(booted:" + r.path + ", " + name + ")");
 }
 
 }  // namespace livefs::overlay

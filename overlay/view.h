@@ -6,7 +6,10 @@
 //  - a layer non-directory at an ancestor: absent (the booted subtree below it is hidden);
 //  - an opaque layer directory at an ancestor: the booted tree below it is hidden;
 //  - a layer entry at the path itself: served from the layer (files from store objects);
-//  - otherwise: the booted tree, by fstatat on the booted directory's descriptor.
+//  - otherwise: the booted tree, beneath the booted directory's descriptor, following no
+//    symbolic link on the way: a booted path whose ancestor is a symlink (or not a
+//    directory) is absent. A layer directory over a booted `lnk -> /etc` must not make
+//    `lnk/shadow` the host's /etc/shadow.
 // A non-opaque layer directory is structure only: where the booted tree has a directory at
 // that path, it is served with the booted directory's attributes and a merged listing (so
 // the empty layer of generation 0 — a Tree holding only its root — serves the booted tree
@@ -17,9 +20,11 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -35,8 +40,7 @@ namespace livefs::overlay {
 // The booted directory, opened before mounting (so the mount may hide it) and shared by
 // every View.
 struct BootedDir {
-  UniqueFd fd;                    // O_PATH | O_DIRECTORY
-  std::string proc_path() const;  // "/proc/self/fd/N": reaches the booted tree under a mount
+  UniqueFd fd;  // O_PATH | O_DIRECTORY
 };
 
 enum class Source : uint8_t { booted, layer };
@@ -92,6 +96,16 @@ class View {
  private:
   View() = default;
   Result<Resolved> resolve_booted(std::string_view path) const;
+  // Opens `path` (relative; "" is the booted directory) beneath the booted directory with
+  // openat2, following no symlink in any component (a trailing one is opened itself with
+  // O_PATH | O_NOFOLLOW). A symlink met on the way is ELOOP.
+  Result<UniqueFd> open_booted(std::string_view path, int flags) const;
+  // The booted directory at `path` as an O_PATH descriptor opened by open_booted, kept for
+  // the next lookups in it (a lookup is then one fstatat relative to its parent).
+  Result<std::shared_ptr<const UniqueFd>> booted_dir(std::string_view path) const;
+  // Opens the booted entry at `path` itself with `flags` | O_NOFOLLOW (O_PATH: a symlink
+  // too), relative to its parent from booted_dir: nothing on the way is a followed symlink.
+  Result<UniqueFd> open_booted_entry(std::string_view path, int flags) const;
   static Resolved from_layer(const store::EntryRef& e);
 
   std::shared_ptr<const BootedDir> booted_;
@@ -100,6 +114,19 @@ class View {
   uint64_t generation_ = 0;
   mutable std::mutex listings_mutex_;  // guards listings_
   mutable std::unordered_map<std::string, std::shared_ptr<const std::vector<DirEntry>>> listings_;
+  // Like the listings, valid for the View's life (the booted tree does not change under it).
+  // Bounded, so the descriptors stay few: when full, the entries not used since the last
+  // sweep go (a tree walk keeps the ancestors it keeps coming back to).
+  struct BootedDirFd {
+    std::shared_ptr<const UniqueFd> fd;
+    mutable std::atomic<bool> used{true};
+  };
+  struct PathHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  mutable std::shared_mutex booted_dirs_mutex_;  // guards booted_dirs_ (not `used`: atomic)
+  mutable std::unordered_map<std::string, BootedDirFd, PathHash, std::equal_to<>> booted_dirs_;
 };
 
 // "a/b" + "c" → "a/b/c"; "" + "c" → "c".

@@ -1,7 +1,7 @@
 // The merged view through a real FUSE mount: the booted tree served as it is, layers
 // adding, replacing and removing entries, switches, open files across switches, EROFS,
 // over-mounting the booted directory, node accounting, setuid programs and file
-// capabilities, detaching while files are mapped.
+// capabilities, detaching while files are mapped, and paths below booted symlinks.
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -516,6 +516,43 @@ TEST_F(MountTest, AbortEndsServeWhileAFileIsOpen) {
   EXPECT_EQ(pread(fd, buf, sizeof buf, 0), -1);
   EXPECT_EQ(errno, ENOTCONN);
   close(fd);
+}
+
+// ---- symlinks ---------------------------------------------------------------------------------
+
+TEST_F(MountTest, ALayerDirectoryOverABootedSymlinkDoesNotReachOutside) {
+  write_file(tmp_ / "outside/shadow", "host secret\n", 0600);
+  ASSERT_EQ(symlink((tmp_ / "outside").c_str(), (booted_ / "lnk").c_str()), 0);
+  start(*store::Tree::build({layer_file("lnk/hotfix", "hotfix\n")}), mnt_);
+  EXPECT_EQ(read_file(mnt_ / "lnk/hotfix"), "hotfix\n");
+  struct stat st;
+  EXPECT_EQ(lstat((mnt_ / "lnk/shadow").c_str(), &st), -1) << "the host's file is served";
+  EXPECT_EQ(errno, ENOENT);
+  std::set<std::string> names;
+  for (auto& e : fs::directory_iterator(mnt_ / "lnk")) names.insert(e.path().filename());
+  EXPECT_EQ(names, std::set<std::string>{"hotfix"});
+}
+
+TEST_F(MountTest, ReadlinkServesATargetThatGrewSinceTheLookup) {
+  start(empty_layer(), mnt_);
+  struct stat st;
+  ASSERT_EQ(lstat((mnt_ / "bin/alias").c_str(), &st), 0);  // the node, not yet its target
+  std::string longer(300, 'y');
+  ASSERT_EQ(unlink((booted_ / "bin/alias").c_str()), 0);
+  ASSERT_EQ(symlink(longer.c_str(), (booted_ / "bin/alias").c_str()), 0);
+  // In a child: the old daemon spun forever on this request, and its reader could not even
+  // be killed.
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    char buf[512];
+    ssize_t n = readlink((mnt_ / "bin/alias").c_str(), buf, sizeof buf);
+    _exit(n >= 0 && std::string(buf, static_cast<size_t>(n)) == longer ? 0 : 1);
+  }
+  auto status = wait_child(child, std::chrono::seconds(60));
+  ASSERT_TRUE(status) << "readlink hung";
+  ASSERT_TRUE(WIFEXITED(*status));
+  EXPECT_EQ(WEXITSTATUS(*status), 0);
 }
 
 }  // namespace
