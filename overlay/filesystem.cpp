@@ -14,6 +14,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -166,12 +167,35 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
   });
 }
 
-// A directory listing of one generation. With no-opendir support the kernel sends readdir
-// with fh 0 and the listing is the current View's (cached per View).
+std::string parent_of(const std::string& path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? std::string() : path.substr(0, slash);
+}
+
+// A directory listing of one generation, with the inode numbers its "." and ".." are sent
+// with (glibc's readdir drops entries numbered 0). With no-opendir support the kernel sends
+// readdir with fh 0 and the listing is the current View's (cached per View).
 struct DirHandle {
   std::string path;
+  ino_t self_ino = 0;    // ".": the directory's served inode number
+  ino_t parent_ino = 0;  // "..": its parent's; the root's own for the root
   std::shared_ptr<const std::vector<DirEntry>> entries;
 };
+
+// `with_parent`: look up the parent's inode number for ".." (a readdir past ".." needs none).
+Result<DirHandle> open_listing(Filesystem& fs, const Node& node, bool with_parent) {
+  auto view = fs.current();
+  Resolved dir = current_attrs(fs, node);
+  if (!dir.is_dir()) return fail(ENOTDIR, dir.path);
+  auto entries = view->cached_list(dir);
+  if (!entries) return std::unexpected(entries.error());
+  DirHandle handle{dir.path, dir.st.st_ino, dir.st.st_ino, std::move(*entries)};
+  if (with_parent && !dir.path.empty()) {
+    auto parent = view->resolve(parent_of(dir.path));
+    if (parent) handle.parent_ino = parent->st.st_ino;
+  }
+  return handle;
+}
 
 // Valid replies: fuse_reply_open, fuse_reply_err.
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -180,12 +204,9 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     auto node = fs.nodes().get(ino);
     if (!node) return reply_error(req, "opendir", ino, make_error(ESTALE, "unknown node"));
     if (fs.no_opendir()) return void(fuse_reply_err(req, ENOSYS));  // "success, never ask again"
-    auto view = fs.current();
-    Resolved dir = current_attrs(fs, *node);
-    if (!dir.is_dir()) return reply_error(req, "opendir", ino, make_error(ENOTDIR, dir.path));
-    auto entries = view->cached_list(dir);
-    if (!entries) return reply_error(req, "opendir", ino, entries.error());
-    auto handle = std::make_unique<DirHandle>(DirHandle{dir.path, std::move(*entries)});
+    auto listing = open_listing(fs, *node, true);
+    if (!listing) return reply_error(req, "opendir", ino, listing.error());
+    auto handle = std::make_unique<DirHandle>(std::move(*listing));
     fi->fh = reinterpret_cast<uint64_t>(handle.release());
     fi->cache_readdir = 1;
     fi->keep_cache = 1;
@@ -193,7 +214,11 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
-// Offsets: 1 and 2 follow "." and ".."; entry i of the handle is followed by offset i + 3.
+// Offsets: 0 is the start; "." is followed by offset 1, ".." by 2, and every entry by its
+// cookie (DirEntry::cookie, above 2; the listing is in cookie order). A call at offset `off`
+// sends the entries with a cookie above it, from whichever generation's listing it reads:
+// those are the same names in every listing, so a switch between two readdir calls of one
+// `ls` neither skips nor repeats a name present in both generations.
 template <bool kPlus>
 void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   guarded(req, kPlus ? "readdirplus" : "readdir", ino, [&] {
@@ -203,11 +228,9 @@ void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
     if (handle == nullptr) {
       auto node = fs.nodes().get(ino);
       if (!node) return reply_error(req, "readdir", ino, make_error(ESTALE, "unknown node"));
-      Resolved dir = current_attrs(fs, *node);
-      if (!dir.is_dir()) return reply_error(req, "readdir", ino, make_error(ENOTDIR, dir.path));
-      auto entries = fs.current()->cached_list(dir);
-      if (!entries) return reply_error(req, "readdir", ino, entries.error());
-      fresh = DirHandle{dir.path, std::move(*entries)};
+      auto listing = open_listing(fs, *node, off < 2);
+      if (!listing) return reply_error(req, "readdir", ino, listing.error());
+      fresh = std::move(*listing);
       handle = &fresh;
     }
     // One reply buffer per thread, reused: not allocated and zeroed per request.
@@ -215,40 +238,72 @@ void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
     if (buf.size() < size) buf.resize(size);
     size_t used = 0;
     auto view = kPlus ? fs.current() : nullptr;
-    const std::vector<DirEntry>& entries = *handle->entries;
-    for (off_t i = off; i < static_cast<off_t>(entries.size()) + 2; ++i) {
+
+    // Adds one entry; false when it does not fit (nothing added, no lookup counted).
+    auto add = [&](const char* name, const struct stat& st, fuse_ino_t node, off_t next) {
       char* p = buf.data() + used;
       size_t room = size - used;
       size_t need;
-      if (i < 2) {
-        struct stat st {};
-        st.st_mode = S_IFDIR;
-        const char* name = i == 0 ? "." : "..";
-        if constexpr (kPlus) {
-          // ino 0: the kernel makes no dentry for it, so no lookup is counted.
-          fuse_entry_param e = entry_for(0, st);
-          need = fuse_add_direntry_plus(req, p, room, name, &e, i + 1);
-        } else {
-          need = fuse_add_direntry(req, p, room, name, &st, i + 1);
-        }
+      if constexpr (kPlus) {
+        fuse_entry_param e = entry_for(node, st);
+        need = fuse_add_direntry_plus(req, p, room, name, &e, next);
       } else {
-        const DirEntry& d = entries[static_cast<size_t>(i - 2)];
+        need = fuse_add_direntry(req, p, room, name, &st, next);
+      }
+      if (need > room) return false;
+      used += need;
+      return true;
+    };
+    // "." and ".." go with node 0: the kernel makes no dentry for them, counts no lookup.
+    struct stat dot {};
+    dot.st_mode = S_IFDIR;
+    if (off < 1) {
+      dot.st_ino = handle->self_ino;
+      if (!add(".", dot, 0, 1)) return void(fuse_reply_buf(req, buf.data(), used));
+    }
+    if (off < 2) {
+      dot.st_ino = handle->parent_ino;
+      if (!add("..", dot, 0, 2)) return void(fuse_reply_buf(req, buf.data(), used));
+    }
+
+    const std::vector<DirEntry>& entries = *handle->entries;
+    uint64_t after = off < 2 ? 2 : static_cast<uint64_t>(off);
+    auto first = std::ranges::upper_bound(entries, after, {}, &DirEntry::cookie);
+    for (size_t i = static_cast<size_t>(first - entries.begin()); i < entries.size();) {
+      // A run of equal cookies (a 63-bit hash collision) goes out whole or not at all: a
+      // resume point inside it would skip its rest. Only a run larger than a whole reply is
+      // split (and its rest lost), which no real directory meets.
+      size_t run_end = i + 1;
+      while (run_end < entries.size() && entries[run_end].cookie == entries[i].cookie) ++run_end;
+      if (run_end - i > 1 && used > 0) {
+        size_t need = 0;
+        for (size_t j = i; j < run_end; ++j) {
+          need += kPlus
+                      ? fuse_add_direntry_plus(req, nullptr, 0, entries[j].name.c_str(), nullptr, 0)
+                      : fuse_add_direntry(req, nullptr, 0, entries[j].name.c_str(), nullptr, 0);
+        }
+        if (need > size - used) break;
+      }
+      bool full = false;
+      for (; i < run_end && !full; ++i) {
+        const DirEntry& d = entries[i];
+        off_t next = static_cast<off_t>(d.cookie);
         if constexpr (kPlus) {
           auto r = view->resolve_listed(handle->path, d);
           if (!r) continue;  // gone in the current generation
           fuse_ino_t node = fs.nodes().acquire(*r);
-          fuse_entry_param e = entry_for(node, r->st);
-          need = fuse_add_direntry_plus(req, p, room, d.name.c_str(), &e, i + 1);
-          if (need > room) fs.nodes().forget(node, 1);  // not sent: not counted
+          if (!add(d.name.c_str(), r->st, node, next)) {
+            fs.nodes().forget(node, 1);  // not sent: not counted
+            full = true;
+          }
         } else {
           struct stat st {};
           st.st_mode = d.type;
           st.st_ino = d.ino;
-          need = fuse_add_direntry(req, p, room, d.name.c_str(), &st, i + 1);
+          full = !add(d.name.c_str(), st, 0, next);
         }
       }
-      if (need > room) break;
-      used += need;
+      if (full) break;
     }
     fuse_reply_buf(req, buf.data(), used);
   });
@@ -428,11 +483,6 @@ fuse_lowlevel_ops make_ops() {
   return ops;
 }
 const fuse_lowlevel_ops kOps = make_ops();
-
-std::string parent_of(const std::string& path) {
-  size_t slash = path.rfind('/');
-  return slash == std::string::npos ? std::string() : path.substr(0, slash);
-}
 
 // The signal abort() wakes serve()'s thread with. Its handler does nothing: the point is the
 // EINTR of libfuse's sem_wait, after which the loop sees the exit flag.

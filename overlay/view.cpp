@@ -8,6 +8,7 @@
 
 #include <linux/openat2.h>
 #include <sys/syscall.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <cstring>
@@ -22,7 +23,12 @@ constexpr ino_t kLayerInoBit = ino_t{1} << 63;
 
 ino_t layer_ino(const store::EntryRef& e) {
   store::Hasher h;
-  if (e.type() == store::EntryType::file && e.link_group() != 0) {
+  if (e.type() == store::EntryType::dir) {
+    // A directory's number depends on its path only: it stays one directory to find and tar
+    // while files below it change (its digest covers its subtree).
+    h.update("d", 1);
+    h.update(e.path().data(), e.path().size());
+  } else if (e.type() == store::EntryType::file && e.link_group() != 0) {
     // Hard links of one group share an inode number.
     uint32_t group = e.link_group();
     h.update(&group, sizeof group);
@@ -83,6 +89,11 @@ Result<std::string> read_sized(Call&& call, const std::string& what) {
 std::string proc_fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 }  // namespace
+
+uint64_t dir_cookie(std::string_view name) {
+  uint64_t cookie = XXH3_64bits(name.data(), name.size()) >> 1;
+  return cookie < 3 ? cookie + 3 : cookie;
+}
 
 std::string join_path(std::string_view dir, std::string_view name) {
   std::string out;
@@ -329,6 +340,11 @@ Result<std::vector<DirEntry>> View::list(const Resolved& dir) const {
     }
   }
   std::erase_if(out, [](const DirEntry& e) { return e.name.empty(); });
+  for (DirEntry& e : out) e.cookie = dir_cookie(e.name);
+  // Equal cookies (a 63-bit hash collision) are ordered by name: still one order for all.
+  std::ranges::sort(out, [](const DirEntry& a, const DirEntry& b) {
+    return a.cookie != b.cookie ? a.cookie < b.cookie : a.name < b.name;
+  });
   return out;
 }
 

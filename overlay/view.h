@@ -63,7 +63,15 @@ struct DirEntry {
   // A name served from the booted tree: its attributes as listed, so that readdirplus needs
   // no path walk per entry (the booted tree does not change under a View).
   std::optional<struct stat> booted_st = std::nullopt;
+  // The readdir offset that resumes after this name: derived from the name alone (see
+  // dir_cookie), so a resume point means the same in every generation's listing.
+  uint64_t cookie = 0;
 };
+
+// A name's readdir cookie: 63 bits of its hash, never 0, 1 or 2 (the offsets of the start,
+// "." and ".."). Listings are ordered by (cookie, name), so "the names after cookie C" is one
+// set whatever else was added or removed between two readdir calls.
+uint64_t dir_cookie(std::string_view name);
 
 class View {
  public:
@@ -81,7 +89,7 @@ class View {
   Result<Resolved> resolve(std::string_view path) const;
   // resolve() of an entry of `dir_path`'s listing, from what the listing kept where it can.
   Result<Resolved> resolve_listed(std::string_view dir_path, const DirEntry& entry) const;
-  // The merged listing of a directory (without "." and "..").
+  // The merged listing of a directory (without "." and ".."), in cookie order.
   Result<std::vector<DirEntry>> list(const Resolved& dir) const;
   // The same, computed once per View and directory: a View never changes, so its listings
   // do not either (they are dropped with the View after a switch).

@@ -52,7 +52,8 @@ std::map<std::string, std::string> dump(const fs::path& root) {
       ssize_t v = lgetxattr(p.c_str(), name.c_str(), value, sizeof value);
       line << " " << name << "=" << std::string(value, v > 0 ? static_cast<size_t>(v) : 0);
     }
-    out[fs::relative(p, root).string()] = line.str();
+    // lexically: fs::relative resolves symlinks, and a link would take its target's key.
+    out[p.lexically_relative(root).string()] = line.str();
   }
   return out;
 }

@@ -1,7 +1,8 @@
 // The merged view through a real FUSE mount: the booted tree served as it is, layers
 // adding, replacing and removing entries, switches, open files across switches, EROFS,
 // over-mounting the booted directory, node accounting, setuid programs and file
-// capabilities, detaching while files are mapped, and paths below booted symlinks.
+// capabilities, detaching while files are mapped, listings across switches, names of any
+// bytes, and paths below booted symlinks.
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -553,6 +554,111 @@ TEST_F(MountTest, ReadlinkServesATargetThatGrewSinceTheLookup) {
   ASSERT_TRUE(status) << "readlink hung";
   ASSERT_TRUE(WIFEXITED(*status));
   EXPECT_EQ(WEXITSTATUS(*status), 0);
+}
+
+// ---- listings ---------------------------------------------------------------------------------
+
+struct Listed {
+  std::string name;
+  ino_t ino;
+};
+
+// getdents64 with a small buffer, so a listing takes many calls; `between` runs after each.
+std::vector<Listed> list_in_small_steps(const fs::path& dir, const std::function<void()>& between) {
+  std::vector<Listed> out;
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  EXPECT_GE(fd, 0) << dir;
+  if (fd < 0) return out;
+  alignas(8) char buf[160];
+  for (;;) {
+    long n = syscall(SYS_getdents64, fd, buf, sizeof buf);
+    EXPECT_GE(n, 0) << strerror(errno);
+    if (n <= 0) break;
+    for (long pos = 0; pos < n;) {
+      auto* d = reinterpret_cast<struct dirent64*>(buf + pos);
+      out.push_back({d->d_name, d->d_ino});
+      pos += d->d_reclen;
+    }
+    between();
+  }
+  close(fd);
+  return out;
+}
+
+TEST_F(MountTest, DotAndDotDotCarryTheirInodeNumbers) {
+  start(*store::Tree::build({layer_file("new/deep/file", "f")}), mnt_);
+  auto ino = [](const fs::path& p) {
+    struct stat st {};
+    EXPECT_EQ(stat(p.c_str(), &st), 0) << p;
+    return st.st_ino;
+  };
+  for (auto [dir, parent] : {std::pair{mnt_, mnt_}, std::pair{mnt_ / "bin", mnt_},
+                             std::pair{mnt_ / "new/deep", mnt_ / "new"}}) {
+    // glibc's readdir, as ls uses it: entries numbered 0 are dropped.
+    DIR* d = opendir(dir.c_str());
+    ASSERT_NE(d, nullptr) << dir;
+    std::map<std::string, ino_t> seen;
+    while (dirent* e = readdir(d)) seen[e->d_name] = e->d_ino;
+    closedir(d);
+    ASSERT_TRUE(seen.contains(".") && seen.contains("..")) << dir;
+    EXPECT_EQ(seen["."], ino(dir)) << dir;
+    EXPECT_EQ(seen[".."], ino(parent)) << dir;
+  }
+}
+
+TEST_F(MountTest, AListingAcrossSwitchesNeitherSkipsNorRepeatsNames) {
+  for (int i = 0; i < 150; ++i) write_file(booted_ / "many" / ("keep" + std::to_string(i)), "k");
+  for (int i = 0; i < 60; ++i) write_file(booted_ / "many" / ("vol" + std::to_string(i)), "v");
+  start(empty_layer(), mnt_);
+  uint64_t generation = 0;
+  // Each generation removes another third of the vol names and adds names of its own.
+  auto next_generation = [&] {
+    ++generation;
+    std::vector<store::Entry> entries;
+    for (int i = 0; i < 60; ++i)
+      if ((i + generation) % 3 == 0) entries.push_back(whiteout("many/vol" + std::to_string(i)));
+    for (int j = 0; j < 4; ++j)
+      entries.push_back(
+          layer_file("many/add" + std::to_string(generation) + "-" + std::to_string(j), "a"));
+    switch_to(std::move(entries), generation);
+  };
+  auto listed = list_in_small_steps(mnt_ / "many", next_generation);
+  ASSERT_GT(generation, 20u) << "the listing took too few calls to test anything";
+  std::map<std::string, int> count;
+  for (const Listed& l : listed) ++count[l.name];
+  for (const auto& [name, n] : count) EXPECT_EQ(n, 1) << name << " listed " << n << " times";
+  for (int i = 0; i < 150; ++i)
+    EXPECT_TRUE(count.contains("keep" + std::to_string(i))) << "keep" << i << " skipped";
+  EXPECT_TRUE(count.contains(".") && count.contains(".."));
+}
+
+TEST_F(MountTest, ADirectoryKeepsItsInodeNumberWhenSomethingBelowChanges) {
+  start(*store::Tree::build({layer_file("new/deep/file", "one")}), mnt_);
+  auto ino = [&](const char* rel) {
+    struct stat st {};
+    EXPECT_EQ(stat((mnt_ / rel).c_str(), &st), 0) << rel;
+    return st.st_ino;
+  };
+  ino_t new_before = ino("new"), deep_before = ino("new/deep");
+  switch_to({layer_file("new/deep/file", "two, longer"), layer_file("new/other", "o")}, 1);
+  EXPECT_EQ(read_file(mnt_ / "new/deep/file"), "two, longer");
+  EXPECT_EQ(ino("new"), new_before);
+  EXPECT_EQ(ino("new/deep"), deep_before);
+}
+
+TEST_F(MountTest, NamesOfAnyBytesAreListedAndLookedUp) {
+  std::vector<std::string> booted_names = {"\xff",    "new\nline",        "back\\slash",
+                                           "caf\xe9", " lead and trail ", "tab\there"};
+  for (const std::string& n : booted_names) write_file(booted_ / "odd" / n, "booted " + n);
+  std::string layer_name = "lay\xfe\n\\";
+  start(*store::Tree::build({layer_file("odd/" + layer_name, "layer")}), mnt_);
+  std::set<std::string> want(booted_names.begin(), booted_names.end());
+  want.insert(layer_name);
+  std::set<std::string> got;
+  for (auto& e : fs::directory_iterator(mnt_ / "odd")) got.insert(e.path().filename().string());
+  EXPECT_EQ(got, want);
+  for (const std::string& n : booted_names) EXPECT_EQ(read_file(mnt_ / "odd" / n), "booted " + n);
+  EXPECT_EQ(read_file(mnt_ / "odd" / layer_name), "layer");
 }
 
 }  // namespace

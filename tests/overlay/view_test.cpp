@@ -1,5 +1,5 @@
 // View without a mount: booted paths resolved beneath the booted directory only, readlink of
-// a symlink that grew since the snapshot.
+// a symlink that grew since the snapshot, directory inode numbers, listing cookies.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -144,6 +144,43 @@ TEST_F(ViewTest, ReadlinkOfASymlinkThatGrewSinceTheSnapshot) {
   ASSERT_EQ(waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status)) << "readlink did not return (signal " << WTERMSIG(status) << ")";
   EXPECT_EQ(WEXITSTATUS(status), 0) << "readlink did not return the current target";
+}
+
+TEST_F(ViewTest, LayerDirectoryInodeDependsOnItsPathOnly) {
+  auto before = view(build_tree({livefs::testing::file("new/deep/file", "one")}));
+  auto after = view(build_tree({livefs::testing::file("new/deep/file", "two, longer")}), 1);
+  for (std::string path : {"new", "new/deep"}) {
+    auto a = before->resolve(path);
+    auto b = after->resolve(path);
+    ASSERT_TRUE(a && b) << path;
+    EXPECT_EQ(a->st.st_ino, b->st.st_ino) << path;
+  }
+  EXPECT_NE(before->resolve("new")->st.st_ino, before->resolve("new/deep")->st.st_ino);
+  EXPECT_NE(before->resolve("new/deep/file")->st.st_ino, after->resolve("new/deep/file")->st.st_ino)
+      << "a file whose content changed is another file";
+}
+
+TEST_F(ViewTest, ListingsAreInCookieOrder) {
+  for (int i = 0; i < 50; ++i) write_file(booted_ / "many" / ("b" + std::to_string(i)), "b");
+  std::vector<store::Entry> layer;
+  for (int i = 0; i < 50; ++i)
+    layer.push_back(livefs::testing::file("many/l" + std::to_string(i), "l"));
+  auto v = view(build_tree(std::move(layer)));
+  auto dir = v->resolve("many");
+  ASSERT_TRUE(dir);
+  auto listing = v->list(*dir);
+  ASSERT_TRUE(listing);
+  ASSERT_EQ(listing->size(), 100u);
+  for (size_t i = 0; i < listing->size(); ++i) {
+    const DirEntry& e = (*listing)[i];
+    EXPECT_EQ(e.cookie, dir_cookie(e.name));
+    EXPECT_GT(e.cookie, 2u);
+    EXPECT_LT(e.cookie, uint64_t{1} << 63);
+    if (i > 0) {
+      EXPECT_LT((*listing)[i - 1].cookie, e.cookie);
+    }
+  }
+  EXPECT_GT(dir_cookie(""), 2u);
 }
 
 }  // namespace
