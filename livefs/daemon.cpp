@@ -34,6 +34,7 @@
 #include "common/log.h"
 #include "common/text.h"
 #include "host/holders.h"
+#include "host/mount_users.h"
 #include "inotify/watch_loop.h"
 #include "livefs/control.h"
 #include "livefs/holders_scan.h"
@@ -587,8 +588,23 @@ class Daemon {
   // exit, served by this daemon).
   json unmount(bool& stop_after) {
     stop_after = true;
+    // Found by mount id and device: after detaching, the view has no path to look at.
+    auto mount = host::find_mount(fs_->mountpoint());
     fs_->stop();
-    json out = {{"ok", true}, {"mountpoint", args_.mountpoint.string()}, {"detached", true}};
+    json users = json::array();
+    if (!mount) {
+      log()->warn("umount: {}", mount.error().message());
+    } else if (auto pids = host::processes_using_mount(mount->id, mount->dev); !pids) {
+      log()->warn("umount: {}", pids.error().message());
+    } else {
+      for (pid_t pid : *pids)
+        if (pid != ::getpid()) users.push_back(pid);
+    }
+    log()->info("detached {}: {} processes still use it", args_.mountpoint.string(), users.size());
+    json out = {{"ok", true},
+                {"users", users},
+                {"mountpoint", args_.mountpoint.string()},
+                {"detached", true}};
     return out;
   }
 
