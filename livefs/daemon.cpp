@@ -281,7 +281,8 @@ class Daemon {
     request_stop();
     control.join();
     release_state();
-    fs_.reset();
+    // fs_ lives on until the Daemon is destroyed: a signal may still call request_stop()
+    // until daemon_main has joined the signal thread.
     if (!served) {
       log()->error("serve: {}", served.error().message());
       return kExitStatusError;
