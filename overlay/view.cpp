@@ -42,8 +42,6 @@ ino_t layer_ino(const store::EntryRef& e) {
   return ino | kLayerInoBit;
 }
 
-const char* rel_or_dot(const std::string& path) { return path.empty() ? "." : path.c_str(); }
-
 // Errors that mean "nothing is there" for a booted path: a symlink (ELOOP) or a
 // non-directory (ENOTDIR) as an ancestor, or a path leaving the booted tree (EXDEV).
 bool absent_in_booted(int err) {
@@ -370,9 +368,8 @@ Result<UniqueFd> View::open(const Resolved& r) const {
     if (!fd) return std::unexpected(with_context(fd.error(), "open(" + r.path + ")"));
     return fd;
   }
-  UniqueFd fd(::openat(booted_fd(), rel_or_dot(r.path), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd) return fail_errno("openat(booted:" + r.path + ")");
-  return fd;
+  // Beneath the booted root like every booted path (no symlink in any component).
+  return open_booted_entry(r.path, O_RDONLY);
 }
 
 Result<std::string> View::readlink(const Resolved& r) const {
