@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -92,6 +93,40 @@ bool meets_a_non_directory(int root_fd, std::string_view path) {
   return false;
 }
 
+// Makes one entry below `root` without ever following a symlink: the tree is full of them,
+// and a path through one (a link to "/" or to "../../..") would otherwise create files on the
+// host. An entry whose parent is not a plain directory of the tree is skipped.
+void make_entry(const fs::path& root, std::string_view path, bool is_dir,
+                std::optional<std::string_view> link_target) {
+  int dir = ::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  FUZZ_CHECK(dir >= 0);
+  std::string_view rest = path;
+  for (size_t slash; (slash = rest.find('/')) != rest.npos; rest.remove_prefix(slash + 1)) {
+    std::string part(rest.substr(0, slash));
+    (void)::mkdirat(dir, part.c_str(), 0755);
+    int next = ::openat(dir, part.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    ::close(dir);
+    if (next < 0) return;  // a file or a symlink on the way
+    dir = next;
+  }
+  std::string name(rest);
+  if (link_target) {
+    std::string target(*link_target);
+    if (!target.empty() && target.size() <= 1024 && target.find('\0') == target.npos)
+      (void)::symlinkat(target.c_str(), dir, name.c_str());
+  } else if (is_dir) {
+    (void)::mkdirat(dir, name.c_str(), 0755);
+  } else {
+    int fd =
+        ::openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      FUZZ_CHECK(::write(fd, path.data(), path.size()) == static_cast<ssize_t>(path.size()));
+      ::close(fd);
+    }
+  }
+  ::close(dir);
+}
+
 std::string listing(const Result<std::vector<std::string>>& r) {
   if (!r) return "error " + std::to_string(r.error().code);
   std::string out = "names";
@@ -132,23 +167,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (is_dir) path.remove_suffix(1);
     if (!makeable(path)) continue;
     queries.emplace_back(path);
-    fs::path at = root / std::string(path);
-    std::error_code ec;
-    fs::create_directories(at.parent_path(), ec);
-    if (ec) continue;
-    if (arrow != line.npos) {
-      std::string target(line.substr(arrow + 4));
-      if (target.empty() || target.size() > 1024 || target.find('\0') != target.npos) continue;
-      (void)::symlink(target.c_str(), at.c_str());
-    } else if (is_dir) {
-      (void)::mkdir(at.c_str(), 0755);
-    } else {
-      int fd = ::open(at.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-      if (fd >= 0) {
-        FUZZ_CHECK(::write(fd, path.data(), path.size()) == static_cast<ssize_t>(path.size()));
-        ::close(fd);
-      }
-    }
+    make_entry(root, path, is_dir,
+               arrow == line.npos ? std::nullopt : std::optional(line.substr(arrow + 4)));
   }
 
   auto imported = livefs::store::import_directory(root, nullptr, {.store_objects = false});
