@@ -25,8 +25,8 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "ostree/repo.h"
 #include "store/object_store.h"
-#include "store/ostree_source.h"
 #include "store/tree.h"
 
 namespace fs = std::filesystem;
@@ -133,7 +133,7 @@ class TreeGenerator {
 };
 
 struct StageRun {
-  store::OstreeImportStats stats;
+  livefs::ostree::OstreeImportStats stats;
   uint64_t tree_bytes = 0;  // content bytes of the staged tree's files
   double seconds = 0;
 };
@@ -144,7 +144,7 @@ StageRun stage(const fs::path& repo, const std::string& rev, const fs::path& sto
   auto start = Clock::now();
   auto st = store::ObjectStore::open(store_dir);
   if (!st) die("open store: " + st.error().message());
-  auto result = store::import_commit(repo, rev, *st, {.subdir = "usr"});
+  auto result = livefs::ostree::import_commit(repo, rev, *st, {.subdir = "usr"});
   if (!result) die("stage " + rev + ": " + result.error().message());
   auto id = result->tree.save(*st);
   if (!id) die("save manifest: " + id.error().message());

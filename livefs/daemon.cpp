@@ -344,7 +344,7 @@ class Daemon {
       staged_origin_ = directory_origin(args_.staged);
       return {};
     }
-    auto found = find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
+    auto found = ostree::find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
     if (!found) return std::unexpected(with_context(found.error(), "sysroot"));
     booted_origin_ = deployment_origin(found->booted, args_.subdir);
     if (auto st = require_dir(booted_origin_.dir, "booted deployment"); !st) return st;
@@ -375,7 +375,7 @@ class Daemon {
   }
 
   std::string commit_version(const std::string& checksum) const {
-    auto list = store::list_deployments(*args_.sysroot, args_.os);
+    auto list = ostree::list_deployments(*args_.sysroot, args_.os);
     if (list) {
       for (const auto& d : *list)
         if (d.checksum == checksum) return d.version;
@@ -413,7 +413,7 @@ class Daemon {
     Result<store::Tree> tree = fail(EINVAL, "no booted tree");
     if (sysroot_mode()) {
       log()->info("reading the booted commit {}", booted_origin_.checksum);
-      tree = booted_commit_manifest(repo(), booted_origin_.checksum, args_.subdir, *store_);
+      tree = ostree::booted_commit_manifest(repo(), booted_origin_.checksum, args_.subdir, *store_);
     } else {
       log()->info("scanning the booted tree {}", args_.booted.string());
       store::ImportOptions options;
@@ -447,8 +447,8 @@ class Daemon {
       tree = std::move(imported->tree);
       unrooted = std::move(imported->lock);
     } else {
-      auto staged = stage_commit(repo(), staged_origin_.checksum, args_.subdir, *booted_tree_,
-                                 *store_, false);
+      auto staged = ostree::stage_commit(repo(), staged_origin_.checksum, args_.subdir,
+                                         *booted_tree_, *store_, false);
       if (!staged) {
         // As in background staging: the booted tree is still served and the failure is in
         // `status`; `livefs stage` can try again.
@@ -466,7 +466,7 @@ class Daemon {
     return set_staged(std::move(*tree));
   }
 
-  void log_stage(const store::OstreeImportStats& s) {
+  void log_stage(const ostree::OstreeImportStats& s) {
     log()->info(
         "staged {}: {} files ({} as booted, {} from the index, {} read: {} bytes) in {:.3f}s",
         staged_origin_.describe(), s.files, s.files_given, s.files_reused, s.files_read,
@@ -946,36 +946,38 @@ class Daemon {
     double pull_seconds = 0;
     if (!remote.empty()) {
       auto t0 = std::chrono::steady_clock::now();
-      auto pulled = store::pull(repo(), remote, ref);
+      auto pulled = ostree::pull(repo(), remote, ref);
       if (!pulled) return refusal(with_context(pulled.error(), "pull " + remote + " " + ref));
       rev = *pulled;
       pull_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
     if (rev.empty()) {
       // The deployment the next boot would use.
-      auto found = find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
+      auto found = ostree::find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
       if (!found) return refusal(found.error());
       if (!found->pending)
         return refusal(make_error(ENOENT, "no staged deployment in the sysroot"));
       return stage_deployment(*found->pending);
     }
-    auto checksum = store::resolve_rev(repo(), rev);
+    auto checksum = ostree::resolve_rev(repo(), rev);
     if (!checksum) return refusal(checksum.error());
-    auto staged = stage_commit(repo(), *checksum, args_.subdir, *booted_tree_, *store_, false);
+    auto staged =
+        ostree::stage_commit(repo(), *checksum, args_.subdir, *booted_tree_, *store_, false);
     if (!staged) return refusal(with_context(staged.error(), "stage " + rev));
     Origin origin = commit_origin(*checksum);
-    auto found = find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
+    auto found = ostree::find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
     pending_at_stage_ = found && found->pending ? found->pending->checksum : "";
     return finish_stage(origin, std::move(*staged), pull_seconds);
   }
 
-  json stage_deployment(const store::Deployment& d) {
-    auto staged = stage_commit(repo(), d.checksum, args_.subdir, *booted_tree_, *store_, false);
+  json stage_deployment(const ostree::Deployment& d) {
+    auto staged =
+        ostree::stage_commit(repo(), d.checksum, args_.subdir, *booted_tree_, *store_, false);
     if (!staged) return refusal(with_context(staged.error(), "stage " + d.checksum));
     return finish_stage(deployment_origin(d, args_.subdir), std::move(*staged), 0);
   }
 
-  json finish_stage(Origin origin, store::OstreeImportResult staged, double pull_seconds) {
+  json finish_stage(Origin origin, ostree::OstreeImportResult staged, double pull_seconds) {
     Origin old = staged_origin_;
     staged_origin_ = std::move(origin);
     if (auto st = set_staged(std::move(staged.tree)); !st) {
@@ -1035,7 +1037,7 @@ class Daemon {
       }
       if (!dirty) continue;
       dirty = false;
-      auto found = find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
+      auto found = ostree::find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
       if (!found || !found->pending) continue;
       std::unique_lock lock(mutex_);
       if (found->pending->checksum == staged_origin_.checksum) continue;

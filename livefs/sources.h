@@ -10,9 +10,10 @@
 #include <string>
 
 #include "common/error.h"
+#include "ostree/repo.h"
+#include "ostree/sysroot.h"
 #include "packages/package_db.h"
 #include "store/object_store.h"
-#include "store/ostree_source.h"
 #include "store/tree.h"
 
 namespace livefs::cli {
@@ -41,29 +42,7 @@ struct Origin {
 Origin directory_origin(const std::filesystem::path& dir);
 
 // A deployment side.
-Origin deployment_origin(const store::Deployment& d, const std::string& subdir);
-
-// The deployments of a sysroot: the booted one (the running one, else `booted_spec`) and the
-// one the next boot would use when it is another commit (nullopt: nothing staged).
-struct SysrootDeployments {
-  store::Deployment booted;
-  std::optional<store::Deployment> pending;
-};
-Result<SysrootDeployments> find_deployments(const std::filesystem::path& sysroot,
-                                            const std::string& os,
-                                            const std::optional<std::string>& booted_spec);
-
-// The manifest of a booted commit without reading file contents (see store::booted_content_id).
-Result<store::Tree> booted_commit_manifest(const std::filesystem::path& repo,
-                                           const std::string& checksum, const std::string& subdir,
-                                           store::ObjectStore& store);
-
-// Stages `rev` of `repo`: its manifest, with the content of every file that differs from the
-// booted tree (at the same path) stored, through the OSTree-checksum index.
-Result<store::OstreeImportResult> stage_commit(const std::filesystem::path& repo,
-                                               const std::string& rev, const std::string& subdir,
-                                               const store::Tree& booted, store::ObjectStore& store,
-                                               bool progress);
+Origin deployment_origin(const ostree::Deployment& d, const std::string& subdir);
 
 // The package database of a side: on disk when the side has a directory, else read from
 // its manifest (`tree`, whose root is the OS tree's `subdir`). nullptr when it has none.

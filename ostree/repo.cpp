@@ -1,7 +1,7 @@
 // OSTree through libostree: sysroot deployments, commit trees read object by object (dirtree,
 // dirmeta and file objects, each checked against its checksum) into the object store, the
 // OSTree-checksum → ObjectId index that makes a second import cheap, and pull.
-#include "store/ostree_source.h"
+#include "ostree/repo.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -24,7 +24,10 @@
 
 #include "common/unique_fd.h"
 
-namespace livefs::store {
+namespace livefs::ostree {
+
+using store::EntryType;
+using store::path_less;
 namespace {
 
 // Where a GError becomes an Error: the code from the GIO error when there is one.
@@ -577,4 +580,4 @@ Result<std::string> pull(const std::filesystem::path& repo_path, const std::stri
   return resolve_in(repo->get(), repo_path, remote + ":" + ref);
 }
 
-}  // namespace livefs::store
+}  // namespace livefs::ostree

@@ -15,7 +15,14 @@
 #include "store/object_store.h"
 #include "store/tree.h"
 
-namespace livefs::store {
+namespace livefs::ostree {
+
+using store::Entry;
+using store::ObjectId;
+using store::ObjectStore;
+using store::StoreLock;
+using store::Tree;
+using store::Xattr;
 
 struct Deployment {
   size_t index = 0;  // position in the sysroot's deployment list (0 = next boot's default)
@@ -122,4 +129,4 @@ Result<std::string> pull(const std::filesystem::path& repo_path, const std::stri
 // The checksum `rev` resolves to in the repo (ENOENT naming it when it does not).
 Result<std::string> resolve_rev(const std::filesystem::path& repo_path, const std::string& rev);
 
-}  // namespace livefs::store
+}  // namespace livefs::ostree

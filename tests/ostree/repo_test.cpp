@@ -1,7 +1,7 @@
 // OSTree source tests on real sysroots and repositories built with the `ostree` CLI: listing
 // and naming deployments, importing a commit through libostree and comparing it with the
 // deployment's checkout, the content index, corrupt objects, unknown refs, and pull over HTTP.
-#include "store/ostree_source.h"
+#include "ostree/repo.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -13,7 +13,9 @@
 #include "support/http_server.h"
 #include "support/temp_dir.h"
 
-namespace livefs::store {
+namespace livefs::ostree {
+
+using namespace livefs::store;
 namespace {
 
 using livefs::testing::free_port;
@@ -461,4 +463,4 @@ TEST(OstreePull, FromAnArchiveRepositoryOverHttpThenImport) {
 }
 
 }  // namespace
-}  // namespace livefs::store
+}  // namespace livefs::ostree
