@@ -14,8 +14,9 @@
 namespace livefs::inotify {
 
 Result<std::unique_ptr<WatchLoop>> WatchLoop::open(const std::filesystem::path& root,
-                                                   DebounceOptions options) {
-  auto watcher = RecursiveWatcher::open(root);
+                                                   DebounceOptions options,
+                                                   RecursiveWatcher::Depth depth) {
+  auto watcher = RecursiveWatcher::open(root, depth);
   if (!watcher) return std::unexpected(watcher.error());
   UniqueFd stop_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stop_fd) return fail_errno("eventfd");

@@ -33,8 +33,9 @@ class WatchLoop {
   using ErrorCallback = std::function<void(const Error&)>;
 
   // Watches `root` (see RecursiveWatcher::open for the errors). Nothing runs yet.
-  static Result<std::unique_ptr<WatchLoop>> open(const std::filesystem::path& root,
-                                                 DebounceOptions options = {});
+  static Result<std::unique_ptr<WatchLoop>> open(
+      const std::filesystem::path& root, DebounceOptions options = {},
+      RecursiveWatcher::Depth depth = RecursiveWatcher::Depth::recursive);
 
   WatchLoop(const WatchLoop&) = delete;
   WatchLoop& operator=(const WatchLoop&) = delete;

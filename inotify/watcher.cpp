@@ -72,7 +72,7 @@ long max_user_watches() {
 RecursiveWatcher::RecursiveWatcher(std::filesystem::path root, UniqueFd fd)
     : root_(std::move(root)), fd_(std::move(fd)) {}
 
-Result<RecursiveWatcher> RecursiveWatcher::open(const std::filesystem::path& root) {
+Result<RecursiveWatcher> RecursiveWatcher::open(const std::filesystem::path& root, Depth depth) {
   struct stat st;
   if (::stat(root.c_str(), &st) != 0) return fail_errno("stat(" + root.string() + ")");
   if (!S_ISDIR(st.st_mode)) return fail(ENOTDIR, "watch(" + root.string() + ")");
@@ -86,6 +86,7 @@ Result<RecursiveWatcher> RecursiveWatcher::open(const std::filesystem::path& roo
     return fail_errno("inotify_init1");
   }
   RecursiveWatcher watcher(root, std::move(fd));
+  watcher.depth_ = depth;
   watcher.root_dev_ = st.st_dev;
   watcher.root_ino_ = st.st_ino;
   if (auto st2 = watcher.watch_tree("", nullptr); !st2) {
@@ -142,6 +143,7 @@ Status RecursiveWatcher::watch_tree(const std::string& top, std::vector<Event>* 
   while (!todo.empty()) {
     std::string rel = std::move(todo.back());
     todo.pop_back();
+    if (depth_ == Depth::top_only && !rel.empty()) continue;
     auto wd = add_watch(rel);
     if (!wd) {
       // The root and the watch limit are fatal; an unreadable subdirectory is skipped.

@@ -60,7 +60,13 @@ class RecursiveWatcher {
   // ENOSPC and a message naming the sysctl fs.inotify.max_user_watches (and its current
   // value) when the per-user watch limit is reached; ENOTDIR/ENOENT when `root` is not a
   // directory.
-  static Result<RecursiveWatcher> open(const std::filesystem::path& root);
+  //
+  // With Depth::top_only, only `root` itself is watched (its entries are reported, its
+  // subdirectories are not watched): for a directory whose children are whole trees, such
+  // as a sysroot's deployments.
+  enum class Depth { recursive, top_only };
+  static Result<RecursiveWatcher> open(const std::filesystem::path& root,
+                                       Depth depth = Depth::recursive);
 
   RecursiveWatcher(RecursiveWatcher&&) noexcept = default;
   RecursiveWatcher& operator=(RecursiveWatcher&&) noexcept = default;
@@ -141,6 +147,7 @@ class RecursiveWatcher {
   std::filesystem::path root_;
   UniqueFd fd_;
   int root_wd_ = -1;
+  Depth depth_ = Depth::recursive;
   std::unordered_map<int, Watch> watches_;  // every watch this instance holds, by wd
   // (path, wd) of every watch, ordered so that a subtree is one range. Two wds may claim
   // one path for a while (a directory replaced before the old one's IN_IGNORED is read).

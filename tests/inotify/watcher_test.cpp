@@ -63,6 +63,23 @@ TEST_F(WatcherTest, WatchesEveryExistingDirectory) {
   EXPECT_EQ(kernel_watch_count(w.fd()), 5u);
 }
 
+// A sysroot's deploy directory: its children are whole trees, only the root is watched.
+TEST_F(WatcherTest, TopOnlyWatchesTheRootAndReportsItsEntries) {
+  fs::create_directories(src_ / "a/b");
+  auto w = RecursiveWatcher::open(src_, RecursiveWatcher::Depth::top_only);
+  ASSERT_TRUE(w) << w.error().message();
+  EXPECT_EQ(w->watch_count(), 1u);
+  EXPECT_EQ(kernel_watch_count(w->fd()), 1u);
+  fs::create_directories(src_ / "new/deeper");
+  write_file(src_ / "a/inside", "x");  // below the root: not seen
+  Seen seen;
+  EXPECT_TRUE(read_until(*w, seen, [](const Seen& s) { return s.created.contains("new"); }));
+  EXPECT_EQ(w->watch_count(), 1u);  // "new" is not watched
+  EXPECT_EQ(kernel_watch_count(w->fd()), 1u);
+  EXPECT_FALSE(seen.created.contains("a/inside"));
+  EXPECT_FALSE(seen.modified.contains("a/inside"));
+}
+
 TEST_F(WatcherTest, RootMayBeASymlinkToADirectory) {
   write_file(src_ / "sub/f", "x");
   fs::create_directory_symlink(src_, outside_ / "link");
