@@ -386,6 +386,8 @@ class Importer {
   }
 
   void report_progress() {
+    if (options_.entries_done != nullptr)
+      options_.entries_done->store(entries_.size(), std::memory_order_relaxed);
     if (!progress_) return;
     auto now = std::chrono::steady_clock::now();
     if (now - last_progress_ < std::chrono::milliseconds(200)) return;

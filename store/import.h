@@ -2,6 +2,7 @@
 // produce its Tree manifest.
 #pragma once
 
+#include <atomic>
 #include <filesystem>
 #include <functional>
 
@@ -26,6 +27,9 @@ struct ImportOptions {
   // commits it with what else it writes (a layer manifest), and the batch's store lock
   // keeps gc off the new objects until the caller has rooted the tree. `store` is unused.
   ObjectStore::Batch* batch = nullptr;
+  // Entries recorded so far, for a caller that reports how far a long import is (the
+  // daemon's status while it scans the booted tree). Updated as entries are read.
+  std::atomic<uint64_t>* entries_done = nullptr;
 };
 
 struct ImportStats {
