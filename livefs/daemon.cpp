@@ -1,7 +1,9 @@
-// The livefs daemon. One control thread answers requests one at a time (so
-// generations change in a single order, the journal's); the FUSE loop serves
-// the view on its own threads; a signal thread turns SIGTERM/SIGINT into a
-// clean unmount.
+// The livefs daemon: the composition of its parts. Staging (livefs/staging.h) holds the two
+// sides, Generations (overlay/generations.h) the journal and the live layers, the hotfix
+// service (livefs/hotfix_service.h) the developer's watches, the control server
+// (livefs/control_server.h) the socket; the FUSE loop serves the view on its own threads; a
+// loader thread reads what start-up does not wait for; a signal thread turns SIGTERM/SIGINT
+// into a clean unmount.
 //
 // State directory: lock (flock held by the live daemon), control.sock,
 // config.json, journal, booted.tree (manifest of the booted tree: scanned once,
@@ -22,6 +24,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -37,12 +40,17 @@
 #include "host/mount_users.h"
 #include "inotify/watch_loop.h"
 #include "livefs/control.h"
+#include "livefs/control_server.h"
 #include "livefs/holders_scan.h"
 #include "livefs/hotfix.h"
+#include "livefs/hotfix_service.h"
+#include "livefs/outcome.h"
 #include "livefs/sources.h"
+#include "livefs/staging.h"
 #include "livefs/state_files.h"
 #include "overlay/compose.h"
 #include "overlay/filesystem.h"
+#include "overlay/generations.h"
 #include "overlay/journal.h"
 #include "overlay/selection.h"
 #include "overlay/view.h"
@@ -153,15 +161,28 @@ json refusal(const Error& e) {
 // A holder scan walks /proc; one that takes longer than this is given up (and logged).
 constexpr std::chrono::milliseconds kHolderScanTimeout{30000};
 
-// A rebuild writing files for a second is still one change set (one generation): a change
-// set goes live once events pause for 10 ms, or after 2 s of a steady stream.
-const inotify::DebounceOptions kHotfixDebounce{std::chrono::milliseconds(10),
-                                               std::chrono::milliseconds(2000)};
+json reply_error(const Failure& f) {
+  return f.refused ? refusal(f.error) : error_response(f.error);
+}
 
-// A side's package database, opened on first use (nullopt: not yet; a null pointer: the
-// tree has none).
-using PackagesSlot = std::optional<std::unique_ptr<packages::PackageDb>>;
+// The empty layer (generation 0) while the booted manifest is not read yet: the booted root
+// as a directory of the layer. The view takes a non-opaque layer directory's attributes from
+// the booted tree, so this serves exactly what the manifest's root would.
+Result<store::Tree> provisional_empty_layer(int booted_fd) {
+  struct stat st {};
+  if (::fstat(booted_fd, &st) != 0) return fail_errno("fstat(booted root)");
+  store::Entry root;
+  root.type = store::EntryType::dir;
+  root.mode = st.st_mode & 07777;
+  root.uid = st.st_uid;
+  root.gid = st.st_gid;
+  root.mtime_sec = st.st_mtim.tv_sec;
+  root.mtime_nsec = static_cast<uint32_t>(st.st_mtim.tv_nsec);
+  return store::Tree::build({root});
+}
 
+// The daemon: composes the sides (Staging), the generations, the hotfix service, the view
+// and the control server, and answers each command from them.
 class Daemon {
  public:
   // `state_lock` is the flock'ed state lock (prepare()): held while this daemon may change
@@ -170,11 +191,13 @@ class Daemon {
       : args_(std::move(args)), state_lock_(std::move(state_lock)) {}
 
   ~Daemon() {
-    if (restore_.joinable()) restore_.join();
-    stop_watches();
+    if (loader_.joinable()) loader_.join();
+    if (hotfix_) hotfix_->stop();
+    if (staging_) staging_->stop();
   }
 
-  // Everything up to a mounted view and a listening socket.
+  // Everything up to a mounted view and a listening socket. The booted manifest, when it is
+  // not cached, is read afterwards (load()): until then the view serves generation 0.
   Status start() {
     const fs::path& state = args_.state;
     // Damaged state files are refused here, before anything is mounted.
@@ -183,67 +206,28 @@ class Daemon {
     auto store = store::ObjectStore::open(store_dir);
     if (!store) return std::unexpected(with_context(store.error(), "store"));
     store_ = std::make_shared<store::ObjectStore>(std::move(*store));
-    hotfix_ = std::make_unique<HotfixSet>(*store_);
+    staging_ = std::make_unique<Staging>(args_, config_, store_);
+    if (auto st = staging_->resolve_origins(); !st) return st;
 
-    if (auto st = resolve_origins(); !st) return st;
-    if (auto st = load_booted_manifest(); !st) return st;
-    if (auto st = load_staged(); !st) return st;
-    if (auto st = write_config(); !st) return st;
+    const Origin& booted = staging_->booted_origin();
+    UniqueFd booted_fd(::open(booted.dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!booted_fd) return fail_errno("open(" + booted.dir.string() + ")");
 
-    std::vector<store::Entry> root{booted_tree_->root().to_entry()};
-    auto empty = store::Tree::build(std::move(root));
-    if (!empty) return std::unexpected(with_context(empty.error(), "empty layer"));
-    empty_layer_ = std::move(*empty);
-
-    // The journal decides the generation served; if it cannot be trusted, generation 0 is
-    // served and status reports why (never a refusal to mount: the booted tree is safe).
-    store::Tree initial = *empty_layer_;
+    std::optional<store::Tree> cached = staging_->cached_booted_manifest();
+    store::Tree served;
     uint64_t generation = 0;
-    // Generations belong to one booted tree: after a reboot into another deployment (or
-    // with another booted directory) the journal starts again at generation 0, the old one
-    // kept aside. A journal from before identities were recorded is adopted when the
-    // cached configuration says it was made over this same booted tree.
-    bool same_booted = config_.booted_key == booted_key() ||
-                       (!sysroot_mode() && config_.booted_key == args_.booted.string());
-    auto journal = overlay::Journal::open(state / "journal", booted_identity(),
-                                          same_booted ? overlay::UnidentifiedJournal::adopt
-                                                      : overlay::UnidentifiedJournal::set_aside);
-    if (!journal) return std::unexpected(with_context(journal.error(), "journal"));
-    journal_ = std::move(*journal);
-    if (!journal_->state().note.empty()) log()->warn("{}", journal_->state().note);
-    for (const auto& w : journal_->state().warnings) log()->warn("{}", w);
-    if (journal_->state().error) {
-      log()->error("{}: serving generation 0", journal_->state().error->message());
+    if (cached) {
+      if (auto st = open_generations(*cached); !st) return st;
+      auto layer = generations_->served_layer();
+      if (!layer) return std::unexpected(layer.error());
+      served = std::move(*layer);
+      generation = generations_->live_generation();
     } else {
-      if (journal_->live().number != 0) {
-        auto layer = store::Tree::load(*store_, journal_->live().layer);
-        if (!layer) {
-          layer_error_ = with_context(
-              layer.error(), "layer of generation " + std::to_string(journal_->live().number));
-          log()->error("{}: serving generation 0", layer_error_->message());
-        } else {
-          initial = std::move(*layer);
-          generation = journal_->live().number;
-        }
-      }
-      if (!layer_error_ && !journal_->state().hotfix_layer.is_zero()) {
-        auto hot = store::Tree::load(*store_, journal_->state().hotfix_layer);
-        if (!hot) {
-          log()->error("{}: the hotfix layer is not served",
-                       with_context(hot.error(), "hotfix layer").message());
-        } else {
-          hotfix_tree_ = std::move(*hot);
-        }
-      }
+      auto empty = provisional_empty_layer(booted_fd.get());
+      if (!empty) return std::unexpected(with_context(empty.error(), "empty layer"));
+      served = std::move(*empty);
     }
-    applied_layer_ = std::move(initial);
-    live_generation_ = generation;
-    auto served = served_layer();
-    if (!served) return std::unexpected(served.error());
-
-    UniqueFd booted_fd(::open(booted_origin_.dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!booted_fd) return fail_errno("open(" + booted_origin_.dir.string() + ")");
-    base_view_ = overlay::View::create(std::move(booted_fd), store_, *served, generation);
+    base_view_ = overlay::View::create(std::move(booted_fd), store_, served, generation);
 
     overlay::MountOptions options;
     options.mountpoint = args_.mountpoint;
@@ -252,20 +236,23 @@ class Daemon {
     auto mounted = overlay::Filesystem::mount(options, base_view_);
     if (!mounted) return std::unexpected(with_context(mounted.error(), "mount"));
     fs_ = std::move(*mounted);
+    if (generations_) {
+      connect_generations();
+      mark_ready(std::nullopt);
+    }
 
     auto listener = listen_control(control_socket_path(state));
     if (!listener) return std::unexpected(listener.error());
-    listen_fd_ = std::move(*listener);
+    control_ =
+        std::make_unique<ControlServer>(std::move(*listener), routes(), [this] { request_stop(); });
     if (auto st = write_file_atomic(state / "daemon.pid", std::to_string(::getpid()) + "\n"); !st) {
       return st;
     }
-    log()->info("serving {} (booted {}, staged {}) at generation {}", args_.mountpoint.string(),
-                booted_origin_.describe(), staged_origin_.describe(), generation);
-    // Serving already: the watches catch up with their sources in the background (the
-    // journalled hotfix layer is what is served meanwhile).
-    if (!hotfix_config_.watches.empty() || !hotfix_config_.adds.empty())
-      restore_ = std::thread([this] { restore_hotfixes(); });
-    start_deployment_watch();
+    log()->info("serving {} (booted {}) at generation {}", args_.mountpoint.string(),
+                booted.describe(), generation);
+    // Serving already: the rest (the booted manifest when not cached, the staged tree, the
+    // hotfix watches catching up with their sources) in the background.
+    loader_ = std::thread([this, c = std::move(cached)]() mutable { load(std::move(c)); });
     return {};
   }
 
@@ -276,7 +263,10 @@ class Daemon {
   // still have a file of the view open or mapped (over /usr: every running program) keep
   // working. A new daemon may start meanwhile.
   int run() {
-    std::thread control([this] { control_loop(); });
+    std::thread control([this] {
+      control_->serve();
+      release_state();
+    });
     auto served = fs_->serve();
     request_stop();
     control.join();
@@ -295,13 +285,11 @@ class Daemon {
   void request_stop() {
     stopping_ = true;
     if (fs_) fs_->stop();
-    ::shutdown(listen_fd_.get(), SHUT_RDWR);
+    if (control_) control_->shutdown();
   }
 
  private:
   static constexpr int kExitStatusError = 1;
-
-  bool sysroot_mode() const { return args_.sysroot.has_value(); }
 
   // config.json and hotfix.json, parsed (a missing file is an empty one).
   Status load_state_files() {
@@ -334,190 +322,88 @@ class Daemon {
     }
     return {};
   }
-  fs::path repo() const { return *args_.sysroot / "ostree/repo"; }
 
-  // ---- sources ------------------------------------------------------------------------
-
-  Status resolve_origins() {
-    if (!sysroot_mode()) {
-      booted_origin_ = directory_origin(args_.booted);
-      staged_origin_ = directory_origin(args_.staged);
-      return {};
-    }
-    auto found = ostree::find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
-    if (!found) return std::unexpected(with_context(found.error(), "sysroot"));
-    booted_origin_ = deployment_origin(found->booted, args_.subdir);
-    if (auto st = require_dir(booted_origin_.dir, "booted deployment"); !st) return st;
-    staged_origin_ = Origin{};
-    staged_origin_.kind = "none";
-    // A commit staged by `livefs stage` stays staged across restarts, unless the sysroot
-    // has deployed another one since.
-    const std::string& staged_commit = config_.staged_commit;
-    if (found->pending) {
-      staged_origin_ = deployment_origin(*found->pending, args_.subdir);
-      if (!staged_commit.empty() && config_.staged_pending == found->pending->checksum) {
-        staged_origin_ = commit_origin(staged_commit);
-      }
-    } else if (!staged_commit.empty()) {
-      staged_origin_ = commit_origin(staged_commit);
-    }
+  // Generations belong to one booted tree: after a reboot into another deployment (or with
+  // another booted directory) the journal starts again at generation 0, the old one kept
+  // aside. A journal from before identities were recorded is adopted when the cached
+  // configuration says it was made over this same booted tree.
+  Status open_generations(const store::Tree& booted) {
+    std::vector<store::Entry> root{booted.root().to_entry()};
+    auto empty = store::Tree::build(std::move(root));
+    if (!empty) return std::unexpected(with_context(empty.error(), "empty layer"));
+    overlay::Generations::Options options;
+    options.journal = args_.state / "journal";
+    options.booted_identity = staging_->booted_identity(booted);
+    options.unidentified = staging_->same_booted_as_config()
+                               ? overlay::UnidentifiedJournal::adopt
+                               : overlay::UnidentifiedJournal::set_aside;
+    auto g = overlay::Generations::open(store_, std::move(*empty), options);
+    if (!g) return std::unexpected(g.error());
+    generations_ = std::move(*g);
+    hotfix_ = std::make_unique<HotfixService>(
+        store_, *generations_, args_.state,
+        [this](const std::string& given) { return view_path(given); });
     return {};
   }
 
-  Origin commit_origin(const std::string& checksum) const {
-    Origin o;
-    o.kind = "commit";
-    o.subdir = args_.subdir;
-    o.checksum = checksum;
-    o.osname = booted_origin_.osname;
-    o.version = commit_version(checksum);
-    return o;
+  void connect_generations() {
+    generations_->set_switch([this](store::Tree served, uint64_t generation) {
+      return fs_->switch_to(base_view_->with_layer(std::move(served), generation));
+    });
   }
 
-  std::string commit_version(const std::string& checksum) const {
-    auto list = ostree::list_deployments(*args_.sysroot, args_.os);
-    if (list) {
-      for (const auto& d : *list)
-        if (d.checksum == checksum) return d.version;
+  // On the loader thread, after the view serves.
+  void load(std::optional<store::Tree> cached) {
+    bool was_cached = cached.has_value();
+    auto loaded = staging_->load(std::move(cached));
+    if (!loaded) {
+      log()->error("{}: generation 0 is served, and changes are refused", loaded.error().message());
+      if (!was_cached) mark_ready(loaded.error());
+      return;
     }
-    return "";
-  }
-
-  // What the cached booted manifest (booted.tree) was made from. A directory is known by
-  // its path and its root's device and inode: a new image mounted or deployed there is
-  // another directory. (A tree changed in place under the same root directory is not
-  // noticed: booted trees are immutable by contract, as OSTree deployments are.)
-  std::string booted_key() const {
-    if (sysroot_mode()) return "ostree:" + booted_origin_.checksum + ":" + args_.subdir;
-    struct stat st {};
-    if (::stat(args_.booted.c_str(), &st) != 0) return args_.booted.string();
-    return args_.booted.string() + "@" + std::to_string(st.st_dev) + ":" +
-           std::to_string(st.st_ino);
-  }
-
-  // The identity the journal's generations belong to.
-  std::string booted_identity() const {
-    if (sysroot_mode()) return "ostree:" + booted_origin_.checksum + ":" + args_.subdir;
-    return "dir:" + booted_tree_->root().digest().hex();
-  }
-
-  // The booted manifest: scanned once (booted is immutable) and cached in the state dir.
-  Status load_booted_manifest() {
-    fs::path cached = args_.state / "booted.tree";
-    if (config_.booted_key == booted_key()) {
-      if (auto tree = store::Tree::load(cached)) {
-        booted_tree_ = std::move(*tree);
-        return {};
-      }
-    }
-    Result<store::Tree> tree = fail(EINVAL, "no booted tree");
-    if (sysroot_mode()) {
-      log()->info("reading the booted commit {}", booted_origin_.checksum);
-      tree = ostree::booted_commit_manifest(repo(), booted_origin_.checksum, args_.subdir, *store_);
-    } else {
-      log()->info("scanning the booted tree {}", args_.booted.string());
-      store::ImportOptions options;
-      options.store_objects = false;
-      auto scanned = store::import_directory(args_.booted, nullptr, options);
-      if (!scanned) return std::unexpected(with_context(scanned.error(), "scan booted tree"));
-      tree = std::move(scanned->tree);
-    }
-    if (!tree) return std::unexpected(tree.error());
-    if (auto st = tree->write_file(cached); !st) return st;
-    booted_tree_ = std::move(*tree);
-    return {};
-  }
-
-  Status load_staged() {
-    if (staged_origin_.kind == "none") {
-      staged_tree_ = *booted_tree_;
-      return {};
-    }
-    Result<store::Tree> tree = fail(EINVAL, "no staged tree");
-    // Held until set_staged() has rooted the tree: gc must not take its new objects first.
-    store::StoreLock unrooted;
-    if (staged_origin_.kind == "directory") {
-      store::ImportOptions options;
-      options.unchanged_from = &*booted_tree_;
-      auto imported = store::import_directory(args_.staged, store_.get(), options);
-      if (!imported) return std::unexpected(with_context(imported.error(), "import staged tree"));
-      log()->info("staged tree {}: {} files, {} unchanged, {} bytes stored in {:.3f}s",
-                  args_.staged.string(), imported->stats.files, imported->stats.files_unchanged,
-                  imported->stats.bytes_stored, imported->stats.seconds);
-      tree = std::move(imported->tree);
-      unrooted = std::move(imported->lock);
-    } else {
-      auto staged = ostree::stage_commit(repo(), staged_origin_.checksum, args_.subdir,
-                                         *booted_tree_, *store_, false);
-      if (!staged) {
-        // As in background staging: the booted tree is still served and the failure is in
-        // `status`; `livefs stage` can try again.
-        stage_error_ = with_context(staged.error(), "stage " + staged_origin_.describe()).message();
-        log()->error("{}; nothing is staged", stage_error_.get<std::string>());
-        staged_origin_ = Origin{};
-        staged_origin_.kind = "none";
-        staged_tree_ = *booted_tree_;
-        return {};
-      }
-      log_stage(staged->stats);
-      tree = std::move(staged->tree);
-      unrooted = std::move(staged->lock);
-    }
-    return set_staged(std::move(*tree));
-  }
-
-  void log_stage(const ostree::OstreeImportStats& s) {
-    log()->info(
-        "staged {}: {} files ({} as booted, {} from the index, {} read: {} bytes) in {:.3f}s",
-        staged_origin_.describe(), s.files, s.files_given, s.files_reused, s.files_read,
-        s.bytes_read, s.seconds);
-  }
-
-  Status set_staged(store::Tree tree) {
-    auto id = tree.save_rooted(*store_);
-    if (!id) return std::unexpected(with_context(id.error(), "save staged tree"));
-    if (auto st = tree.write_file(args_.state / "staged.tree"); !st) return st;
-    staged_tree_ = std::move(tree);
-    staged_pkgs_.reset();
-    return {};
-  }
-
-  Status write_config() {
-    json config = {{"booted_key", booted_key()},
-                   {"booted", booted_origin_.to_json()},
-                   {"staged", staged_origin_.to_json()},
-                   {"store", fs::absolute(store_->root()).string()},
-                   {"mountpoint", fs::absolute(args_.mountpoint).string()}};
-    if (staged_origin_.kind == "commit") {
-      config["staged_commit"] = staged_origin_.checksum;
-      config["staged_pending"] = pending_at_stage_;
-    }
-    return write_file_atomic(args_.state / "config.json", encode_wire(config).dump(2) + "\n");
-  }
-
-  // ---- control ------------------------------------------------------------------------
-
-  void control_loop() {
-    while (!stopping_) {
-      int raw = ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
-      if (raw < 0) {
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (!stopping_) log()->error("accept(control): {}", std::strerror(errno));
+    if (!was_cached) {
+      auto sides = staging_->sides();
+      if (auto st = open_generations(sides->booted_tree); !st) {
+        log()->error("{}: generation 0 is served, and changes are refused", st.error().message());
+        mark_ready(st.error());
         return;
       }
-      UniqueFd conn(raw);
-      timeval tv{5, 0};
-      ::setsockopt(conn.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-      bool stop_after = false;
-      json response = answer(conn.get(), stop_after);
-      if (auto st = write_line(conn.get(), wire_line(response)); !st) {
-        log()->warn("control: {}", st.error().message());
+      connect_generations();
+      if (generations_->live_generation() != 0 || generations_->hotfix_layer()) {
+        if (auto st = generations_->publish_live(); !st)
+          log()->error("serving the journalled generation: {}", st.error().message());
       }
-      conn.reset();
-      reap_retired_watches();
-      if (stop_after) request_stop();
+      mark_ready(std::nullopt);
     }
-    release_state();
+    if (stopping_) return;
+    // The watches catch up with their sources (the journalled hotfix layer is what is served
+    // meanwhile).
+    if (!hotfix_config_.watches.empty() || !hotfix_config_.adds.empty())
+      hotfix_->restore(hotfix_config_);
+    staging_->start_deployment_watch();
+  }
+
+  void mark_ready(std::optional<Error> error) {
+    std::lock_guard lock(ready_mutex_);
+    ready_ = true;
+    ready_error_ = std::move(error);
+    ready_cv_.notify_all();
+  }
+
+  // Waits until the generations are open (at start when the booted manifest is cached, else
+  // once the loader has read it); the failure when they cannot be. The sides are waited for
+  // separately (Staging::ready()).
+  std::optional<Failure> wait_ready() {
+    std::unique_lock lock(ready_mutex_);
+    ready_cv_.wait(lock, [this] { return ready_; });
+    if (ready_error_)
+      return Failure{with_context(*ready_error_, "the booted tree could not be read"), false};
+    return std::nullopt;
+  }
+
+  bool is_ready() {
+    std::lock_guard lock(ready_mutex_);
+    return ready_ && !ready_error_;
   }
 
   // After the last change this daemon makes: no watch may commit again, and the state
@@ -525,64 +411,35 @@ class Daemon {
   // the control thread when it ends, and by run() (a no-op by then).
   void release_state() {
     if (released_.exchange(true)) return;
-    if (restore_.joinable()) restore_.join();
-    stop_watches();
+    if (loader_.joinable()) loader_.join();
+    if (hotfix_) hotfix_->stop();
+    staging_->stop();
     ::unlink(control_socket_path(args_.state).c_str());
     ::unlink((args_.state / "daemon.pid").c_str());
     state_lock_.reset();
     log()->info("detached {}; the state directory is released", args_.mountpoint.string());
   }
 
-  // One connection's request and its answer. Nothing a peer sends, and no path or name in
-  // the trees, can make this throw: the daemon serves /usr and must not exit.
-  json answer(int conn, bool& stop_after) noexcept {
-    try {
-      auto peer = peer_credentials(conn);
-      if (!peer) return error_response(peer.error());
-      if (!peer_allowed(*peer)) {
-        log()->warn("control: refused pid {} uid {}", peer->pid, peer->uid);
-        // The request is read (never acted on) so that closing with it unread does not
-        // reset the connection before the refusal reaches the peer.
-        (void)read_line(conn, 4096);
-        json r = error_response(make_error(EACCES, refusal_message(*peer)));
-        r["error"] = refusal_message(*peer);
-        return r;
-      }
-      auto line = read_line(conn);
-      if (!line) return error_response(line.error());
-      auto request = parse_wire_line(*line);
-      if (!request) return error_response(request.error());
-      std::unique_lock lock(mutex_);
-      return handle(*request, stop_after);
-    } catch (const std::exception& e) {
-      // A malformed request (wrong JSON types) or an allocation failure.
-      try {
-        return error_response(make_error(EINVAL, std::string("bad request: ") + e.what()));
-      } catch (...) {
-      }
-    } catch (...) {
-    }
-    return json();
-  }
-
-  json handle(const json& request, bool& stop_after) {
-    if (!request.is_object() || !request.contains("cmd")) {
-      return error_response(make_error(EINVAL, "bad request"));
-    }
-    std::string cmd = request.at("cmd").get<std::string>();
-    log()->debug("control: {}", cmd);
-    if (cmd == "status") return status();
-    if (cmd == "diff") return diff(request.value("by_package", false));
-    if (cmd == "apply") return apply(request);
-    if (cmd == "rollback") return go_back(overlay::JournalOp::rollback);
-    if (cmd == "reset") return go_back(overlay::JournalOp::reset);
-    if (cmd == "stage") return stage(request);
-    if (cmd == "hotfix_watch") return hotfix_watch(request);
-    if (cmd == "hotfix_add") return hotfix_add(request);
-    if (cmd == "hotfix_list") return hotfix_list();
-    if (cmd == "hotfix_reset") return hotfix_reset(request);
-    if (cmd == "umount") return unmount(stop_after);
-    return error_response(make_error(EINVAL, "unknown command " + cmd));
+  std::map<std::string, ControlServer::Route> routes() {
+    using R = ControlServer::Route;
+    auto shared = [](auto f) { return R{false, f}; };
+    auto exclusive = [](auto f) { return R{true, f}; };
+    return {
+        {"status", shared([this](const json&, bool&) { return status(); })},
+        {"diff",
+         shared([this](const json& r, bool&) { return diff(r.value("by_package", false)); })},
+        {"hotfix_list", shared([this](const json&, bool&) { return hotfix_list(); })},
+        {"apply", exclusive([this](const json& r, bool&) { return apply(r); })},
+        {"rollback",
+         exclusive([this](const json&, bool&) { return go_back(overlay::JournalOp::rollback); })},
+        {"reset",
+         exclusive([this](const json&, bool&) { return go_back(overlay::JournalOp::reset); })},
+        {"stage", exclusive([this](const json& r, bool&) { return stage(r); })},
+        {"hotfix_watch", exclusive([this](const json& r, bool&) { return hotfix_watch(r); })},
+        {"hotfix_add", exclusive([this](const json& r, bool&) { return hotfix_add(r); })},
+        {"hotfix_reset", exclusive([this](const json& r, bool&) { return hotfix_reset(r); })},
+        {"umount", shared([this](const json&, bool& stop_after) { return unmount(stop_after); })},
+    };
   }
 
   // Detaches now; says how many processes still use the view (they keep it until they
@@ -602,20 +459,15 @@ class Daemon {
         if (pid != ::getpid()) users.push_back(pid);
     }
     log()->info("detached {}: {} processes still use it", args_.mountpoint.string(), users.size());
-    json out = {{"ok", true},
-                {"users", users},
-                {"mountpoint", args_.mountpoint.string()},
-                {"detached", true}};
-    return out;
+    return {{"ok", true},
+            {"users", users},
+            {"mountpoint", args_.mountpoint.string()},
+            {"detached", true}};
   }
 
-  overlay::SelectionInput selection_input() const {
-    return {*booted_tree_, *staged_tree_, *applied_layer_};
-  }
-
-  json generations_json() const {
+  static json generations_json(const std::vector<overlay::Generation>& stack) {
     json generations = json::array();
-    for (const auto& g : journal_->state().stack) {
+    for (const auto& g : stack) {
       generations.push_back({{"number", g.number},
                              {"op", g.number == 0 ? "booted" : "apply"},
                              {"paths", g.paths},
@@ -628,58 +480,73 @@ class Daemon {
   }
 
   json status() {
-    const auto& st = journal_->state();
-    json history = json::array();
-    // The last records only: a hotfix loop writes one per edit.
-    size_t first = st.history.size() > 50 ? st.history.size() - 50 : 0;
-    for (size_t i = first; i < st.history.size(); ++i) {
-      const auto& r = st.history[i];
-      history.push_back({{"seq", r.seq},
-                         {"op", overlay::op_name(r.op)},
-                         {"generation", r.generation},
-                         {"path_count", r.paths.size()},
-                         {"time", iso_time(r.time_ns)}});
-    }
+    auto sides = staging_->sides();
+    const Origin& booted = staging_->booted_origin();
+    auto progress = staging_->progress();
+    std::string stage_error = staging_->stage_error();
     json out = {{"ok", true},
                 {"pid", ::getpid()},
-                {"booted", booted_origin_.describe()},
-                {"staged", staged_origin_.describe()},
-                {"booted_origin", booted_origin_.to_json()},
-                {"staged_origin", staged_origin_.to_json()},
+                {"booted", booted.describe()},
+                {"booted_origin", booted.to_json()},
                 {"store", fs::absolute(store_->root()).string()},
                 {"mountpoint", fs::absolute(args_.mountpoint).string()},
-                {"live_generation", live_generation_},
-                {"generations", generations_json()},
-                {"history", history},
-                {"history_records", st.history_records},
-                {"hotfix", hotfix_json()},
-                {"warnings", st.warnings},
+                {"live_generation", 0},
+                {"generations", json::array()},
+                {"history", json::array()},
+                {"history_records", 0},
+                {"warnings", json::array()},
                 {"journal_error", nullptr},
                 {"last_switch", nullptr},
-                {"stage_error", stage_error_},
-                {"journal_note", st.note},
-                {"journal_set_aside", st.set_aside.string()},
-                {"config_note", config_note()},
-                {"holders", holders_json(touched_)}};
-    if (st.error) out["journal_error"] = st.error->message();
-    if (layer_error_) out["journal_error"] = layer_error_->message();
-    if (last_switch_) out["last_switch"] = switch_json(*last_switch_);
+                {"stage_error", stage_error.empty() ? json(nullptr) : json(stage_error)},
+                {"journal_note", ""},
+                {"journal_set_aside", ""},
+                {"config_note", staging_->config_note()},
+                {"loading", nullptr},
+                {"holders", json::array()}};
+    Origin staged = staging_->staged_origin();
+    out["staged"] = staged.describe();
+    out["staged_origin"] = staged.to_json();
+    if (!progress.error.empty()) out["journal_error"] = progress.error;
+    bool ready = is_ready();
+    // What start-up has not finished yet: the booted manifest, the staged tree, the journal.
+    if (!progress.phase.empty())
+      out["loading"] = {{"phase", progress.phase}, {"entries", progress.entries}};
+    else if (!ready && progress.error.empty())
+      out["loading"] = {{"phase", "opening the journal"}, {"entries", 0}};
+    if (!ready) {
+      out["hotfix"] = {{"watches", json::array()}, {"adds", json::array()}, {"layer_entries", 0}};
+      return out;
+    }
+    auto r = generations_->report(50);
+    json history = json::array();
+    for (const auto& h : r.history) {
+      history.push_back({{"seq", h.seq},
+                         {"op", overlay::op_name(h.op)},
+                         {"generation", h.generation},
+                         {"path_count", h.paths.size()},
+                         {"time", iso_time(h.time_ns)}});
+    }
+    out["live_generation"] = r.live_generation;
+    out["generations"] = generations_json(r.stack);
+    out["history"] = history;
+    out["history_records"] = r.history_records;
+    out["warnings"] = r.warnings;
+    out["journal_note"] = r.note;
+    out["journal_set_aside"] = r.set_aside.string();
+    if (r.journal_error) out["journal_error"] = *r.journal_error;
+    if (r.last_switch) out["last_switch"] = switch_json(*r.last_switch);
+    out["hotfix"] = hotfix_json(hotfix_->list(false));
+    if (sides) out["holders"] = holders_json(*sides, generations_->touched());
     return out;
   }
 
-  std::string config_note() const {
-    if (booted_origin_.subdir.empty()) return "";
-    return "the view serves /" + booted_origin_.subdir +
-           " only: configuration (/etc) differences are shown by diff and never applied";
-  }
-
   // Processes that still run, map or hold open an old version of a file the view changed.
-  json holders_json(const std::set<std::string>& paths) const {
+  json holders_json(const Sides& sides, const std::set<std::string>& paths) const {
     json out = json::array();
     std::vector<std::string> files;
     for (const auto& p : paths) {
-      auto s = staged_tree_->find(p);
-      auto b = booted_tree_->find(p);
+      auto s = sides.staged_tree.find(p);
+      auto b = sides.booted_tree.find(p);
       if ((s && s->type() == store::EntryType::dir) || (b && b->type() == store::EntryType::dir))
         continue;
       files.push_back(p);
@@ -694,128 +561,53 @@ class Daemon {
     return out;
   }
 
-  json change_json(const store::Change& c) const {
+  static json change_json(const store::Change& c) {
     return {{"path", c.path},
             {"kind", store::change_name(c.kind)},
             {"kernel", overlay::is_kernel_path(c.path)}};
   }
 
-  // A side's package database, opened on first use; nullptr when it has none (the reason
-  // is kept for messages).
-  packages::PackageDb* packages_of(PackagesSlot& slot, const Origin& origin,
-                                   const store::Tree& tree, const char* side) {
-    if (!slot) {
-      auto db = open_packages(origin, tree, store_);
-      if (!db) {
-        packages_error_ = db.error().message();
-        log()->warn("{} package database: {}", side, db.error().message());
-        slot.emplace();
-      } else {
-        slot.emplace(std::move(*db));
-      }
-    }
-    return slot->get();
-  }
-
-  packages::PackageDb* booted_packages() {
-    return packages_of(booted_pkgs_, booted_origin_, *booted_tree_, "booted");
-  }
-
-  packages::PackageDb* staged_packages() {
-    packages::PackageDb* db = packages_of(staged_pkgs_, staged_origin_, *staged_tree_, "staged");
-    return db != nullptr ? db : booted_packages();
-  }
-
-  // /etc of the two sides, when the view serves a part of the system (usr).
-  json etc_changes() const {
-    json out = json::array();
-    if (booted_origin_.subdir.empty() || staged_origin_.system_root.empty()) return out;
-    fs::path a = booted_origin_.system_root / "etc", b = staged_origin_.system_root / "etc";
-    struct stat st {};
-    if (::stat(a.c_str(), &st) != 0 || ::stat(b.c_str(), &st) != 0) return out;
-    store::ImportOptions options;
-    options.store_objects = false;
-    auto old_etc = store::import_directory(a, nullptr, options);
-    auto new_etc = store::import_directory(b, nullptr, options);
-    if (!old_etc || !new_etc) {
-      log()->warn("etc diff: {}", (!old_etc ? old_etc.error() : new_etc.error()).message());
-      return out;
-    }
-    for (const auto& c : store::diff(old_etc->tree, new_etc->tree)) {
-      out.push_back({{"path", "etc/" + c.path}, {"kind", store::change_name(c.kind)}});
-    }
-    return out;
-  }
-
   json diff(bool by_package) {
-    auto pending = overlay::pending_changes(selection_input());
+    if (auto f = wait_ready()) return reply_error(*f);
+    auto sides = staging_->ready();
+    if (!sides) return reply_error(sides.error());
+    store::Tree applied = generations_->applied_layer();
+    auto pending = overlay::pending_changes({sides->booted_tree, sides->staged_tree, applied});
     json changes = json::array();
     for (const auto& c : pending) changes.push_back(change_json(c));
+    json config_changes = json::array();
+    for (const auto& c : staging_->etc_changes())
+      config_changes.push_back({{"path", "etc/" + c.path}, {"kind", store::change_name(c.kind)}});
     json out = {{"ok", true},
-                {"live_generation", live_generation_},
-                {"staged", staged_origin_.describe()},
+                {"live_generation", generations_->live_generation()},
+                {"staged", sides->staged.describe()},
                 {"changes", changes},
-                {"config_changes", etc_changes()},
-                {"config_note", config_note()}};
+                {"config_changes", config_changes},
+                {"config_note", staging_->config_note()}};
     if (by_package) {
       std::vector<std::string> paths;
       for (const auto& c : pending) paths.push_back(c.path);
-      packages::PackageDb* after = staged_packages();
-      packages::PackageDb* before = booted_packages();
-      if (after == nullptr && before == nullptr) {
-        return refusal(
-            make_error(ENOENT, "no package database in the booted or staged tree" +
-                                   (packages_error_.empty() ? "" : " (" + packages_error_ + ")")));
-      }
+      std::optional<json> refused_reply;
       json groups = json::array();
-      for (const auto& g : packages::group_by_package(paths, before, after)) {
-        groups.push_back({{"package", g.package},
-                          {"old_version", g.old_version},
-                          {"new_version", g.new_version},
-                          {"paths", g.paths}});
-      }
+      staging_->with_packages(*sides, [&](packages::PackageDb* before, packages::PackageDb* after,
+                                          const std::string& error) {
+        if (after == nullptr && before == nullptr) {
+          refused_reply =
+              refusal(make_error(ENOENT, "no package database in the booted or staged tree" +
+                                             (error.empty() ? "" : " (" + error + ")")));
+          return;
+        }
+        for (const auto& g : packages::group_by_package(paths, before, after)) {
+          groups.push_back({{"package", g.package},
+                            {"old_version", g.old_version},
+                            {"new_version", g.new_version},
+                            {"paths", g.paths}});
+        }
+      });
+      if (refused_reply) return *refused_reply;
       out["packages"] = groups;
     }
     return out;
-  }
-
-  // Publishes the layers as the live generation (already journalled).
-  Result<store::Tree> served_layer() const {
-    if (!hotfix_tree_) return *applied_layer_;
-    return overlay::compose_layers(*booted_tree_, *applied_layer_, *hotfix_tree_);
-  }
-
-  Result<overlay::SwitchStats> publish(store::Tree applied, uint64_t generation,
-                                       std::optional<store::Tree> hotfix) {
-    std::optional<store::Tree> old_applied = std::move(applied_layer_);
-    std::optional<store::Tree> old_hotfix = std::move(hotfix_tree_);
-    applied_layer_ = std::move(applied);
-    hotfix_tree_ = std::move(hotfix);
-    auto served = served_layer();
-    Result<overlay::SwitchStats> stats =
-        served ? fs_->switch_to(base_view_->with_layer(std::move(*served), generation))
-               : Result<overlay::SwitchStats>(std::unexpected(served.error()));
-    if (!stats) {
-      applied_layer_ = std::move(old_applied);
-      hotfix_tree_ = std::move(old_hotfix);
-      return stats;
-    }
-    live_generation_ = generation;
-    last_switch_ = *stats;
-    log()->info("switched generation {} -> {}: {} paths, {} invalidations, {:.6f}s",
-                stats->from_generation, stats->to_generation, stats->changed_paths,
-                stats->invalidations, stats->seconds);
-    return stats;
-  }
-
-  json refuse_if_untrusted() const {
-    if (journal_->state().error) {
-      return error_response(
-          make_error(EBADMSG, "journal is corrupt, serving generation 0 and refusing changes: " +
-                                  journal_->state().error->context));
-    }
-    if (layer_error_) return error_response(with_context(*layer_error_, "refusing changes"));
-    return nullptr;
   }
 
   json apply(const json& request) {
@@ -825,15 +617,20 @@ class Daemon {
     options.all = request.value("all", false);
     options.allow_replace = request.value("allow_replace", false);
     bool dry_run = request.value("dry_run", false);
+    if (auto f = wait_ready()) return reply_error(*f);
+    auto sides = staging_->ready();
+    if (!sides) return reply_error(sides.error());
     if (!package_names.empty()) {
       if (!patterns.empty() || options.all)
         return refusal(make_error(EINVAL, "--package cannot be combined with paths or --all"));
-      auto files = package_files(package_names);
+      auto files = staging_->package_files(*sides, package_names);
       if (!files) return refusal(files.error());
       patterns = std::move(*files);
       options.literal = true;
     }
-    auto selection = overlay::select_changes(selection_input(), patterns, options);
+    store::Tree applied_layer = generations_->applied_layer();
+    auto selection = overlay::select_changes(
+        {sides->booted_tree, sides->staged_tree, applied_layer}, patterns, options);
     if (!selection) {
       Error e = selection.error();
       if (!package_names.empty() && e.code == EINVAL)
@@ -851,23 +648,11 @@ class Daemon {
                 {"applied", applied},
                 {"skipped_kernel", selection->skipped_kernel}};
     if (dry_run) return out;
-    if (json r = refuse_if_untrusted(); !r.is_null()) return r;
-
-    // Durable before visible: the layer object, then the journal record, then the switch.
-    auto id = selection->layer.save_rooted(*store_);
-    if (!id) return error_response(with_context(id.error(), "save layer"));
-    auto record = journal_->commit(overlay::JournalOp::apply, *id, paths);
-    if (!record) return error_response(record.error());
-    auto stats = publish(std::move(selection->layer), record->generation, hotfix_tree_);
-    if (!stats) {
-      return error_response(
-          with_context(stats.error(), "generation " + std::to_string(record->generation) +
-                                          " is journalled but the switch failed"));
-    }
-    touched_.insert(paths.begin(), paths.end());
-    out["generation"] = record->generation;
-    out["switch"] = switch_json(*stats);
-    out["holders"] = holders_json(std::set<std::string>(paths.begin(), paths.end()));
+    auto changed = generations_->apply(selection->layer, paths);
+    if (!changed) return error_response(changed.error());
+    out["generation"] = changed->generation;
+    out["switch"] = switch_json(changed->stats);
+    out["holders"] = holders_json(*sides, std::set<std::string>(paths.begin(), paths.end()));
     return out;
   }
 
@@ -877,180 +662,41 @@ class Daemon {
     return s;
   }
 
-  // What the packages own in the staged tree and in the booted one (so files an upgrade
-  // dropped are removed with it).
-  Result<std::vector<std::string>> package_files(const std::vector<std::string>& names) {
-    packages::PackageDb* staged = staged_packages();
-    packages::PackageDb* booted = booted_packages();
-    if (staged == nullptr && booted == nullptr) {
-      return fail(ENOENT, "no package database in the staged or booted tree" +
-                              (packages_error_.empty() ? "" : " (" + packages_error_ + ")"));
-    }
-    std::vector<std::string> out;
-    for (const auto& name : names) {
-      bool known = false;
-      for (packages::PackageDb* db : {staged, booted}) {
-        if (db == nullptr) continue;
-        auto files = db->files(name);
-        if (!files) {
-          if (files.error().code == ENOENT && db == staged && booted != nullptr) continue;
-          if (files.error().code == ENOENT && known) continue;
-          return std::unexpected(files.error());
-        }
-        known = true;
-        out.insert(out.end(), files->begin(), files->end());
-        if (db == booted) break;
-      }
-      if (!known) return fail(ENOENT, "unknown package " + name);
-    }
-    return out;
-  }
-
   json go_back(overlay::JournalOp op) {
-    if (json r = refuse_if_untrusted(); !r.is_null()) return r;
-    auto planned = journal_->prepare(op, {}, {});
-    if (!planned) return error_response(planned.error());
-    store::Tree layer = *empty_layer_;
-    if (planned->generation != 0) {
-      auto loaded = store::Tree::load(*store_, planned->layer);
-      if (!loaded) {
-        return error_response(with_context(
-            loaded.error(), "layer of generation " + std::to_string(planned->generation)));
-      }
-      layer = std::move(*loaded);
-    }
-    // What leaves the view: the generations popped.
-    const auto& stack = journal_->state().stack;
-    for (const auto& g : stack)
-      if (g.number > planned->generation) touched_.insert(g.paths.begin(), g.paths.end());
-    auto record = journal_->commit(op, {}, {});
-    if (!record) return error_response(record.error());
-    auto stats = publish(std::move(layer), record->generation, hotfix_tree_);
-    if (!stats) return error_response(stats.error());
+    if (auto f = wait_ready()) return reply_error(*f);
+    auto changed = generations_->go_back(op);
+    if (!changed) return error_response(changed.error());
     json out = {{"ok", true},
                 {"op", overlay::op_name(op)},
-                {"generation", record->generation},
-                {"switch", switch_json(*stats)}};
-    if (hotfix_tree_) out["note"] = "the hotfix layer stays on top (livefs hotfix reset drops it)";
+                {"generation", changed->generation},
+                {"switch", switch_json(changed->stats)}};
+    if (generations_->hotfix_layer())
+      out["note"] = "the hotfix layer stays on top (livefs hotfix reset drops it)";
     return out;
   }
 
-  // ---- staging (OSTree) ---------------------------------------------------------------
-
   json stage(const json& request) {
-    if (!sysroot_mode())
-      return refusal(make_error(EINVAL, "stage needs a daemon started with --sysroot"));
-    std::string rev = request.value("commit", "");
-    std::string remote = request.value("remote", "");
-    std::string ref = request.value("ref", "");
-    double pull_seconds = 0;
-    if (!remote.empty()) {
-      auto t0 = std::chrono::steady_clock::now();
-      auto pulled = ostree::pull(repo(), remote, ref);
-      if (!pulled) return refusal(with_context(pulled.error(), "pull " + remote + " " + ref));
-      rev = *pulled;
-      pull_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    }
-    if (rev.empty()) {
-      // The deployment the next boot would use.
-      auto found = ostree::find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
-      if (!found) return refusal(found.error());
-      if (!found->pending)
-        return refusal(make_error(ENOENT, "no staged deployment in the sysroot"));
-      return stage_deployment(*found->pending);
-    }
-    auto checksum = ostree::resolve_rev(repo(), rev);
-    if (!checksum) return refusal(checksum.error());
-    auto staged =
-        ostree::stage_commit(repo(), *checksum, args_.subdir, *booted_tree_, *store_, false);
-    if (!staged) return refusal(with_context(staged.error(), "stage " + rev));
-    Origin origin = commit_origin(*checksum);
-    auto found = ostree::find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
-    pending_at_stage_ = found && found->pending ? found->pending->checksum : "";
-    return finish_stage(origin, std::move(*staged), pull_seconds);
-  }
-
-  json stage_deployment(const ostree::Deployment& d) {
-    auto staged =
-        ostree::stage_commit(repo(), d.checksum, args_.subdir, *booted_tree_, *store_, false);
-    if (!staged) return refusal(with_context(staged.error(), "stage " + d.checksum));
-    return finish_stage(deployment_origin(d, args_.subdir), std::move(*staged), 0);
-  }
-
-  json finish_stage(Origin origin, ostree::OstreeImportResult staged, double pull_seconds) {
-    Origin old = staged_origin_;
-    staged_origin_ = std::move(origin);
-    if (auto st = set_staged(std::move(staged.tree)); !st) {
-      staged_origin_ = old;
-      return error_response(st.error());
-    }
-    if (auto st = write_config(); !st) return error_response(st.error());
-    log_stage(staged.stats);
-    stage_error_ = nullptr;
-    const auto& s = staged.stats;
+    if (auto f = wait_ready()) return reply_error(*f);
+    auto staged = staging_->stage(
+        request.value("commit", ""), request.value("remote", ""), request.value("ref", ""),
+        [this](const Sides& s) {
+          store::Tree applied = generations_->applied_layer();
+          return overlay::pending_changes({s.booted_tree, s.staged_tree, applied}).size();
+        });
+    if (!staged) return reply_error(staged.error());
+    const auto& s = staged->stats;
     return {{"ok", true},
-            {"staged", staged_origin_.describe()},
-            {"staged_origin", staged_origin_.to_json()},
-            {"pending", overlay::pending_changes(selection_input()).size()},
+            {"staged", staged->origin.describe()},
+            {"staged_origin", staged->origin.to_json()},
+            {"pending", staged->pending},
             {"files", s.files},
             {"files_as_booted", s.files_given},
             {"files_reused", s.files_reused},
             {"files_read", s.files_read},
             {"bytes_read", s.bytes_read},
-            {"pull_seconds", pull_seconds},
+            {"pull_seconds", staged->pull_seconds},
             {"seconds", s.seconds}};
   }
-
-  // inotify on the sysroot: a new deployment (ostree admin deploy) is staged in the
-  // background, so that apply only has to switch.
-  void start_deployment_watch() {
-    if (!sysroot_mode()) return;
-    UniqueFd in(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
-    if (!in) {
-      log()->warn("inotify on the sysroot: {}", std::strerror(errno));
-      return;
-    }
-    const uint32_t mask = IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM | IN_CLOSE_WRITE;
-    for (const fs::path& p : {*args_.sysroot / "ostree/deploy" / booted_origin_.osname / "deploy",
-                              *args_.sysroot / "ostree", *args_.sysroot / "boot"}) {
-      if (::inotify_add_watch(in.get(), p.c_str(), mask) < 0)
-        log()->warn("inotify on {}: {}", p.string(), std::strerror(errno));
-    }
-    deploy_stop_.reset(::eventfd(0, EFD_CLOEXEC));
-    deploy_watch_ = std::thread([this, fd = std::move(in)] { deployment_watch_loop(fd.get()); });
-  }
-
-  void deployment_watch_loop(int fd) {
-    char buf[16384];
-    bool dirty = false;
-    for (;;) {
-      pollfd pfds[2] = {{fd, POLLIN, 0}, {deploy_stop_.get(), POLLIN, 0}};
-      // Settle for half a second after the last event: a deployment is many writes.
-      int n = ::poll(pfds, 2, dirty ? 500 : -1);
-      if (n < 0 && errno != EINTR) return;
-      if (pfds[1].revents != 0) return;
-      if (n > 0 && (pfds[0].revents & POLLIN)) {
-        while (::read(fd, buf, sizeof buf) > 0) {
-        }
-        dirty = true;
-        continue;
-      }
-      if (!dirty) continue;
-      dirty = false;
-      auto found = ostree::find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
-      if (!found || !found->pending) continue;
-      std::unique_lock lock(mutex_);
-      if (found->pending->checksum == staged_origin_.checksum) continue;
-      log()->info("new deployment {}: staging it", found->pending->checksum);
-      json r = stage_deployment(*found->pending);
-      if (!r.value("ok", false)) {
-        stage_error_ = r.value("error", "staging failed");
-        log()->error("background stage: {}", stage_error_.get<std::string>());
-      }
-    }
-  }
-
-  // ---- hotfix -------------------------------------------------------------------------
 
   // A path in the view as the operator gives it: relative to the view ("bin/tool"), or
   // absolute under the mount point ("/usr/bin/tool" on a /usr view, which is "bin/tool").
@@ -1065,361 +711,87 @@ class Daemon {
                             ": give a path in the view (e.g. bin/tool) or one under " + mp);
   }
 
-  json hotfix_json() const {
+  static json hotfix_json(const HotfixService::Listing& l) {
     json watches = json::array();
-    for (const auto& w : hotfix_->watches()) {
+    for (const auto& w : l.watches) {
       watches.push_back({{"source", w.source.string()},
                          {"at", w.at},
-                         {"entries", w.entries.size()},
+                         {"entries", w.entries},
                          {"changes", w.changes},
                          {"last_change", iso_time(w.last_change_ns)},
                          {"error", w.error}});
     }
     json adds = json::array();
-    for (const auto& a : hotfix_->adds())
-      adds.push_back({{"source", a.source.string()}, {"at", a.at}});
-    return {{"watches", watches},
-            {"adds", adds},
-            {"layer_entries", hotfix_tree_ ? hotfix_tree_->size() : 0}};
+    for (const auto& a : l.adds) adds.push_back({{"source", a.source.string()}, {"at", a.at}});
+    return {{"watches", watches}, {"adds", adds}, {"layer_entries", l.layer_entries}};
   }
 
-  Status save_hotfix_config() const {
-    HotfixConfig config;
-    for (const auto& w : hotfix_->watches())
-      if (w.error.empty()) config.watches.push_back({w.source, w.at});
-    for (const auto& a : hotfix_->adds()) config.adds.push_back({a.source, a.at});
-    return write_file_atomic(args_.state / "hotfix.json", hotfix_config_text(config));
-  }
-
-  // When each step of a hotfix commit ended, for the log line of a change set.
-  struct HotfixSteps {
-    std::chrono::steady_clock::time_point built, stored, journalled;
-  };
-
-  // Journals the hotfix layer as it is now and switches to it. The layer manifest joins
-  // `batch` (the new contents), so one syncfs makes both durable before the journal record.
-
-  Result<overlay::SwitchStats> commit_hotfix(const std::vector<std::string>& changed,
-                                             store::ObjectStore::Batch& batch,
-                                             HotfixSteps* steps = nullptr) {
-    HotfixSteps ignored;
-    if (steps == nullptr) steps = &ignored;
-    if (json r = refuse_if_untrusted(); !r.is_null())
-      return fail(EBADMSG, r.value("error", "journal cannot be trusted"));
-    auto tree = hotfix_->build();
-    if (!tree) return std::unexpected(tree.error());
-    store::ObjectId id;
-    if (*tree) {
-      auto saved = batch.put_bytes((*tree)->bytes());
-      if (!saved) return std::unexpected(saved.error());
-      // Made durable by the batch's sync below, or now when the batch has nothing to sync
-      // (the same layer as once before, nothing new stored).
-      if (auto st = store_->add_tree_root(*saved, batch.pending() == 0); !st)
-        return std::unexpected(st.error());
-      id = *saved;
-    }
-    steps->built = std::chrono::steady_clock::now();
-    if (auto st = batch.commit(); !st) return std::unexpected(st.error());
-    steps->stored = std::chrono::steady_clock::now();
-    auto record = journal_->commit(overlay::JournalOp::hotfix, id, changed);
-    if (!record) return std::unexpected(record.error());
-    steps->journalled = std::chrono::steady_clock::now();
-    touched_.insert(changed.begin(), changed.end());
-    // Only the live hotfix layer is a durable gc root: an edit loop must not keep every
-    // version across restarts. The layer it replaces stays pinned for this daemon's life: a
-    // process may still have one of its files open (an open file keeps its old content),
-    // and the kernel then reads its objects.
-    if (hotfix_tree_ && hotfix_tree_->id() != id) {
-      if (auto st = store_->pin(hotfix_tree_->id()); !st)
-        log()->warn("hotfix: {}", st.error().message());
-      else if (auto rm = store_->remove_tree_root(hotfix_tree_->id()); !rm)
-        log()->warn("hotfix: {}", rm.error().message());
-    }
-    return publish(*applied_layer_, live_generation_, std::move(*tree));
-  }
-
-  Result<overlay::SwitchStats> commit_hotfix(const std::vector<std::string>& changed) {
-    store::ObjectStore::Batch batch(*store_);
-    return commit_hotfix(changed, batch);
-  }
-
-  json hotfix_watch(const json& request) {
-    fs::path source = fs::absolute(request.at("source").get<std::string>()).lexically_normal();
-    auto at = view_path(request.value("at", ""));
-    if (!at) return refusal(at.error());
-    if (auto st = require_dir(source, "hotfix source"); !st) return refusal(st.error());
-    std::optional<uint64_t> replaced;  // a failed watch of the same source and place
-    for (const auto& w : hotfix_->watches()) {
-      if (w.source != source || w.at != *at) continue;
-      if (w.error.empty() || loops_.contains(w.id))
-        return refusal(make_error(EEXIST, source.string() + " is already watched at /" + *at));
-      replaced = w.id;
-    }
-    // A watch that does not go live leaves no trace (nothing to restore, no loop running).
-    auto before = std::make_unique<HotfixSet>(*hotfix_);
-    // Watch first, then import: nothing written in between is missed.
-    auto loop = inotify::WatchLoop::open(source, kHotfixDebounce);
-    if (!loop) return refusal(with_context(loop.error(), "hotfix watch " + source.string()));
-    // The import's objects and the layer naming them are made durable and rooted together.
-    store::ObjectStore::Batch batch(*store_);
-    auto id = hotfix_->add_watch(source, *at, &batch);
-    // A file written while it is imported: again (the loop already follows the source).
-    for (int attempt = 0; !id && id.error().code == EAGAIN && attempt < 50; ++attempt)
-      id = hotfix_->add_watch(source, *at, &batch);
-    if (!id) return refusal(id.error());
-    if (replaced) hotfix_->drop_watch(*replaced);
-    if (auto st = start_loop(*id, std::move(*loop)); !st) {
-      hotfix_ = std::move(before);
-      return refusal(st.error());
-    }
-    std::vector<std::string> changed = {*at};
-    auto stats = commit_hotfix(changed, batch);
-    if (!stats) {
-      retire_loop(*id);
-      hotfix_ = std::move(before);
-      return error_response(stats.error());
-    }
-    if (auto st = save_hotfix_config(); !st) return error_response(st.error());
-    const auto& w = hotfix_->watches().back();
-    return {{"ok", true},
-            {"source", source.string()},
-            {"at", *at},
-            {"entries", w.entries.size()},
-            {"switch", switch_json(*stats)}};
-  }
-
-  Status start_loop(uint64_t id, std::unique_ptr<inotify::WatchLoop> loop) {
-    auto st = loop->start([this, id](inotify::ChangeSet changes) { on_watch_change(id, changes); },
-                          [this, id](const Error& e) { on_watch_error(id, e); });
-    if (!st) return st;
-    loops_[id] = std::move(loop);
-    return {};
-  }
-
-  // On a watch's own thread.
-  void on_watch_change(uint64_t id, const inotify::ChangeSet& changes) {
-    std::unique_lock lock(mutex_);
-    if (!loops_.contains(id)) return;  // reset meanwhile
-    if (changes.root_gone) {
-      log()->warn("hotfix source of watch {} is gone: its layer is dropped", id);
-      hotfix_->fail_watch(id, "the source directory was removed or moved away");
-      retire_loop(id);
-      if (auto st = commit_hotfix({}); !st) log()->error("hotfix: {}", st.error().message());
-      (void)save_hotfix_config();
-      return;
-    }
-    using std::chrono::steady_clock;
-    auto locked = steady_clock::now();
-    store::ObjectStore::Batch batch(*store_);
-    auto changed = hotfix_->apply(id, changes, batch);
-    if (!changed) {
-      log()->error("hotfix watch {}: {}", id, changed.error().message());
-      return;
-    }
-    if (changed->empty()) return;
-    auto imported = steady_clock::now();
-    HotfixSteps steps;
-    auto stats = commit_hotfix(*changed, batch, &steps);
-    if (!stats) {
-      log()->error("hotfix: {}", stats.error().message());
-      return;
-    }
-    auto ms = [](steady_clock::time_point a, steady_clock::time_point b) {
-      return std::chrono::duration<double, std::milli>(b - a).count();
-    };
-    log()->info(
-        "hotfix watch {}: {} events, {} paths; {:.1f} ms from the last event: settle {:.1f}, "
-        "import {:.1f}, layer {:.1f}, store {:.1f}, journal {:.1f}, switch {:.1f}",
-        id, changes.events, changed->size(), ms(changes.last_event, steady_clock::now()),
-        ms(changes.last_event, locked), ms(locked, imported), ms(imported, steps.built),
-        ms(steps.built, steps.stored), ms(steps.stored, steps.journalled),
-        ms(steps.journalled, steady_clock::now()));
-  }
-
-  void on_watch_error(uint64_t id, const Error& e) {
-    std::unique_lock lock(mutex_);
-    log()->error("hotfix watch {}: {}; it no longer follows its source", id, e.message());
-    hotfix_->set_error(id, e.message());
-    retire_loop(id);
-  }
-
-  void retire_loop(uint64_t id) {
-    auto it = loops_.find(id);
-    if (it == loops_.end()) return;
-    retired_.push_back(std::move(it->second));
-    loops_.erase(it);
-  }
-
-  // Loops are stopped (joined) outside the lock: their callbacks take it.
-  void reap_retired_watches() {
-    std::vector<std::unique_ptr<inotify::WatchLoop>> done;
-    {
-      std::unique_lock lock(mutex_);
-      done.swap(retired_);
-    }
-    done.clear();
-  }
-
-  void stop_watches() {
-    std::vector<std::unique_ptr<inotify::WatchLoop>> done;
-    {
-      std::unique_lock lock(mutex_);
-      for (auto& [id, loop] : loops_) done.push_back(std::move(loop));
-      loops_.clear();
-      for (auto& l : retired_) done.push_back(std::move(l));
-      retired_.clear();
-    }
-    done.clear();
-    if (deploy_watch_.joinable()) {
-      uint64_t one = 1;
-      (void)!::write(deploy_stop_.get(), &one, sizeof one);
-      deploy_watch_.join();
-    }
-  }
-
-  json hotfix_add(const json& request) {
-    fs::path source = fs::absolute(request.at("source").get<std::string>()).lexically_normal();
-    auto at = view_path(request.value("at", ""));
-    if (!at) return refusal(at.error());
-    // An add that does not go live must not go live with a later change either.
-    auto before = std::make_unique<HotfixSet>(*hotfix_);
-    store::ObjectStore::Batch batch(*store_);
-    if (auto st = hotfix_->add_file(source, *at, batch); !st) return refusal(st.error());
-    auto stats = commit_hotfix({*at}, batch);
-    if (!stats) {
-      hotfix_ = std::move(before);
-      return error_response(stats.error());
-    }
-    if (auto st = save_hotfix_config(); !st) return error_response(st.error());
-    return {
-        {"ok", true}, {"source", source.string()}, {"at", *at}, {"switch", switch_json(*stats)}};
-  }
-
-  json hotfix_list() const {
-    json out = hotfix_json();
+  json hotfix_list() {
+    if (auto f = wait_ready()) return reply_error(*f);
+    auto listing = hotfix_->list(true);
+    json out = hotfix_json(listing);
     out["ok"] = true;
-    json files = json::array();
-    if (hotfix_tree_) {
-      for (size_t i = 1; i < hotfix_tree_->size(); ++i) {
-        auto e = hotfix_tree_->entry(i);
-        if (e.type() == store::EntryType::dir) continue;
-        files.push_back(std::string(e.path()));
-      }
-    }
-    out["files"] = files;
+    out["files"] = listing.files;
     return out;
   }
 
-  json hotfix_reset(const json& request) {
-    std::optional<std::string> prefix;
-    if (request.contains("prefix") && !request.at("prefix").is_null()) {
-      auto p = view_path(request.at("prefix").get<std::string>());
-      if (!p) return refusal(p.error());
-      prefix = *p;
-    }
-    if (hotfix_->empty() && !hotfix_tree_) return refusal(make_error(ENOENT, "no hotfix to reset"));
-    std::vector<std::string> changed;
-    if (hotfix_tree_) {
-      for (size_t i = 1; i < hotfix_tree_->size(); ++i) {
-        std::string p(hotfix_tree_->entry(i).path());
-        if (!prefix || under_prefix(p, *prefix)) changed.push_back(p);
-      }
-    }
-    auto removed = hotfix_->remove(prefix);
-    for (uint64_t id : removed) retire_loop(id);
-    if (changed.empty() && removed.empty())
-      return refusal(make_error(ENOENT, "no hotfix under /" + prefix.value_or("")));
-    auto stats = commit_hotfix(changed);
-    if (!stats) return error_response(stats.error());
-    if (auto st = save_hotfix_config(); !st) return error_response(st.error());
+  json hotfix_watch(const json& request) {
+    if (auto f = wait_ready()) return reply_error(*f);
+    auto done = hotfix_->watch(request.at("source").get<std::string>(), request.value("at", ""));
+    if (!done) return reply_error(done.error());
     return {{"ok", true},
-            {"removed_paths", changed.size()},
-            {"removed_watches", removed.size()},
-            {"generation", live_generation_},
-            {"switch", switch_json(*stats)}};
+            {"source", done->source.string()},
+            {"at", done->at},
+            {"entries", done->entries},
+            {"switch", switch_json(done->stats)}};
   }
 
-  // After a restart: the journalled hotfix layer is served from the first request; the
-  // watches are then set up again and brought up to date with their sources.
-  void restore_hotfixes() {
-    std::unique_lock lock(mutex_);
-    if (stopping_) return;
-    for (const auto& a : hotfix_config_.adds) {
-      const std::string& at = a.at;
-      // The content added then, not the file as it is now.
-      if (hotfix_tree_) {
-        if (auto e = hotfix_tree_->find(at); e) {
-          hotfix_->restore_add(a.source, at, e->to_entry());
-          continue;
-        }
-      }
-      log()->warn("hotfix add at /{} is not in the journalled layer: dropped", at);
-    }
-    std::vector<std::string> changed;
-    store::ObjectStore::Batch batch(*store_);  // every watch's import, rooted with the layer
-    for (const auto& w : hotfix_config_.watches) {
-      const fs::path& source = w.source;
-      const std::string& at = w.at;
-      auto loop = inotify::WatchLoop::open(source, kHotfixDebounce);
-      auto id = loop ? hotfix_->add_watch(source, at, &batch)
-                     : Result<uint64_t>(std::unexpected(loop.error()));
-      // A source being written while it is imported (EAGAIN: a file changed under the
-      // import) is imported again: the loop already follows it, so nothing is missed.
-      for (int attempt = 0; loop && !id && id.error().code == EAGAIN && attempt < 50; ++attempt)
-        id = hotfix_->add_watch(source, at, &batch);
-      if (!id || !start_loop(*id, std::move(*loop))) {
-        log()->error("hotfix watch {} at /{} not restored: {}", source.string(), at,
-                     id ? "watch failed" : id.error().message());
-        continue;
-      }
-      changed.push_back(at);
-    }
-    auto tree = hotfix_->build();
-    bool same = tree && ((!*tree && !hotfix_tree_) ||
-                         (*tree && hotfix_tree_ && (*tree)->id() == hotfix_tree_->id()));
-    if (!same) {
-      if (auto st = commit_hotfix(changed, batch); !st)
-        log()->error("hotfix: {}", st.error().message());
-    } else if (auto st = batch.commit(); !st) {
-      log()->error("hotfix: {}", st.error().message());
-    }
+  json hotfix_add(const json& request) {
+    if (auto f = wait_ready()) return reply_error(*f);
+    auto done = hotfix_->add(request.at("source").get<std::string>(), request.value("at", ""));
+    if (!done) return reply_error(done.error());
+    return {{"ok", true},
+            {"source", done->source.string()},
+            {"at", done->at},
+            {"switch", switch_json(done->stats)}};
+  }
+
+  json hotfix_reset(const json& request) {
+    if (auto f = wait_ready()) return reply_error(*f);
+    std::optional<std::string> prefix;
+    if (request.contains("prefix") && !request.at("prefix").is_null())
+      prefix = request.at("prefix").get<std::string>();
+    auto done = hotfix_->reset(prefix);
+    if (!done) return reply_error(done.error());
+    hotfix_->reap();
+    return {{"ok", true},
+            {"removed_paths", done->removed_paths},
+            {"removed_watches", done->removed_watches},
+            {"generation", done->generation},
+            {"switch", switch_json(done->stats)}};
   }
 
   MountArgs args_;
   UniqueFd state_lock_;
   DaemonConfig config_;         // as found at start
-  HotfixConfig hotfix_config_;  // as found at start: what restore_ brings back
-  std::thread restore_;
+  HotfixConfig hotfix_config_;  // as found at start: what the loader restores
   std::shared_ptr<store::ObjectStore> store_;
-  Origin booted_origin_, staged_origin_;
-  std::optional<store::Tree> booted_tree_;
-  std::optional<store::Tree> empty_layer_;
-  std::optional<overlay::Journal> journal_;
-  std::optional<Error> layer_error_;  // the live generation's layer could not be loaded
+  std::unique_ptr<Staging> staging_;
+  // Set once: at start when the booted manifest is cached, else by the loader (before
+  // ready_); read by requests only after wait_ready()/is_ready().
+  std::unique_ptr<overlay::Generations> generations_;
+  std::unique_ptr<HotfixService> hotfix_;
   std::shared_ptr<const overlay::View> base_view_;
   std::unique_ptr<overlay::Filesystem> fs_;
-  UniqueFd listen_fd_;
+  std::unique_ptr<ControlServer> control_;
+  std::thread loader_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> released_{false};
-  std::thread deploy_watch_;
-  UniqueFd deploy_stop_;
 
-  // Guards everything below: control requests, hotfix change sets and background staging
-  // run one at a time (so generations change in one order, the journal's).
-  std::mutex mutex_;
-  std::optional<store::Tree> staged_tree_;
-  std::string pending_at_stage_;
-  std::optional<store::Tree> applied_layer_;
-  std::optional<store::Tree> hotfix_tree_;
-  uint64_t live_generation_ = 0;
-  std::optional<overlay::SwitchStats> last_switch_;
-  std::set<std::string> touched_;  // paths switches changed: what old holders may hold
-  std::unique_ptr<HotfixSet> hotfix_;
-  std::map<uint64_t, std::unique_ptr<inotify::WatchLoop>> loops_;
-  std::vector<std::unique_ptr<inotify::WatchLoop>> retired_;
-  PackagesSlot booted_pkgs_, staged_pkgs_;
-  std::string packages_error_;
-  json stage_error_ = nullptr;
+  std::mutex ready_mutex_;
+  std::condition_variable ready_cv_;
+  bool ready_ = false;
+  std::optional<Error> ready_error_;
 };
 
 // Validates, locks the state directory and cleans a stale mount: what can be

@@ -477,6 +477,8 @@ TEST(Safety, AnotherBootedTreeStartsAtGenerationZero) {
   w.booted = w.dir / "booted2";
   write_file(w.booted / "bin/tool", "tool 2\n");
   ASSERT_EQ(w.mount().status, 0);
+  // A booted tree not seen before is read in the background while the view serves it.
+  ASSERT_TRUE(eventually([&] { return w.status_json()["loading"].is_null(); }));
   auto st = w.status_json();
   EXPECT_EQ(st["live_generation"], 0);
   EXPECT_NE(st["journal_note"].get<std::string>().find("booted tree changed"), std::string::npos)

@@ -1,0 +1,156 @@
+// Generations without FUSE: the switch is a callback that records what it was asked to serve.
+#include "overlay/generations.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "support/entries.h"
+#include "support/temp_dir.h"
+
+namespace livefs::overlay {
+namespace {
+
+using testing::build_tree;
+using testing::dir;
+using testing::file;
+using testing::TempDir;
+
+struct World {
+  TempDir tmp{"livefs-generations"};
+  std::shared_ptr<store::ObjectStore> store;
+  store::Tree empty = build_tree({dir("")});
+  // What the switch was called with, in order.
+  std::vector<std::pair<uint64_t, store::ObjectId>> switches;
+  bool fail_switch = false;
+
+  World() {
+    auto s = store::ObjectStore::open(tmp / "store");
+    EXPECT_TRUE(s) << s.error().message();
+    store = std::make_shared<store::ObjectStore>(std::move(*s));
+  }
+
+  std::unique_ptr<Generations> open() {
+    Generations::Options options;
+    options.journal = tmp / "journal";
+    options.booted_identity = "dir:test";
+    auto g = Generations::open(store, empty, options);
+    EXPECT_TRUE(g) << g.error().message();
+    if (!g) return nullptr;
+    (*g)->set_switch([this](store::Tree served, uint64_t generation) -> Result<SwitchStats> {
+      if (fail_switch) return fail(EIO, "switch");
+      switches.emplace_back(generation, served.id());
+      SwitchStats s;
+      s.to_generation = generation;
+      return s;
+    });
+    return std::move(*g);
+  }
+};
+
+TEST(Generations, ApplyIsJournalledThenSwitchedAndSurvivesAReopen) {
+  World w;
+  auto g = w.open();
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->live_generation(), 0u);
+  store::Tree layer = build_tree({dir(""), dir("bin"), file("bin/tool", "new")});
+  auto changed = g->apply(layer, {"bin/tool"});
+  ASSERT_TRUE(changed) << changed.error().message();
+  EXPECT_EQ(changed->generation, 1u);
+  ASSERT_EQ(w.switches.size(), 1u);
+  EXPECT_EQ(w.switches[0].first, 1u);
+  EXPECT_EQ(w.switches[0].second, layer.id());
+  EXPECT_EQ(g->touched(), std::set<std::string>{"bin/tool"});
+
+  // A restart serves what the journal says, from the store.
+  g.reset();
+  auto again = w.open();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->live_generation(), 1u);
+  EXPECT_EQ(again->applied_layer().id(), layer.id());
+  auto report = again->report(10);
+  ASSERT_EQ(report.stack.size(), 2u);
+  EXPECT_EQ(report.stack[1].paths, std::vector<std::string>{"bin/tool"});
+}
+
+TEST(Generations, RollbackAndResetGoBackAndTheHotfixLayerStaysOnTop) {
+  World w;
+  auto g = w.open();
+  ASSERT_TRUE(g);
+  store::Tree one = build_tree({dir(""), file("a", "1")});
+  store::Tree two = build_tree({dir(""), file("a", "1"), file("b", "2")});
+  ASSERT_TRUE(g->apply(one, {"a"}));
+  ASSERT_TRUE(g->apply(two, {"b"}));
+  store::Tree hot = build_tree({dir(""), file("h", "hot")});
+  auto hot_id = hot.save_rooted(*w.store);
+  ASSERT_TRUE(hot_id);
+  auto h = g->set_hotfix(hot, *hot_id, {"h"});
+  ASSERT_TRUE(h) << h.error().message();
+  EXPECT_EQ(h->generation, 2u);  // a hotfix does not move the stack
+
+  auto back = g->go_back(JournalOp::rollback);
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->generation, 1u);
+  EXPECT_EQ(g->applied_layer().id(), one.id());
+  ASSERT_TRUE(g->hotfix_layer());
+  auto served = g->served_layer();
+  ASSERT_TRUE(served);
+  EXPECT_TRUE(served->find("h"));
+  EXPECT_TRUE(served->find("a"));
+  EXPECT_FALSE(served->find("b"));
+  EXPECT_TRUE(g->touched().contains("b"));  // what left the view
+
+  auto reset = g->go_back(JournalOp::reset);
+  ASSERT_TRUE(reset);
+  EXPECT_EQ(reset->generation, 0u);
+  EXPECT_EQ(g->applied_layer().id(), w.empty.id());
+  EXPECT_FALSE(g->go_back(JournalOp::rollback));  // nothing below generation 0
+}
+
+TEST(Generations, AFailedSwitchChangesNothingServed) {
+  World w;
+  auto g = w.open();
+  ASSERT_TRUE(g);
+  w.fail_switch = true;
+  auto changed = g->apply(build_tree({dir(""), file("a", "1")}), {"a"});
+  ASSERT_FALSE(changed);
+  EXPECT_NE(changed.error().message().find("journalled but the switch failed"), std::string::npos)
+      << changed.error().message();
+  EXPECT_EQ(g->live_generation(), 0u);
+  EXPECT_EQ(g->applied_layer().id(), w.empty.id());
+}
+
+TEST(Generations, ACorruptJournalServesGenerationZeroAndRefusesChanges) {
+  World w;
+  {
+    auto g = w.open();
+    ASSERT_TRUE(g);
+    ASSERT_TRUE(g->apply(build_tree({dir(""), file("a", "1")}), {"a"}));
+    ASSERT_TRUE(g->apply(build_tree({dir(""), file("a", "2")}), {"a"}));
+  }
+  // Damage the first apply record (not the last line, which would be a torn append).
+  std::string text;
+  {
+    std::ifstream in(w.tmp / "journal");
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  size_t first_apply = text.find(" apply ");
+  ASSERT_NE(first_apply, std::string::npos);
+  text[first_apply + 8] ^= 1;
+  {
+    std::ofstream out(w.tmp / "journal", std::ios::trunc);
+    out << text;
+  }
+  w.switches.clear();
+  auto g = w.open();
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->live_generation(), 0u);
+  ASSERT_TRUE(g->refusal());
+  EXPECT_FALSE(g->apply(build_tree({dir(""), file("b", "1")}), {"b"}));
+  EXPECT_FALSE(g->go_back(JournalOp::reset));
+  EXPECT_TRUE(g->report(5).journal_error);
+  EXPECT_TRUE(w.switches.empty());
+}
+
+}  // namespace
+}  // namespace livefs::overlay
