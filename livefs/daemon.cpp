@@ -507,6 +507,9 @@ class Daemon {
     out["staged"] = staged.describe();
     out["staged_origin"] = staged.to_json();
     if (!progress.error.empty()) out["journal_error"] = progress.error;
+    out["staging"] = progress.staging.empty()
+                         ? json(nullptr)
+                         : json({{"what", progress.staging}, {"files", progress.staging_files}});
     bool ready = is_ready();
     // What start-up has not finished yet: the booted manifest, the staged tree, the journal.
     if (!progress.phase.empty())

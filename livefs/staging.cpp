@@ -36,6 +36,24 @@ void log_stage(const Origin& origin, const ostree::OstreeImportStats& s) {
 
 }  // namespace
 
+class Staging::StagingNow {
+ public:
+  StagingNow(Staging& s, std::string what) : s_(s) {
+    std::lock_guard lock(s_.mutex_);
+    s_.staging_now_ = std::move(what);
+    s_.staging_files_ = 0;
+  }
+  ~StagingNow() {
+    std::lock_guard lock(s_.mutex_);
+    s_.staging_now_.clear();
+  }
+  StagingNow(const StagingNow&) = delete;
+  StagingNow& operator=(const StagingNow&) = delete;
+
+ private:
+  Staging& s_;
+};
+
 Staging::Staging(const MountArgs& args, DaemonConfig config,
                  std::shared_ptr<store::ObjectStore> store)
     : args_(args), config_(std::move(config)), store_(std::move(store)) {}
@@ -201,8 +219,8 @@ Status Staging::load_staged(const store::Tree& booted) {
     tree = std::move(imported->tree);
     unrooted = std::move(imported->lock);
   } else {
-    auto staged =
-        ostree::stage_commit(repo(), origin.checksum, args_.subdir, booted, *store_, false);
+    auto staged = ostree::stage_commit(repo(), origin.checksum, args_.subdir, booted, *store_,
+                                       false, &entries_done_);
     std::lock_guard lock(mutex_);
     if (!staged) {
       // As in background staging: the booted tree is still served and the failure is in
@@ -264,6 +282,8 @@ Staging::Progress Staging::progress() const {
   p.phase = phase_;
   p.entries = loaded_ ? 0 : entries_done_.load(std::memory_order_relaxed);
   if (load_error_) p.error = load_error_->message();
+  p.staging = staging_now_;
+  if (!p.staging.empty()) p.staging_files = staging_files_.load(std::memory_order_relaxed);
   return p;
 }
 
@@ -294,16 +314,18 @@ Outcome<Staging::Staged> Staging::stage(const std::string& commit, const std::st
     auto found = ostree::find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
     if (!found) return refused(found.error());
     if (!found->pending) return refused(make_error(ENOENT, "no staged deployment in the sysroot"));
+    StagingNow now(*this, "deployment " + found->pending->checksum);
     auto staged = ostree::stage_commit(repo(), found->pending->checksum, args_.subdir,
-                                       sides->booted_tree, *store_, false);
+                                       sides->booted_tree, *store_, false, &staging_files_);
     if (!staged) return refused(with_context(staged.error(), "stage " + found->pending->checksum));
     return finish_stage(deployment_origin(*found->pending, args_.subdir), std::move(*staged), "", 0,
                         count_pending);
   }
   auto checksum = ostree::resolve_rev(repo(), rev);
   if (!checksum) return refused(checksum.error());
-  auto staged =
-      ostree::stage_commit(repo(), *checksum, args_.subdir, sides->booted_tree, *store_, false);
+  StagingNow now(*this, "commit " + *checksum);
+  auto staged = ostree::stage_commit(repo(), *checksum, args_.subdir, sides->booted_tree, *store_,
+                                     false, &staging_files_);
   if (!staged) return refused(with_context(staged.error(), "stage " + rev));
   auto found = ostree::find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
   std::string pending = found && found->pending ? found->pending->checksum : "";
@@ -368,8 +390,9 @@ void Staging::on_sysroot_change() {
     if (found->pending->checksum == staged_origin_.checksum) return;
   }
   log()->info("new deployment {}: staging it", found->pending->checksum);
+  StagingNow now(*this, "deployment " + found->pending->checksum);
   auto staged = ostree::stage_commit(repo(), found->pending->checksum, args_.subdir,
-                                     sides->booted_tree, *store_, false);
+                                     sides->booted_tree, *store_, false, &staging_files_);
   if (!staged) {
     std::lock_guard lock(mutex_);
     stage_error_ = with_context(staged.error(), "stage " + found->pending->checksum).message();

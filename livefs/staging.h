@@ -73,6 +73,10 @@ class Staging {
     std::string phase;  // "scanning the booted tree", "importing the staged tree", ""
     uint64_t entries = 0;
     std::string error;  // load() failed
+    // A stage running now (`livefs stage`, or a new deployment staged in the background):
+    // what, and how many files of it are read; "" when none.
+    std::string staging;
+    uint64_t staging_files = 0;
   };
   Progress progress() const;
   // The last staging failure (background or at start), "" when none.
@@ -145,6 +149,10 @@ class Staging {
   std::optional<Error> load_error_;
   std::string phase_ = "starting";
   std::atomic<uint64_t> entries_done_{0};
+  std::string staging_now_;  // Progress::staging
+  std::atomic<uint64_t> staging_files_{0};
+  // Sets staging_now_ for the life of one stage.
+  class StagingNow;
   Origin staged_origin_;
   std::optional<store::Tree> booted_tree_, staged_tree_;
   std::string pending_at_stage_;

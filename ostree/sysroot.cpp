@@ -42,10 +42,16 @@ Result<store::Tree> booted_commit_manifest(const fs::path& repo, const std::stri
 
 Result<OstreeImportResult> stage_commit(const fs::path& repo, const std::string& rev,
                                         const std::string& subdir, const store::Tree& booted,
-                                        store::ObjectStore& store, bool progress) {
+                                        store::ObjectStore& store, bool progress,
+                                        std::atomic<uint64_t>* files_done) {
   OstreeImportOptions options;
   options.subdir = subdir;
   options.progress = progress;
+  if (files_done != nullptr) {
+    options.on_file = [files_done](const OstreeImportStats& st) {
+      files_done->store(st.files, std::memory_order_relaxed);
+    };
+  }
   options.content_id = [&booted](std::string_view path,
                                  std::string_view csum) -> std::optional<store::ObjectId> {
     store::ObjectId id = booted_content_id(csum);

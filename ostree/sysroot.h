@@ -3,6 +3,7 @@
 // booted tree.
 #pragma once
 
+#include <atomic>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -30,9 +31,11 @@ Result<store::Tree> booted_commit_manifest(const std::filesystem::path& repo,
                                            store::ObjectStore& store);
 
 // Stages `rev` of `repo`: its manifest, with the content of every file that differs from the
-// booted tree (at the same path) stored, through the OSTree-checksum index.
+// booted tree (at the same path) stored, through the OSTree-checksum index. `files_done`,
+// when given, counts the files read so far (for a status while it runs).
 Result<OstreeImportResult> stage_commit(const std::filesystem::path& repo, const std::string& rev,
                                         const std::string& subdir, const store::Tree& booted,
-                                        store::ObjectStore& store, bool progress);
+                                        store::ObjectStore& store, bool progress,
+                                        std::atomic<uint64_t>* files_done = nullptr);
 
 }  // namespace livefs::ostree

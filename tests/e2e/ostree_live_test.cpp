@@ -8,12 +8,14 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <future>
 #include <map>
 #include <memory>
 #include <set>
 
 #include "e2e/live_support.h"
 #include "inotify/inotify_test_util.h"
+#include "store/object_store.h"
 #include "support/http_server.h"
 
 namespace livefs::e2e {
@@ -407,6 +409,40 @@ TEST_F(OstreeLive, StageACommitOfTheRepositoryKernelChangeNeedsAReboot) {
   EXPECT_EQ(all["skipped_kernel"], json({"lib/modules/6.1.0/vmlinuz"})) << all.dump(2);
   EXPECT_EQ(read_file(m.mnt / "bin/qux"), "qux\n");
   EXPECT_EQ(read_file(m.mnt / "lib/modules/6.1.0/vmlinuz"), "kernel 1\n");
+}
+
+// A stage that cannot go on (here: a gc holds the store) keeps only changes waiting: status
+// is answered meanwhile and says what is being staged.
+TEST_F(OstreeLive, StatusIsAnsweredWhileAStageRuns) {
+  Sysroot& s = *shared_;
+  make_tree_b(*s.dir / "tree-slow");
+  write_file(*s.dir / "tree-slow/usr/bin/slow", "slow\n", 0755);
+  std::string commit = s.commit("tree-slow", "testos/slow", "4.0");
+  ASSERT_EQ(commit.size(), 64u);
+  OstreeMount m;
+  Ran mounted = m.mount(s);
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+  ASSERT_TRUE(eventually([&] { return m.status()["loading"].is_null(); }));
+
+  auto store = store::ObjectStore::open(m.state / "store");
+  ASSERT_TRUE(store) << store.error().message();
+  auto gc = store->lock_exclusive(std::chrono::milliseconds(0));
+  ASSERT_TRUE(gc) << gc.error().message();
+  auto staging =
+      std::async(std::launch::async, [&] { return m.cmd("stage", "--commit testos/slow"); });
+  json seen;
+  ASSERT_TRUE(eventually([&] {
+    seen = m.status();
+    return seen["staging"].is_object();
+  })) << seen.dump();
+  EXPECT_EQ(seen["staging"]["what"], "commit " + commit);
+  EXPECT_EQ(seen["staged_origin"]["checksum"], s.commit_b);  // not staged yet
+  *gc = store::StoreLock();                                  // the "gc" ends
+  Ran staged = staging.get();
+  EXPECT_EQ(staged.status, 0) << staged.out;
+  json st = m.status();
+  EXPECT_TRUE(st["staging"].is_null()) << st.dump();
+  EXPECT_EQ(st["staged_origin"]["checksum"], commit);
 }
 
 TEST_F(OstreeLive, CorruptObjectIsRefusedAndTheStagedCommitStays) {
