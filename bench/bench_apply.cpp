@@ -85,17 +85,21 @@ struct Setup {
 };
 Setup g_setup;
 
-bool mounted_below(const fs::path& dir) {
+// Mount points at or below `dir`, deepest last.
+std::vector<std::string> mounts_below(const fs::path& dir) {
+  std::vector<std::string> out;
   std::ifstream in("/proc/self/mounts");
   std::string dev, at;
   std::string prefix = dir.string() + "/";
   while (in >> dev >> at) {
     std::string rest;
     std::getline(in, rest);
-    if (at == dir.string() || at.starts_with(prefix)) return true;
+    if (at == dir.string() || at.starts_with(prefix)) out.push_back(at);
   }
-  return false;
+  return out;
 }
+
+bool mounted_below(const fs::path& dir) { return !mounts_below(dir).empty(); }
 
 void stop_daemon(const fs::path& state) {
   (void)sh(g_setup.cli + " umount --wait --state " + quoted(state) + " > /dev/null 2>&1");
@@ -107,12 +111,16 @@ void cleanup() {
     (void)sh(g_setup.cli + " umount --wait --state " + quoted(*it) + " > /dev/null 2>&1");
   g_setup.daemons.clear();
   for (auto it = g_setup.mounts.rbegin(); it != g_setup.mounts.rend(); ++it)
-    (void)sh("umount -l " + quoted(*it) + " 2>/dev/null");
+    (void)sh("umount -l " + quoted(fs::path(*it)) + " 2>/dev/null");
   g_setup.mounts.clear();
   for (const fs::path& p : g_setup.immutable)
     (void)sh("chattr -R -i " + quoted(p) + " 2>/dev/null");
   g_setup.immutable.clear();
   if (!g_setup.work.empty()) {
+    // A view whose daemon did not unmount it (it failed or died): all below work are ours.
+    auto left = mounts_below(g_setup.work);
+    for (auto it = left.rbegin(); it != left.rend(); ++it)
+      (void)sh("umount -l " + quoted(fs::path(*it)) + " 2>/dev/null");
     // Removing a tree with a live mount below would reach into it: leave it all.
     if (mounted_below(g_setup.work)) {
       std::fprintf(stderr, "bench_apply: mounts are left below %s\n", g_setup.work.c_str());
