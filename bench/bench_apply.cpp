@@ -14,12 +14,12 @@
 //   --stage-status `status` latency while `livefs stage --commit` imports a 50,000-file
 //                  OSTree commit (sysroot mode).
 //   --mount-usr    `mount --booted /usr` with a fresh state directory to the first stat
-//                  that succeeds through the view.
+//                  that succeeds through the view (--cold: the page cache dropped first).
 //   --rss          daemon VmRSS/VmHWM over the /usr view after `find` (stat of every entry)
 //                  and a read of every file; bytes per entry.
 //
 //   bench_apply [--livefs PATH] [--daemon PATH] [--quick] [--runs N] [--stage-files N]
-//               [--usr DIR] [--mount-runs N] [--csv FILE] [SECTIONS...]
+//               [--usr DIR] [--mount-runs N] [--cold] [--csv FILE] [SECTIONS...]
 //
 // The CLI is --livefs, else $LIVEFS, else the livefs built with this program; `mount` runs
 // --daemon (default: the CLI), for when the client and the daemon are separate programs.
@@ -521,6 +521,7 @@ struct Options {
   std::string cli, daemon;
   bool quick = false;
   int runs = 0, mount_runs = 0;
+  bool cold = false;  // drop the page cache before each mount of /usr
   size_t stage_files = 50000;
   fs::path usr = "/usr";
   std::string csv = "bench_apply.csv";
@@ -836,6 +837,7 @@ std::optional<UsrView> section_mount_usr(const Options& o, const fs::path& work,
   Row returned("mount-usr", "mount command returned");
   std::optional<UsrView> kept;
   for (int i = 0; i < o.mount_runs; ++i) {
+    if (o.cold) livefs::bench::drop_caches();
     fs::path dir = work / numbered("usr", i);
     UsrView v = mount_usr(o, dir, probe);
     std::fprintf(stderr, "mount-usr %d: serving after %.0f ms, returned after %.0f ms\n", i,
@@ -850,8 +852,8 @@ std::optional<UsrView> section_mount_usr(const Options& o, const fs::path& work,
       if (!mounted_below(dir)) fs::remove_all(dir, ec);
     }
   }
-  std::printf("\n`mount --booted %s` (fresh state directory, page cache as it was) to serving\n",
-              o.usr.c_str());
+  std::printf("\n`mount --booted %s` (fresh state directory, %s) to serving\n", o.usr.c_str(),
+              o.cold ? "page cache dropped before each" : "page cache as it was");
   print_rows_header("wall time (ms)");
   for (Row* r : {&serving, &returned}) {
     print_row(*r);
@@ -971,6 +973,8 @@ int main(int argc, char** argv) {
       o.stage_files = static_cast<size_t>(std::atol(argv[++i]));
     } else if (a == "--usr" && i + 1 < argc) {
       o.usr = argv[++i];
+    } else if (a == "--cold") {
+      o.cold = true;
     } else if (a == "--csv" && i + 1 < argc) {
       o.csv = argv[++i];
     } else if (a.starts_with("--") && known.contains(a.substr(2))) {
@@ -979,7 +983,8 @@ int main(int argc, char** argv) {
       std::fprintf(
           stderr,
           "usage: bench_apply [--livefs PATH] [--daemon PATH] [--quick] [--runs N]\n"
-          "                   [--stage-files N] [--usr DIR] [--mount-runs N] [--csv FILE]\n"
+          "                   [--stage-files N] [--usr DIR] [--mount-runs N] [--cold]\n"
+          "                   [--csv FILE]\n"
           "                   [--apply] [--large] [--stage-status] [--mount-usr] [--rss]\n");
       return 2;
     }
