@@ -8,7 +8,7 @@
 //                  directory mode: `apply --all --allow-replace`, `reset`, `rollback`,
 //                  `status`, N runs each; beside it a copy-based apply (kernel overlayfs,
 //                  lower = the booted tree, upper on a tmpfs, the changes copied in) and
-//                  the ratio livefs ÷ copy.
+//                  the ratio livefs ÷ copy; the floor: /bin/true, `livefs --version`.
 //   --large        the same with 10,000 changed files in a 20,000-file tree (apply and
 //                  reset; N/5 runs, at least 5).
 //   --stage-status `status` latency while `livefs stage --commit` imports a 50,000-file
@@ -656,8 +656,25 @@ void bench_update(const Options& o, const std::string& section, const std::strin
   Row copy(section, "copy-based apply (overlayfs, tmpfs upper)");
   for (int i = 0; i < runs; ++i) copy.ms.push_back(copy_apply_once(u, dir / "copy", i == 0));
 
+  // The floor under every CLI figure: starting a process, and starting the CLI alone.
+  Row floor_true(section, "/bin/true (process start)");
+  Row floor_cli(section, "livefs --version (CLI start-up)");
+  if (full) {
+    for (int i = 0; i < runs; ++i) {
+      Timed t = timed({"/bin/true"});
+      floor_true.ms.push_back(t.ms);
+      floor_true.failures += t.rc != 0;
+      std::vector<std::string> args = split_words(o.cli);
+      args.push_back("--version");
+      t = timed(args);
+      floor_cli.ms.push_back(t.ms);
+      floor_cli.failures += t.rc != 0;
+    }
+  }
+
   print_rows_header((label + ": CLI wall time, fork+exec to exit (ms)").c_str());
-  for (Row* r : {&apply, &reset, &rollback, &status_applied, &status_booted, &copy}) {
+  for (Row* r : {&apply, &reset, &rollback, &status_applied, &status_booted, &copy, &floor_true,
+                 &floor_cli}) {
     if (r->ms.empty()) continue;
     print_row(*r);
     g_rows.push_back(*r);
