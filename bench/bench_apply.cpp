@@ -204,12 +204,6 @@ std::string capture(const std::string& cmd) {
   return out;
 }
 
-json capture_json(const std::string& cmd) {
-  json j = json::parse(capture(cmd), nullptr, false);
-  must(!j.is_discarded(), "parse the output of " + cmd);
-  return j;
-}
-
 // Nearest-rank percentile of sorted values.
 double percentile(const std::vector<double>& sorted, double p) {
   if (sorted.empty()) return 0;
@@ -449,13 +443,31 @@ Update make_update(const fs::path& dir, size_t files, size_t modified, bool extr
   return u;
 }
 
-// The update as `livefs diff` sees it: {kind -> count} and the total.
+// The update as `livefs diff OLD NEW` sees it: {kind -> count} and the total; when that
+// command fails (a client without it), the changes as written.
 std::map<std::string, size_t> diff_kinds(const std::string& cli, const Update& u, size_t* total) {
-  json d = capture_json(cli + " diff " + quoted(u.booted) + " " + quoted(u.staged) + " --json");
-  const json& changes = d.is_array() ? d : d.at("changes");
   std::map<std::string, size_t> kinds;
-  for (const auto& c : changes) ++kinds[c.at("kind").get<std::string>()];
-  *total = changes.size();
+  std::string cmd =
+      cli + " diff " + quoted(u.booted) + " " + quoted(u.staged) + " --json 2>/dev/null";
+  std::string out;
+  if (FILE* f = ::popen(cmd.c_str(), "r")) {
+    char buf[65536];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    if (::pclose(f) != 0) out.clear();
+  }
+  json d = json::parse(out, nullptr, false);
+  if (!d.is_discarded() && (d.is_array() || d.contains("changes"))) {
+    const json& changes = d.is_array() ? d : d.at("changes");
+    for (const auto& c : changes) ++kinds[c.at("kind").get<std::string>()];
+    *total = changes.size();
+    return kinds;
+  }
+  static constexpr const char* kNames[] = {
+      "modified (as written)", "added file (as written)",  "added dir (as written)",
+      "removed (as written)",  "new symlink (as written)", "retargeted symlink (as written)"};
+  for (const Change& c : u.changes) ++kinds[kNames[static_cast<int>(c.kind)]];
+  *total = u.changes.size();
   return kinds;
 }
 
@@ -595,7 +607,7 @@ void bench_update(const Options& o, const std::string& section, const std::strin
                   const Update& u, const fs::path& dir, const std::vector<Goal>& apply_goals,
                   bool full) {
   size_t total = 0;
-  auto kinds = diff_kinds(o.cli, u, &total);
+  auto kinds = diff_kinds(o.daemon, u, &total);
   std::printf("\n%s: booted %zu files (%.1f MB); staged: %zu changed paths (", label.c_str(),
               u.booted_files, static_cast<double>(u.booted_bytes) / 1e6, total);
   bool first = true;
