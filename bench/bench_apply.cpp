@@ -21,8 +21,9 @@
 //   bench_apply [--livefs PATH] [--daemon PATH] [--quick] [--runs N] [--stage-files N]
 //               [--usr DIR] [--mount-runs N] [--cold] [--csv FILE] [SECTIONS...]
 //
-// The CLI is --livefs, else $LIVEFS, else the livefs built with this program; `mount` runs
-// --daemon (default: the CLI), for when the client and the daemon are separate programs.
+// The CLI is --livefs, else $LIVEFS, else the livefs built with this program; `mount` (and
+// the store `diff` that counts the update) runs --daemon (default: the CLI), for when the
+// client and the daemon are separate programs.
 // Timings are wall clock on whatever else the machine runs: read them with its load.
 #include <fcntl.h>
 #include <signal.h>
