@@ -1,6 +1,7 @@
 // The sides of the view: origins, the booted manifest, the staged tree, packages, config.json.
 #include "livefs/staging.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -65,6 +66,9 @@ Status Staging::resolve_origins() {
   if (!sysroot_mode()) {
     booted_origin_ = directory_origin(args_.booted);
     staged_origin_ = directory_origin(args_.staged);
+    booted_fd_.reset(::open(args_.booted.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!booted_fd_) return fail_errno("open(" + args_.booted.string() + ")");
+    booted_key_ = compute_booted_key();
     return {};
   }
   auto found = ostree::find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
@@ -85,6 +89,7 @@ Status Staging::resolve_origins() {
   } else if (!staged_commit.empty()) {
     staged_origin_ = commit_origin(staged_commit);
   }
+  booted_key_ = compute_booted_key();
   return {};
 }
 
@@ -116,10 +121,10 @@ std::string Staging::commit_version(const std::string& checksum) const {
 // path and its root's device and inode: a new image mounted or deployed there is another
 // directory. (A tree changed in place under the same root directory is not noticed: booted
 // trees are immutable by contract, as OSTree deployments are.)
-std::string Staging::booted_key() const {
+std::string Staging::compute_booted_key() const {
   if (sysroot_mode()) return "ostree:" + booted_origin_.checksum + ":" + args_.subdir;
   struct stat st {};
-  if (::stat(args_.booted.c_str(), &st) != 0) return args_.booted.string();
+  if (::fstat(booted_fd_.get(), &st) != 0) return args_.booted.string();
   return args_.booted.string() + "@" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
 }
 
@@ -150,7 +155,9 @@ Result<store::Tree> Staging::build_booted_manifest() {
     store::ImportOptions options;
     options.store_objects = false;
     options.entries_done = &entries_done_;
-    auto scanned = store::import_directory(args_.booted, nullptr, options);
+    // By descriptor: the path may be covered by the view by now.
+    auto scanned =
+        store::import_directory_at(booted_fd_.get(), args_.booted.string(), nullptr, options);
     if (!scanned) return std::unexpected(with_context(scanned.error(), "scan booted tree"));
     log()->info("booted tree {}: {} entries in {:.3f}s", args_.booted.string(),
                 scanned->tree.size(), scanned->stats.seconds);

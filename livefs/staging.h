@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "common/unique_fd.h"
 #include "inotify/watch_loop.h"
 #include "livefs/daemon.h"
 #include "livefs/outcome.h"
@@ -43,7 +44,9 @@ class Staging {
   Staging(const MountArgs& args, DaemonConfig config, std::shared_ptr<store::ObjectStore> store);
   ~Staging();  // stop()
 
-  // Where the sides come from (reads the sysroot's deployments; never the trees).
+  // Where the sides come from (reads the sysroot's deployments; never the trees). Called
+  // before the view is mounted: when the view covers the booted directory (over-mounting
+  // /usr), the booted tree is read through the descriptor opened here.
   Status resolve_origins();
   const Origin& booted_origin() const { return booted_origin_; }
   // What is staged (known before its tree is read).
@@ -117,7 +120,8 @@ class Staging {
  private:
   bool sysroot_mode() const { return args_.sysroot.has_value(); }
   std::filesystem::path repo() const { return *args_.sysroot / "ostree/repo"; }
-  std::string booted_key() const;
+  std::string booted_key() const { return booted_key_; }
+  std::string compute_booted_key() const;
   Origin commit_origin(const std::string& checksum) const;
   std::string commit_version(const std::string& checksum) const;
   Result<store::Tree> build_booted_manifest();
@@ -139,7 +143,10 @@ class Staging {
   const MountArgs args_;
   const DaemonConfig config_;  // as found at start
   const std::shared_ptr<store::ObjectStore> store_;
-  Origin booted_origin_;  // set by resolve_origins(), then constant
+  // Set by resolve_origins(), then constant.
+  Origin booted_origin_;
+  std::string booted_key_;
+  UniqueFd booted_fd_;  // the booted directory (O_PATH), in directory mode
 
   std::mutex stage_mutex_;  // one staging at a time (held across the import)
 

@@ -259,6 +259,21 @@ TEST(Live, OverMountTheBootedDirectory) {
   EXPECT_EQ(read_file(w.booted / "bin/ls"), "ls version 1\n");
   EXPECT_TRUE(present(w.booted / "bin/cat"));
   EXPECT_FALSE(present(w.booted / "bin/new"));
+
+  // Again: the booted manifest cached by the first mount is found (it was keyed by the
+  // directory under the view, not by the view), so the journalled generation is served from
+  // the start, without a scan of the booted tree.
+  ASSERT_EQ(w.mount(w.booted).status, 0);
+  nlohmann::json st = w.status_json();
+  EXPECT_EQ(st["live_generation"], 1) << st.dump();
+  EXPECT_EQ(read_file(w.booted / "bin/new"), "new file\n");
+  ASSERT_EQ(w.cmd("umount").status, 0);
+  std::string log = read_file(w.state / "daemon.log");
+  size_t scans = 0;
+  for (size_t at = log.find("scanning the booted tree"); at != std::string::npos;
+       at = log.find("scanning the booted tree", at + 1))
+    ++scans;
+  EXPECT_EQ(scans, 1u) << log;
 }
 
 }  // namespace
