@@ -479,8 +479,7 @@ class IdScan {
   void scan_fds() {
     UniqueFd fd_dir(::openat(pid_dir_, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!fd_dir) return note_unexpected(pid_, "fd", errno);
-    UniqueFd info_dir(::openat(pid_dir_, "fdinfo", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!info_dir) return note_unexpected(pid_, "fdinfo", errno);
+    UniqueFd info_dir;  // opened at the first descriptor with a path
     // fdopendir takes the descriptor; closedir closes it.
     std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(fd_dir.get()), &::closedir);
     if (!dir) return note_unexpected(pid_, "fd", errno);
@@ -493,6 +492,10 @@ class IdScan {
       int err = 0;
       auto link = read_link_at(dfd, e->d_name, &err);
       if (!link || !link->starts_with('/')) continue;
+      if (!info_dir) {
+        info_dir = UniqueFd(::openat(pid_dir_, "fdinfo", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!info_dir) return note_unexpected(pid_, "fdinfo", errno);
+      }
       auto info = read_all_at(info_dir.get(), e->d_name, &err);
       if (!info) continue;  // closed meanwhile
       if (auto index = match(parse_fdinfo(*info))) add(HoldKind::fd, *index, fd);

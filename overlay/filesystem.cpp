@@ -676,12 +676,12 @@ Result<SwitchStats> Filesystem::switch_to(std::shared_ptr<const View> next) {
   // Nodes of the old layer's files may stay held (open, mapped, executing): remember which
   // versions they were, for stale_files. Resolving them is left to it: here only the paths.
   Retiring retiring{.old = old, .paths = {}};
-  for (const store::Change& c : changes) {
+  for (store::Change& c : changes) {  // not used below: its paths are moved out
     if (!c.old_index) continue;
     store::EntryType type = old->layer().entry(*c.old_index).type();
     if (type != store::EntryType::dir && type != store::EntryType::whiteout &&
         type != store::EntryType::symlink)
-      retiring.paths.push_back(c.path);
+      retiring.paths.push_back(std::move(c.path));
   }
   if (!retiring.paths.empty()) {
     std::optional<Retiring> oldest;
