@@ -77,9 +77,8 @@ std::unique_ptr<Child> spawn(const Hold& hold) {
     }
     // A forked child shares this process's descriptors (the view's backing descriptors of
     // booted files among them) until it execs: only the pipe stays.
-    if (hold.kind == Hold::map &&
-        (::close_range(3, static_cast<unsigned>(p[1]) - 1, 0) != 0 ||
-         ::close_range(static_cast<unsigned>(p[1]) + 1, ~0U, 0) != 0))
+    if (hold.kind == Hold::map && (::close_range(3, static_cast<unsigned>(p[1]) - 1, 0) != 0 ||
+                                   ::close_range(static_cast<unsigned>(p[1]) + 1, ~0U, 0) != 0))
       die("close_range");
     int fd = ::open(file.c_str(), O_RDONLY);
     if (fd < 0) die("open");
@@ -277,6 +276,30 @@ TEST_F(StaleFilesTest, AFileRemovedFromTheViewStillHeld) {
   switch_to({whiteout}, 1);
   ASSERT_FALSE(fs::exists(mnt_ / "data"));
   EXPECT_EQ(holds_of(scan({"data"}), opener), std::vector<std::string>{"data: fd 3"});
+}
+
+// The scan asks the mount nothing: after a switch nobody has looked up the new versions, and
+// after the scan still nobody has (a stat of mnt/P, as the path-based scan did, would have
+// made the kernel look P up and the view create a node for the new version).
+TEST_F(StaleFilesTest, TheScanSendsTheMountNoLookup) {
+  start(mnt_);
+  pid_t opener = hold(Hold::open_fd3, mnt_ / "data");
+  pid_t runner = hold(Hold::exec, mnt_ / "bin/tool");
+  switch_to(new_versions("1"), 1);
+  auto new_version_looked_up = [&] {
+    std::vector<std::string> out;
+    for (const std::string& p : touched_) {
+      auto now = fs_->current()->resolve(p);
+      EXPECT_TRUE(now) << p;
+      if (now && fs_->nodes().find(*now)) out.push_back(p);
+    }
+    return out;
+  };
+  ASSERT_EQ(new_version_looked_up(), std::vector<std::string>{});
+  std::vector<host::Holder> found = scan(touched_);
+  EXPECT_EQ(holds_of(found, opener), std::vector<std::string>{"data: fd 3"});
+  EXPECT_EQ(holds_of(found, runner), std::vector<std::string>{"bin/tool: exe"});
+  EXPECT_EQ(new_version_looked_up(), std::vector<std::string>{});
 }
 
 // Over-mounted, as on /usr: programs started before the mount use the booted files
