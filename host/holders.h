@@ -46,6 +46,52 @@ Result<std::vector<Holder>> find_stale_holders(const std::filesystem::path& root
                                                const std::filesystem::path& proc = "/proc",
                                                pid_t also_skip = 0);
 
+// A file looked for by its identity as the kernel shows it in /proc, so that no path is
+// stat'ed or opened: the device and inode columns of /proc/PID/maps, and the "mnt_id:" (the
+// mount's device, from mountinfo) and "ino:" lines of /proc/PID/fdinfo/N. `dev` is the
+// device of the file's superblock, as mountinfo and maps show it (st_dev of a stat, except on
+// file systems that report per-subvolume devices, such as btrfs).
+struct HeldFile {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  std::string path;  // what Holder::path says; several files may share one path
+};
+
+struct HolderQuery {
+  std::vector<HeldFile> files;
+  // One more process left out besides this one.
+  pid_t also_skip = 0;
+};
+
+// Processes other than this one that execute, map or hold open one of `query.files`. Holders
+// as for find_stale_holders: one per (pid, path, how), "exe" hiding "mapped" of the same path,
+// sorted by pid, then exe / mapped / fd N, then the order in which paths first appear in
+// `query.files`.
+//
+// Never stats, opens or reads a path of the files looked for: a process's exe is opened with
+// O_PATH through /proc (no request reaches its file system) and identified from this process's
+// fdinfo; descriptors by their fdinfo, after their link says they name a path (sockets, pipes
+// and anonymous inodes are skipped unread). So the daemon can ask about the view it serves
+// from its own process. A mount id that this process's mountinfo does not list (another mount
+// namespace) is looked up in the holding process's mountinfo.
+//
+// Two paths of one file (a hard link) are one file here: a process using the other path is
+// reported too. Processes that vanish or deny access while being read are skipped silently; the
+// error case is an unreadable `proc`.
+Result<std::vector<Holder>> find_holders(const HolderQuery& query,
+                                         const std::filesystem::path& proc = "/proc");
+
+// The "mnt_id:" and "ino:" of the text of /proc/PID/fdinfo/N (-1 and 0 when missing).
+struct FdInfo {
+  int mnt_id = -1;
+  ino_t ino = 0;
+};
+FdInfo parse_fdinfo(std::string_view text);
+
+// The device and inode columns of one /proc/PID/maps line ("start-end perms offset MAJ:MIN
+// INODE [PATH]"); false for a malformed line. An anonymous mapping has inode 0.
+bool parse_maps_line(std::string_view line, dev_t* dev, ino_t* ino);
+
 // The systemd unit named by the contents of /proc/PID/cgroup: the deepest unit-like
 // component (".service", ".scope", ".socket", ".mount", ...; not ".slice", which groups units)
 // of the cgroup v2 line "0::PATH", else of a cgroup v1 line (name=systemd first).

@@ -515,7 +515,11 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const MountOptions& option
   std::error_code ec;
   std::filesystem::path canonical = std::filesystem::canonical(options.mountpoint, ec);
   if (!ec) resolved.mountpoint = canonical;
+  auto no_layer = store::Tree::build({});
+  if (!no_layer) return std::unexpected(no_layer.error());
+  std::shared_ptr<const View> booted_only = initial->with_layer(std::move(*no_layer), 0);
   std::unique_ptr<Filesystem> fs(new Filesystem(resolved, std::move(initial), std::move(*root)));
+  fs->booted_only_ = std::move(booted_only);
 
   // Nodes keep their backing descriptors open (see Node): raise the descriptor limit to the
   // system's maximum where allowed (root), else to the hard one, and let the cache use all
@@ -669,11 +673,106 @@ Result<SwitchStats> Filesystem::switch_to(std::shared_ptr<const View> next) {
       ++stats.invalidations;
     }
   }
+  // Nodes of the old layer's files may stay held (open, mapped, executing): remember which
+  // versions they were, for stale_files. Resolving them is left to it: here only the paths.
+  Retiring retiring{.old = old, .paths = {}};
+  for (store::Change& c : changes) {  // not used below: its paths are moved out
+    if (!c.old_index) continue;
+    store::EntryType type = old->layer().entry(*c.old_index).type();
+    if (type != store::EntryType::dir && type != store::EntryType::whiteout &&
+        type != store::EntryType::symlink)
+      retiring.paths.push_back(std::move(c.path));
+  }
+  if (!retiring.paths.empty()) {
+    std::optional<Retiring> oldest;
+    {
+      std::lock_guard retiring_lock(retiring_mutex_);
+      retiring_.push_back(std::move(retiring));
+      // Nobody asked for stale files for a while: resolve the oldest now rather than keep
+      // its View (and the descriptors it caches) alive without bound.
+      constexpr size_t kMaxRetiring = 16;
+      if (retiring_.size() > kMaxRetiring) {
+        oldest = std::move(retiring_.front());
+        retiring_.erase(retiring_.begin());
+      }
+    }
+    if (oldest) {
+      std::lock_guard retired_lock(retired_mutex_);
+      retire_locked(std::move(*oldest));
+    }
+  }
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   logger("overlay")->info("switched generation {} -> {}: {} paths, {} invalidations, {:.3f} ms",
                           stats.from_generation, stats.to_generation, stats.changed_paths,
                           stats.invalidations, stats.seconds * 1e3);
   return stats;
+}
+
+void Filesystem::retire_locked(Retiring r) const {
+  for (std::string& path : r.paths) {
+    auto version = r.old->resolve(path);
+    // Hidden by an ancestor in the old view (served by none), or not a file.
+    if (!version || version->source != Source::layer || version->is_dir() ||
+        S_ISLNK(version->st.st_mode))
+      continue;
+    std::vector<Retired>& versions = retired_[path];
+    bool known = std::ranges::any_of(
+        versions, [&](const Retired& v) { return v.version.identity == version->identity; });
+    if (!known)
+      versions.push_back(Retired{.version = std::move(*version), .resolved_in = stale_calls_});
+  }
+}
+
+std::vector<StaleFile> Filesystem::stale_files(
+    const std::vector<std::string>& touched_paths) const {
+  std::shared_ptr<const View> view = current();
+  std::lock_guard lock(retired_mutex_);
+  uint64_t call = ++stale_calls_;
+  std::vector<Retiring> retiring;
+  {
+    std::lock_guard retiring_lock(retiring_mutex_);
+    retiring.swap(retiring_);
+  }
+  for (Retiring& r : retiring) retire_locked(std::move(r));
+
+  std::vector<StaleFile> out;
+  for (const std::string& path : touched_paths) {
+    std::optional<Resolved> now;
+    if (auto r = view->resolve(path)) now = std::move(*r);
+    std::optional<Resolved> booted;
+    if (auto b = booted_only_->resolve(path); b && !b->is_dir() && !S_ISLNK(b->st.st_mode))
+      booted = std::move(*b);
+    auto is_current = [&](const Resolved& version) {
+      return now && now->identity == version.identity;
+    };
+
+    // (a) Nodes of old versions. The kernel shows only the inode number, so a version whose
+    // number is the current one's (a metadata change of a hard-linked layer file) cannot be
+    // told from it and is left out.
+    auto held = [&](const Resolved& version) {
+      if (is_current(version)) return true;
+      std::shared_ptr<const Node> node = nodes_.find(version);
+      if (!node) return false;
+      if (!(now && !now->is_dir() && node->snapshot.st.st_ino == now->st.st_ino))
+        out.push_back(StaleFile{.path = path, .booted = false, .ino = node->snapshot.st.st_ino});
+      return true;
+    };
+    if (booted) held(*booted);
+    if (auto it = retired_.find(path); it != retired_.end()) {
+      // A version no node stands for any more is forgotten, unless it was resolved by this
+      // very call: a lookup that began before its switch may still be adding its node.
+      std::erase_if(it->second,
+                    [&](const Retired& v) { return !held(v.version) && v.resolved_in < call; });
+      if (it->second.empty()) retired_.erase(it);
+    }
+
+    // (b) The booted file itself, which processes started before the mount use directly.
+    if (booted && !is_current(*booted)) {
+      out.push_back(StaleFile{
+          .path = path, .booted = true, .dev = booted->st.st_dev, .ino = booted->st.st_ino});
+    }
+  }
+  return out;
 }
 
 }  // namespace livefs::overlay

@@ -9,6 +9,9 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "common/error.h"
 #include "overlay/node_table.h"
@@ -33,6 +36,20 @@ struct SwitchStats {
   size_t changed_paths = 0;
   size_t invalidations = 0;
   double seconds = 0;  // publish + invalidation
+};
+
+// A file that processes may still execute, map or hold open although the view no longer
+// serves it at its path (an old version), named by what /proc shows of it.
+struct StaleFile {
+  std::string path;  // as given to stale_files
+  // false: a node of this mount the kernel still holds; its device is the mount's (as
+  // mountinfo shows it). true: the booted file itself (programs started before the view was
+  // mounted over the booted directory use it directly), on device `dev`.
+  bool booted = false;
+  dev_t dev = 0;  // booted files only: st_dev
+  ino_t ino = 0;  // the inode number the kernel shows (served, or the booted file's)
+
+  bool operator==(const StaleFile&) const = default;
 };
 
 // Mounted read-only, `suid,dev` (setuid programs, file capabilities and device nodes of the
@@ -71,6 +88,15 @@ class Filesystem {
   // mapping). Returns once serve() has returned (at once when it is not running).
   void abort();
 
+  // The old versions of `touched_paths` (relative paths some switch changed) that processes
+  // may still use: (a) nodes the kernel holds for the path whose (path, identity) is not what
+  // the current view resolves there: the booted version and every layer version a switch
+  // replaced; (b) the booted file at the path, when the current view does not serve it.
+  // Directories are left out. Nothing is stat'ed through the mount (booted files are stat'ed
+  // beneath the booted directory's descriptor): safe to call from the serving process, on any
+  // thread, concurrently with switches. Costs O(touched paths), not O(nodes).
+  std::vector<StaleFile> stale_files(const std::vector<std::string>& touched_paths) const;
+
   size_t node_count() const { return nodes_.size(); }
   // The absolute, canonical path mounted on: as /proc/self/mountinfo shows it (see
   // host::find_mount). Never stat'ed by livefs once mounted.
@@ -95,6 +121,26 @@ class Filesystem {
   std::atomic<bool> no_opendir_{false};  // negotiated at init
   std::atomic<bool> no_open_{false};     // negotiated at init
   std::mutex switch_mutex_;              // one switch at a time; never held by a FUSE op
+
+  // For stale_files: the booted tree with an empty layer (resolves a path's booted version),
+  // and the layer versions switches replaced, which nodes may still stand for. A switch only
+  // queues its old View and changed paths (cheap); stale_files resolves them later.
+  std::shared_ptr<const View> booted_only_;
+  struct Retiring {
+    std::shared_ptr<const View> old;
+    std::vector<std::string> paths;  // non-directories of the old layer that changed
+  };
+  struct Retired {
+    Resolved version;
+    uint64_t resolved_in = 0;  // the stale_files call that resolved it
+  };
+  // A switch waits for this one only as long as a push (never for a stale_files call).
+  mutable std::mutex retiring_mutex_;  // guards retiring_; taken after retired_mutex_
+  mutable std::vector<Retiring> retiring_;
+  mutable std::mutex retired_mutex_;  // guards the three below
+  mutable std::unordered_map<std::string, std::vector<Retired>> retired_;
+  mutable uint64_t stale_calls_ = 0;
+  void retire_locked(Retiring r) const;
 
   // abort() wakes the thread in serve() with a signal (libfuse's loop waits on a semaphore
   // that only a finishing worker posts, so an exit flag alone is seen at the next request).

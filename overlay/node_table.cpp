@@ -69,6 +69,13 @@ std::shared_ptr<const Node> NodeTable::get(fuse_ino_t id) const {
   return it == by_id_.end() ? nullptr : it->second;
 }
 
+std::shared_ptr<const Node> NodeTable::find(const Resolved& r) const {
+  std::string k = key(r.path, r.identity);
+  std::lock_guard lock(mutex_);
+  auto it = by_key_.find(k);
+  return it == by_key_.end() ? nullptr : by_id_.at(it->second);
+}
+
 fuse_ino_t NodeTable::dir_at(const std::string& path) const {
   std::lock_guard lock(mutex_);
   auto it = by_key_.find(key(path, "d"));

@@ -60,6 +60,8 @@ class NodeTable {
   void forget(fuse_ino_t id, uint64_t n);
   // The node, or null when the id is unknown (a kernel bug or a stale id).
   std::shared_ptr<const Node> get(fuse_ino_t id) const;
+  // The node standing for `r`'s (path, identity), if the kernel holds one; counts no lookup.
+  std::shared_ptr<const Node> find(const Resolved& r) const;
   // The directory node at `path`, if the kernel holds one (0 otherwise).
   fuse_ino_t dir_at(const std::string& path) const;
   size_t size() const;

@@ -333,6 +333,141 @@ TEST(StaleHoldersFakeProcTest, AMissingProcIsAnError) {
   EXPECT_EQ(found.error().code, ENOENT);
 }
 
+// find_holders: the same holders found by (device, inode) of the old versions, taken before
+// the files were replaced; nothing is looked up by path.
+class FindHoldersTest : public StaleHoldersTest {
+ protected:
+  HeldFile id_of(const std::string& path) {
+    struct stat st;
+    EXPECT_EQ(::stat((tmp_ / path).c_str(), &st), 0) << path;
+    return HeldFile{.dev = st.st_dev, .ino = st.st_ino, .path = path};
+  }
+
+  std::vector<Holder> find_ids(const std::vector<HeldFile>& files) {
+    auto found = find_holders(HolderQuery{.files = files});
+    EXPECT_TRUE(found.has_value()) << found.error().message();
+    return found.value_or(std::vector<Holder>{});
+  }
+};
+
+TEST_F(FindHoldersTest, OldVersionsAreFoundByDeviceAndInode) {
+  start_holders();
+  std::vector<HeldFile> old = {id_of("bin/sleep"), id_of("data"), id_of("lib/libdata.so"),
+                               id_of("unused")};
+  replace(tmp_ / "bin/sleep", "/bin/sleep");
+  replace(tmp_ / "data", tmp_ / "new-content");
+  replace(tmp_ / "lib/libdata.so", tmp_ / "new-content");
+  Child current(spawn("/bin/sleep", {"sleep", "60"}, tmp_ / "data"));
+
+  std::vector<Holder> found = find_ids(old);
+  std::vector<Holder> runner = holders_of(found, runner_->pid());
+  ASSERT_EQ(hows(runner), std::vector<std::string>{"bin/sleep: exe"});
+  EXPECT_EQ(runner[0].command, "sleep");
+  EXPECT_EQ(runner[0].unit, unit_from_cgroup(read_file("/proc/self/cgroup")));
+  EXPECT_EQ(hows(holders_of(found, opener_->pid())), std::vector<std::string>{"data: fd 3"});
+  EXPECT_EQ(hows(holders_of(found, mapper_->pid())),
+            std::vector<std::string>{"lib/libdata.so: mapped"});
+  EXPECT_EQ(hows(holders_of(found, current.pid())), std::vector<std::string>{});
+  EXPECT_EQ(found.size(), 3u) << ::testing::PrintToString(hows(found));
+}
+
+TEST_F(FindHoldersTest, TwoFilesOfOnePathAreOneHolderLine) {
+  start_holders();
+  HeldFile data = id_of("data");
+  HeldFile other = data;
+  other.ino += 1000000;  // another (unheld) version of the same path
+  std::vector<Holder> found = find_ids({other, data, data});
+  EXPECT_EQ(hows(holders_of(found, opener_->pid())), std::vector<std::string>{"data: fd 3"});
+}
+
+TEST_F(FindHoldersTest, NoFilesReadsNothing) {
+  auto found = find_holders(HolderQuery{}, tmp_ / "no-proc");
+  ASSERT_FALSE(found.has_value()) << "an unreadable proc is an error even then";
+  found = find_holders(HolderQuery{});
+  ASSERT_TRUE(found.has_value());
+  EXPECT_TRUE(found->empty());
+}
+
+// A made-up /proc for find_holders: maps lines matched by device and inode only (the path
+// column is not looked at), an fd whose mount this process does not see (found in the
+// process's own mountinfo), a socket whose fdinfo would match (skipped by its link), an fd on
+// an unknown mount, and the exe (a link to a real file, identified from this process's fdinfo
+// of an O_PATH descriptor) hiding the mapping of the same file.
+TEST(FindHoldersFakeProcTest, ProcFilesAreMatchedByIds) {
+  TempDir tmp("livefs-holders");
+  write_file(tmp / "exe-file", "exe\n");
+  struct stat exe_st;
+  ASSERT_EQ(::stat((tmp / "exe-file").c_str(), &exe_st), 0);
+  fs::path proc = tmp / "proc";
+  // This process's mount table, as the real one (the exe link names a real file).
+  write_file(proc / "self/mountinfo", read_file("/proc/self/mountinfo"));
+
+  pid_t pid = ::getpid() == 4242 ? 4243 : 4242;
+  fs::path p = proc / std::to_string(pid);
+  write_file(p / "comm", "fake\n");
+  write_file(p / "cgroup", "0::/system.slice/fake.service\n");
+  write_file(p / "mountinfo", "99999 1 0:99 / /private rw,relatime - tmpfs tmpfs rw\n");
+  ASSERT_EQ(::symlink((tmp / "exe-file").c_str(), (p / "exe").c_str()), 0);
+  char exe_dev[32];
+  std::snprintf(exe_dev, sizeof exe_dev, "%02x:%02x", major(exe_st.st_dev), minor(exe_st.st_dev));
+  std::string exe_ino = std::to_string(exe_st.st_ino);
+  write_file(p / "maps",
+             "55d0c0000000-55d0c0001000 r--p 00000000 00:63 1234                       "
+             "/somewhere/else (deleted)\n"
+             "55d0c0001000-55d0c0002000 r-xp 00001000 00:63 1234                       "
+             "/somewhere/else (deleted)\n"
+             "55d0c0003000-55d0c0004000 rw-p 00000000 00:00 0                          [heap]\n"
+             "7f0000000000-7f0000001000 r--p 00000000 00:64 1234                       /x\n"
+             "7f0000002000-7f0000003000 r-xp 00000000 " +
+                 std::string(exe_dev) + " " + exe_ino + "   " + (tmp / "exe-file").string() +
+                 "\n"
+                 "7f0000004000-7f0000005000 rw-p 00000000 00:00 0\n"
+                 "garbage\n");
+  fs::create_directories(p / "fd");
+  ASSERT_EQ(::symlink("/private/b", (p / "fd/3").c_str()), 0);
+  ASSERT_EQ(::symlink("socket:[77]", (p / "fd/4").c_str()), 0);
+  ASSERT_EQ(::symlink("/unknown/c", (p / "fd/5").c_str()), 0);
+  write_file(p / "fdinfo/3", "pos:\t0\nflags:\t0100000\nmnt_id:\t99999\nino:\t5678\n");
+  write_file(p / "fdinfo/4", "pos:\t0\nflags:\t02\nmnt_id:\t99999\nino:\t5678\n");
+  write_file(p / "fdinfo/5", "pos:\t0\nflags:\t0100000\nmnt_id:\t12345\nino:\t5678\n");
+  // A process whose entries cannot be read.
+  fs::create_directories(proc / "4244");
+
+  HolderQuery query{.files = {{.dev = makedev(0, 0x63), .ino = 1234, .path = "lib/a.so"},
+                              {.dev = makedev(0, 99), .ino = 5678, .path = "data"},
+                              {.dev = exe_st.st_dev, .ino = exe_st.st_ino, .path = "bin/exe"}}};
+  auto found = find_holders(query, proc);
+  ASSERT_TRUE(found.has_value()) << found.error().message();
+  auto holder = [&](std::string path, std::string how) {
+    return Holder{.pid = pid, .command = "fake", .path = path, .how = how, .unit = "fake.service"};
+  };
+  std::vector<Holder> expected = {holder("bin/exe", "exe"), holder("lib/a.so", "mapped"),
+                                  holder("data", "fd 3")};
+  EXPECT_EQ(*found, expected) << ::testing::PrintToString(hows(*found));
+}
+
+TEST(FindHoldersFakeProcTest, Parsers) {
+  FdInfo info = parse_fdinfo("pos:\t0\nflags:\t02\nmnt_id:\t31\nino:\t18446744073709551615\n");
+  EXPECT_EQ(info.mnt_id, 31);
+  EXPECT_EQ(info.ino, static_cast<ino_t>(18446744073709551615ULL));
+  info = parse_fdinfo("pos:\t0\nmnt_id:\tx\n");
+  EXPECT_EQ(info.mnt_id, -1);
+  EXPECT_EQ(info.ino, 0u);
+
+  dev_t dev = 0;
+  ino_t ino = 0;
+  ASSERT_TRUE(parse_maps_line(
+      "7f0000000000-7f0000001000 r--p 00000000 fd:01 9223372036854775809   /usr/lib/x", &dev,
+      &ino));
+  EXPECT_EQ(dev, makedev(0xfd, 0x01));
+  EXPECT_EQ(ino, static_cast<ino_t>(9223372036854775809ULL));
+  ASSERT_TRUE(parse_maps_line("7f0000004000-7f0000005000 rw-p 00000000 00:00 0", &dev, &ino));
+  EXPECT_EQ(ino, 0u);
+  EXPECT_FALSE(parse_maps_line("7f0000004000-7f0000005000 rw-p 00000000 0000 0", &dev, &ino));
+  EXPECT_FALSE(parse_maps_line("7f0000004000-7f0000005000 rw-p", &dev, &ino));
+  EXPECT_FALSE(parse_maps_line("", &dev, &ino));
+}
+
 TEST(UnitFromCgroupTest, CgroupV2Paths) {
   EXPECT_EQ(unit_from_cgroup("0::/system.slice/ssh.service\n"), "ssh.service");
   EXPECT_EQ(unit_from_cgroup("0::/user.slice/user-1000.slice/session-3.scope\n"),
