@@ -36,6 +36,7 @@
 #include "common/atomic_file.h"
 #include "common/log.h"
 #include "common/text.h"
+#include "host/holder_monitor.h"
 #include "host/holders.h"
 #include "host/mount_users.h"
 #include "inotify/watch_loop.h"
@@ -47,6 +48,7 @@
 #include "livefs/outcome.h"
 #include "livefs/sources.h"
 #include "livefs/staging.h"
+#include "livefs/view_holders.h"
 #include "livefs/state_files.h"
 #include "overlay/compose.h"
 #include "overlay/filesystem.h"
@@ -158,9 +160,6 @@ json refusal(const Error& e) {
   return r;
 }
 
-// A holder scan walks /proc; one that takes longer than this is given up (and logged).
-constexpr std::chrono::milliseconds kHolderScanTimeout{30000};
-
 json reply_error(const Failure& f) {
   return f.refused ? refusal(f.error) : error_response(f.error);
 }
@@ -236,6 +235,7 @@ class Daemon {
     auto mounted = overlay::Filesystem::mount(options, base_view_);
     if (!mounted) return std::unexpected(with_context(mounted.error(), "mount"));
     fs_ = std::move(*mounted);
+    holders_ = std::make_unique<host::HolderMonitor>(view_holder_query(*fs_));
     if (generations_) {
       connect_generations();
       mark_ready(std::nullopt);
@@ -350,6 +350,15 @@ class Daemon {
     generations_->set_switch([this](store::Tree served, uint64_t generation) {
       return fs_->switch_to(base_view_->with_layer(std::move(served), generation));
     });
+    // The holder scan follows every switch on its own thread; apply does not wait for it.
+    generations_->set_on_changed(
+        [this](const std::vector<std::string>& paths) { holders_->request(paths); });
+    // After a restart: what the journalled generations replaced may still be held by
+    // programs started before (from the booted tree).
+    std::vector<std::string> live_paths;
+    for (const auto& g : generations_->report(0).stack)
+      live_paths.insert(live_paths.end(), g.paths.begin(), g.paths.end());
+    if (!live_paths.empty()) holders_->request(live_paths);
   }
 
   // On the loader thread, after the view serves.
@@ -539,29 +548,26 @@ class Daemon {
     if (r.journal_error) out["journal_error"] = *r.journal_error;
     if (r.last_switch) out["last_switch"] = switch_json(*r.last_switch);
     out["hotfix"] = hotfix_json(hotfix_->list(false));
-    if (sides) out["holders"] = holders_json(*sides, generations_->touched());
+    // The last scan's result, never waited for: a scan older than a second is started again
+    // for the next status.
+    host::HolderReport holders = holders_->latest_refreshing_after(std::chrono::seconds(1));
+    json list = json::array();
+    for (const auto& h : holders.holders) list.push_back(holder_json(h));
+    out["holders"] = list;
+    out["holders_scan"] = holders_scan_json(holders);
     return out;
   }
 
-  // Processes that still run, map or hold open an old version of a file the view changed.
-  json holders_json(const Sides& sides, const std::set<std::string>& paths) const {
-    json out = json::array();
-    std::vector<std::string> files;
-    for (const auto& p : paths) {
-      auto s = sides.staged_tree.find(p);
-      auto b = sides.booted_tree.find(p);
-      if ((s && s->type() == store::EntryType::dir) || (b && b->type() == store::EntryType::dir))
-        continue;
-      files.push_back(p);
-    }
-    if (files.empty()) return out;
-    auto holders = scan_holders_isolated(args_.mountpoint, files, kHolderScanTimeout);
-    if (!holders) {
-      log()->warn("holders: {}", holders.error().message());
-      return out;
-    }
-    for (const auto& h : *holders) out.push_back(holder_json(h));
-    return out;
+  static json holders_scan_json(const host::HolderReport& r) {
+    bool never = r.finished == std::chrono::system_clock::time_point{};
+    return {{"current", r.current()},
+            {"scanning", r.scanning},
+            {"finished",
+             never ? "" : iso_time(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                       r.finished.time_since_epoch())
+                                       .count())},
+            {"seconds", r.seconds},
+            {"error", r.error ? json(r.error->message()) : json(nullptr)}};
   }
 
   static json change_json(const store::Change& c) {
@@ -655,7 +661,9 @@ class Daemon {
     if (!changed) return error_response(changed.error());
     out["generation"] = changed->generation;
     out["switch"] = switch_json(changed->stats);
-    out["holders"] = holders_json(*sides, std::set<std::string>(paths.begin(), paths.end()));
+    // The processes still using replaced files are found after the switch, off this
+    // request: `status` lists them.
+    out["holders_scan"] = holders_scan_json(holders_->latest());
     return out;
   }
 
@@ -786,6 +794,8 @@ class Daemon {
   std::unique_ptr<HotfixService> hotfix_;
   std::shared_ptr<const overlay::View> base_view_;
   std::unique_ptr<overlay::Filesystem> fs_;
+  // Declared after fs_ (its query reads the Filesystem): destroyed before it.
+  std::unique_ptr<host::HolderMonitor> holders_;
   std::unique_ptr<ControlServer> control_;
   std::thread loader_;
   std::atomic<bool> stopping_{false};
@@ -917,6 +927,13 @@ int daemon_main(MountArgs args, UniqueFd state_lock, int ready_fd) {
   // Nothing of the daemon's may keep a directory of the caller's busy (or the view itself,
   // when the caller's working directory is under the mount point): every path is absolute.
   if (::chdir("/") != 0) log()->warn("chdir(/): {}", std::strerror(errno));
+  // What the process would otherwise load lazily from /usr must be loaded before the view
+  // is mounted there: until the FUSE loop runs, the kernel holds every access to the mount
+  // (the connection is not initialized), and the daemon's own first log line (local time:
+  // /etc/localtime is a link into /usr/share/zoneinfo) hung it for good over /usr.
+  ::tzset();
+  log()->info("mounting {} on {}", args.booted.empty() ? args.subdir : args.booted.string(),
+              args.mountpoint.string());
 
   Daemon daemon(args, std::move(state_lock));
   auto started = daemon.start();
