@@ -52,7 +52,11 @@ requires(std::is_integral_v<Int> && !std::is_same_v<Int, bool>) Status
   if (v.is_number_integer()) {
     auto n = v.get<int64_t>();
     if constexpr (std::is_unsigned_v<Int>) {
-      return bad(where, std::to_string(n) + " is out of range");
+      // A non-negative number built from a signed type (on the wire it parses as unsigned).
+      if (n < 0 || static_cast<uint64_t>(n) > std::numeric_limits<Int>::max())
+        return bad(where, std::to_string(n) + " is out of range");
+      out = static_cast<Int>(n);
+      return {};
     } else {
       if (n < static_cast<int64_t>(std::numeric_limits<Int>::min()) ||
           n > static_cast<int64_t>(std::numeric_limits<Int>::max()))

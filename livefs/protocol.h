@@ -28,9 +28,12 @@ namespace livefs::protocol {
 
 // ---- requests: {"cmd": NAME, fields...} ---------------------------------------------------
 
-struct StatusRequest {};
+struct StatusRequest {
+  bool operator==(const StatusRequest&) const = default;
+};
 struct DiffRequest {
   bool by_package = false;
+  bool operator==(const DiffRequest&) const = default;
 };
 struct ApplyRequest {
   std::vector<std::string> patterns;  // paths or globs
@@ -38,29 +41,42 @@ struct ApplyRequest {
   bool all = false;
   bool allow_replace = false;
   bool dry_run = false;
+  bool operator==(const ApplyRequest&) const = default;
 };
-struct RollbackRequest {};
-struct ResetRequest {};
+struct RollbackRequest {
+  bool operator==(const RollbackRequest&) const = default;
+};
+struct ResetRequest {
+  bool operator==(const ResetRequest&) const = default;
+};
 // Without commit and remote: the sysroot's pending deployment. remote and ref go together
 // (a pull, then its commit is staged).
 struct StageRequest {
   std::optional<std::string> commit;
   std::optional<std::string> remote;
   std::optional<std::string> ref;
+  bool operator==(const StageRequest&) const = default;
 };
 struct HotfixWatchRequest {
   std::string source;  // an absolute directory
   std::string at;      // a path in the view
+  bool operator==(const HotfixWatchRequest&) const = default;
 };
 struct HotfixAddRequest {
   std::string source;  // an absolute file
   std::string at;
+  bool operator==(const HotfixAddRequest&) const = default;
 };
-struct HotfixListRequest {};
+struct HotfixListRequest {
+  bool operator==(const HotfixListRequest&) const = default;
+};
 struct HotfixResetRequest {
   std::optional<std::string> prefix;  // nullopt: the whole hotfix layer
+  bool operator==(const HotfixResetRequest&) const = default;
 };
-struct UmountRequest {};
+struct UmountRequest {
+  bool operator==(const UmountRequest&) const = default;
+};
 
 using Request = std::variant<StatusRequest, DiffRequest, ApplyRequest, RollbackRequest,
                              ResetRequest, StageRequest, HotfixWatchRequest, HotfixAddRequest,
@@ -82,6 +98,7 @@ struct SwitchStats {
   uint64_t changed_paths = 0;
   uint64_t invalidations = 0;
   double seconds = 0;
+  bool operator==(const SwitchStats&) const = default;
 };
 
 // A pending change (diff) or one that an apply selected.
@@ -89,12 +106,14 @@ struct Change {
   std::string path;     // relative to the view
   std::string kind;     // store::change_name(): "added", "removed", "modified", ...
   bool kernel = false;  // under a kernel path: never applied live
+  bool operator==(const Change&) const = default;
 };
 
 // A change of /etc between the deployments (shown, never applied).
 struct ConfigChange {
   std::string path;  // "etc/..."
   std::string kind;
+  bool operator==(const ConfigChange&) const = default;
 };
 
 // The changes of one package (diff --by-package); package "" holds the unowned paths.
@@ -103,6 +122,7 @@ struct PackageGroup {
   std::string old_version;  // "" when the package is new
   std::string new_version;  // "" when it is removed
   std::vector<std::string> paths;
+  bool operator==(const PackageGroup&) const = default;
 };
 
 // A process still using a replaced file: host::Holder, {pid, command, path, how, unit}.
@@ -119,6 +139,7 @@ struct Origin {
   std::string version;
   std::string osname;
   std::optional<int> deployserial;
+  bool operator==(const Origin&) const = default;
 };
 
 struct Generation {
@@ -129,6 +150,7 @@ struct Generation {
   std::string layer;  // the layer tree's id, "" for generation 0
   int64_t time_ns = 0;
   std::string time;  // ISO 8601, "" for generation 0
+  bool operator==(const Generation&) const = default;
 };
 
 struct HistoryRecord {
@@ -137,6 +159,7 @@ struct HistoryRecord {
   uint64_t generation = 0;
   uint64_t path_count = 0;
   std::string time;
+  bool operator==(const HistoryRecord&) const = default;
 };
 
 struct HotfixWatch {
@@ -146,17 +169,20 @@ struct HotfixWatch {
   uint64_t changes = 0;
   std::string last_change;
   std::string error;  // "" while it follows its source
+  bool operator==(const HotfixWatch&) const = default;
 };
 
 struct HotfixFile {
   std::string source;
   std::string at;
+  bool operator==(const HotfixFile&) const = default;
 };
 
 struct HotfixState {
   std::vector<HotfixWatch> watches;
   std::vector<HotfixFile> adds;
   uint64_t layer_entries = 0;
+  bool operator==(const HotfixState&) const = default;
 };
 
 // ---- replies: {"ok": true, fields...} ------------------------------------------------------
@@ -182,6 +208,7 @@ struct StatusReply {
   std::string journal_set_aside;
   std::string config_note;
   std::vector<Holder> holders;
+  bool operator==(const StatusReply&) const = default;
 };
 
 struct DiffReply {
@@ -191,6 +218,7 @@ struct DiffReply {
   std::vector<ConfigChange> config_changes;
   std::string config_note;
   std::optional<std::vector<PackageGroup>> packages;  // with by_package only
+  bool operator==(const DiffReply&) const = default;
 };
 
 struct ApplyReply {
@@ -201,6 +229,7 @@ struct ApplyReply {
   std::optional<uint64_t> generation;
   std::optional<SwitchStats> switch_stats;  // "switch" on the wire
   std::optional<std::vector<Holder>> holders;
+  bool operator==(const ApplyReply&) const = default;
 };
 
 // rollback and reset.
@@ -209,6 +238,7 @@ struct GoBackReply {
   uint64_t generation = 0;
   SwitchStats switch_stats;
   std::optional<std::string> note;
+  bool operator==(const GoBackReply&) const = default;
 };
 
 struct StageReply {
@@ -222,6 +252,7 @@ struct StageReply {
   uint64_t bytes_read = 0;
   double pull_seconds = 0;
   double seconds = 0;
+  bool operator==(const StageReply&) const = default;
 };
 
 struct HotfixWatchReply {
@@ -229,17 +260,20 @@ struct HotfixWatchReply {
   std::string at;
   uint64_t entries = 0;
   SwitchStats switch_stats;
+  bool operator==(const HotfixWatchReply&) const = default;
 };
 
 struct HotfixAddReply {
   std::string source;
   std::string at;
   SwitchStats switch_stats;
+  bool operator==(const HotfixAddReply&) const = default;
 };
 
 struct HotfixListReply {
   HotfixState hotfix;              // its fields at the top level on the wire
   std::vector<std::string> files;  // what the hotfix layer serves (not directories)
+  bool operator==(const HotfixListReply&) const = default;
 };
 
 struct HotfixResetReply {
@@ -247,6 +281,7 @@ struct HotfixResetReply {
   uint64_t removed_watches = 0;
   uint64_t generation = 0;
   SwitchStats switch_stats;
+  bool operator==(const HotfixResetReply&) const = default;
 };
 
 struct UmountReply {
@@ -254,15 +289,18 @@ struct UmountReply {
   std::string mountpoint;
   bool detached = true;
   std::optional<pid_t> pid;  // the daemon's (for `umount --wait`)
+  bool operator==(const UmountReply&) const = default;
 };
 
 // The holder scanner (livefs/holders_scan.h): request on its stdin, reply on its stdout.
 struct HolderScanRequest {
   std::string root;
   std::vector<std::string> paths;
+  bool operator==(const HolderScanRequest&) const = default;
 };
 struct HolderScanReply {
   std::vector<Holder> holders;
+  bool operator==(const HolderScanReply&) const = default;
 };
 
 // to_json(x): the body of a reply (or a part) without "ok".
