@@ -509,11 +509,15 @@ Status read_fields(const json& j, PackageGroup& x, const std::string& w) {
 }
 
 Status read_fields(const json& j, Origin& x, const std::string& w) {
-  LIVEFS_FIELDS(
-      field(j, "kind", x.kind, w), field(j, "dir", x.dir, w),
-      field(j, "system_root", x.system_root, w), field(j, "subdir", x.subdir, w),
-      optional_field(j, "checksum", x.checksum, w), optional_field(j, "version", x.version, w),
-      optional_field(j, "osname", x.osname, w), field(j, "deployserial", x.deployserial, w));
+  LIVEFS_FIELDS(field(j, "kind", x.kind, w), field(j, "dir", x.dir, w),
+                field(j, "system_root", x.system_root, w), field(j, "subdir", x.subdir, w),
+                optional_field(j, "checksum", x.checksum, w));
+  // The OSTree fields belong to a checksum (to_json writes them with one only): without it,
+  // they are not read, so that a side parses to what it prints.
+  if (x.checksum.empty()) return {};
+  LIVEFS_FIELDS(optional_field(j, "version", x.version, w),
+                optional_field(j, "osname", x.osname, w),
+                field(j, "deployserial", x.deployserial, w));
   return {};
 }
 

@@ -342,6 +342,19 @@ TEST(ProtocolTest, EveryOtherReplyAsTheDaemonSendsItParsesAndReprints) {
                                           {"pid", 77}});
 }
 
+TEST(ProtocolTest, AnOriginsOstreeFieldsBelongToItsChecksum) {
+  // Found by fuzz/control_fuzz: "version" without "checksum" parsed, but did not print.
+  json j = {{"kind", "directory"}, {"dir", "/b"},     {"system_root", "/b"},
+            {"subdir", ""},        {"version", "12"}, {"deployserial", 3}};
+  auto origin = from_json<Origin>(j);
+  ASSERT_TRUE(origin.has_value());
+  EXPECT_EQ(origin->version, "");
+  EXPECT_EQ(origin->deployserial, std::nullopt);
+  auto again = from_json<Origin>(to_json(*origin));
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(*again, *origin);
+}
+
 TEST(ProtocolTest, HolderScannerMessagesRoundTrip) {
   HolderScanRequest req{.root = "/usr", .paths = {"bin/x", kOddBytes}};
   auto r = from_json<HolderScanRequest>(over_the_wire(to_json(req)));
