@@ -313,6 +313,10 @@ void register_live_commands(CLI::App& app, int& status) {
       }
       std::printf("mount point: %s (daemon pid %d)\n", r->mountpoint.c_str(), r->pid);
       std::printf("booted:      %s\nstaged:      %s\n", r->booted.c_str(), r->staged.c_str());
+      if (r->loading) {
+        std::printf("loading:     %s (%llu entries so far)\n", r->loading->phase.c_str(),
+                    static_cast<unsigned long long>(r->loading->entries));
+      }
       if (r->stage_error) std::printf("STAGING FAILED: %s\n", r->stage_error->c_str());
       if (!r->config_note.empty()) std::printf("note:        %s\n", r->config_note.c_str());
       if (r->journal_error) {

@@ -156,6 +156,7 @@ Status read_fields(const json& j, HistoryRecord& x, const std::string& w);
 Status read_fields(const json& j, HotfixWatch& x, const std::string& w);
 Status read_fields(const json& j, HotfixFile& x, const std::string& w);
 Status read_fields(const json& j, HotfixState& x, const std::string& w);
+Status read_fields(const json& j, Loading& x, const std::string& w);
 Status read_fields(const json& j, StatusReply& x, const std::string& w);
 Status read_fields(const json& j, DiffReply& x, const std::string& w);
 Status read_fields(const json& j, ApplyReply& x, const std::string& w);
@@ -385,6 +386,8 @@ json to_json(const HotfixState& x) {
           {"layer_entries", x.layer_entries}};
 }
 
+json to_json(const Loading& x) { return {{"phase", x.phase}, {"entries", x.entries}}; }
+
 json to_json(const StatusReply& x) {
   return {{"pid", x.pid},
           {"booted", x.booted},
@@ -405,6 +408,7 @@ json to_json(const StatusReply& x) {
           {"journal_note", x.journal_note},
           {"journal_set_aside", x.journal_set_aside},
           {"config_note", x.config_note},
+          {"loading", x.loading ? to_json(*x.loading) : json(nullptr)},
           {"holders", array_of(x.holders)}};
 }
 
@@ -554,6 +558,11 @@ Status read_fields(const json& j, HotfixState& x, const std::string& w) {
   return {};
 }
 
+Status read_fields(const json& j, Loading& x, const std::string& w) {
+  LIVEFS_FIELDS(field(j, "phase", x.phase, w), field(j, "entries", x.entries, w));
+  return {};
+}
+
 Status read_fields(const json& j, StatusReply& x, const std::string& w) {
   LIVEFS_FIELDS(
       field(j, "pid", x.pid, w), field(j, "booted", x.booted, w), field(j, "staged", x.staged, w),
@@ -565,7 +574,8 @@ Status read_fields(const json& j, StatusReply& x, const std::string& w) {
       field(j, "journal_error", x.journal_error, w), field(j, "last_switch", x.last_switch, w),
       field(j, "stage_error", x.stage_error, w), field(j, "journal_note", x.journal_note, w),
       field(j, "journal_set_aside", x.journal_set_aside, w),
-      field(j, "config_note", x.config_note, w), field(j, "holders", x.holders, w));
+      field(j, "config_note", x.config_note, w), field(j, "loading", x.loading, w),
+      field(j, "holders", x.holders, w));
   return {};
 }
 
@@ -706,6 +716,7 @@ LIVEFS_INSTANTIATE(HistoryRecord)
 LIVEFS_INSTANTIATE(HotfixWatch)
 LIVEFS_INSTANTIATE(HotfixFile)
 LIVEFS_INSTANTIATE(HotfixState)
+LIVEFS_INSTANTIATE(Loading)
 LIVEFS_INSTANTIATE(StatusReply)
 LIVEFS_INSTANTIATE(DiffReply)
 LIVEFS_INSTANTIATE(ApplyReply)

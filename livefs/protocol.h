@@ -185,6 +185,13 @@ struct HotfixState {
   bool operator==(const HotfixState&) const = default;
 };
 
+// What start-up has not finished yet (the booted manifest, the staged tree, the journal).
+struct Loading {
+  std::string phase;
+  uint64_t entries = 0;  // read so far
+  bool operator==(const Loading&) const = default;
+};
+
 // ---- replies: {"ok": true, fields...} ------------------------------------------------------
 
 struct StatusReply {
@@ -207,6 +214,7 @@ struct StatusReply {
   std::string journal_note;
   std::string journal_set_aside;
   std::string config_note;
+  std::optional<Loading> loading;  // null on the wire once the daemon is ready
   std::vector<Holder> holders;
   bool operator==(const StatusReply&) const = default;
 };
@@ -315,6 +323,7 @@ nlohmann::json to_json(const HistoryRecord& x);
 nlohmann::json to_json(const HotfixWatch& x);
 nlohmann::json to_json(const HotfixFile& x);
 nlohmann::json to_json(const HotfixState& x);
+nlohmann::json to_json(const Loading& x);
 nlohmann::json to_json(const StatusReply& x);
 nlohmann::json to_json(const DiffReply& x);
 nlohmann::json to_json(const ApplyReply& x);

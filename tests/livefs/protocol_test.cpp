@@ -227,6 +227,7 @@ json daemon_status() {
           {"journal_note", ""},
           {"journal_set_aside", ""},
           {"config_note", "the view serves /usr only"},
+          {"loading", nullptr},
           {"holders", daemon_holders()}};
 }
 
@@ -264,6 +265,7 @@ TEST(ProtocolTest, StatusAsTheDaemonSendsItParsesAndReprints) {
   j["journal_error"] = "journal: bad checksum";
   j["stage_error"] = "stage: ENOSPC";
   j["last_switch"] = nullptr;
+  j["loading"] = {{"phase", "reading the booted tree"}, {"entries", 51234}};
   j["staged_origin"] = {{"kind", "none"}, {"dir", ""}, {"system_root", ""}, {"subdir", ""}};
   expect_reprints_unchanged<StatusReply>(j);
 }
