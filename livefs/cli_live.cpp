@@ -317,6 +317,10 @@ void register_live_commands(CLI::App& app, int& status) {
         std::printf("loading:     %s (%llu entries so far)\n", r->loading->phase.c_str(),
                     static_cast<unsigned long long>(r->loading->entries));
       }
+      if (r->staging) {
+        std::printf("staging:     %s (%llu files read so far)\n", r->staging->what.c_str(),
+                    static_cast<unsigned long long>(r->staging->files));
+      }
       if (r->stage_error) std::printf("STAGING FAILED: %s\n", r->stage_error->c_str());
       if (!r->config_note.empty()) std::printf("note:        %s\n", r->config_note.c_str());
       if (r->journal_error) {

@@ -157,6 +157,7 @@ Status read_fields(const json& j, HotfixWatch& x, const std::string& w);
 Status read_fields(const json& j, HotfixFile& x, const std::string& w);
 Status read_fields(const json& j, HotfixState& x, const std::string& w);
 Status read_fields(const json& j, Loading& x, const std::string& w);
+Status read_fields(const json& j, StagingNow& x, const std::string& w);
 Status read_fields(const json& j, StatusReply& x, const std::string& w);
 Status read_fields(const json& j, DiffReply& x, const std::string& w);
 Status read_fields(const json& j, ApplyReply& x, const std::string& w);
@@ -388,6 +389,8 @@ json to_json(const HotfixState& x) {
 
 json to_json(const Loading& x) { return {{"phase", x.phase}, {"entries", x.entries}}; }
 
+json to_json(const StagingNow& x) { return {{"what", x.what}, {"files", x.files}}; }
+
 json to_json(const StatusReply& x) {
   return {{"pid", x.pid},
           {"booted", x.booted},
@@ -409,6 +412,7 @@ json to_json(const StatusReply& x) {
           {"journal_set_aside", x.journal_set_aside},
           {"config_note", x.config_note},
           {"loading", x.loading ? to_json(*x.loading) : json(nullptr)},
+          {"staging", x.staging ? to_json(*x.staging) : json(nullptr)},
           {"holders", array_of(x.holders)}};
 }
 
@@ -563,6 +567,11 @@ Status read_fields(const json& j, Loading& x, const std::string& w) {
   return {};
 }
 
+Status read_fields(const json& j, StagingNow& x, const std::string& w) {
+  LIVEFS_FIELDS(field(j, "what", x.what, w), field(j, "files", x.files, w));
+  return {};
+}
+
 Status read_fields(const json& j, StatusReply& x, const std::string& w) {
   LIVEFS_FIELDS(
       field(j, "pid", x.pid, w), field(j, "booted", x.booted, w), field(j, "staged", x.staged, w),
@@ -575,7 +584,7 @@ Status read_fields(const json& j, StatusReply& x, const std::string& w) {
       field(j, "stage_error", x.stage_error, w), field(j, "journal_note", x.journal_note, w),
       field(j, "journal_set_aside", x.journal_set_aside, w),
       field(j, "config_note", x.config_note, w), field(j, "loading", x.loading, w),
-      field(j, "holders", x.holders, w));
+      field(j, "staging", x.staging, w), field(j, "holders", x.holders, w));
   return {};
 }
 
@@ -717,6 +726,7 @@ LIVEFS_INSTANTIATE(HotfixWatch)
 LIVEFS_INSTANTIATE(HotfixFile)
 LIVEFS_INSTANTIATE(HotfixState)
 LIVEFS_INSTANTIATE(Loading)
+LIVEFS_INSTANTIATE(StagingNow)
 LIVEFS_INSTANTIATE(StatusReply)
 LIVEFS_INSTANTIATE(DiffReply)
 LIVEFS_INSTANTIATE(ApplyReply)

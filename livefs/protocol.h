@@ -192,6 +192,13 @@ struct Loading {
   bool operator==(const Loading&) const = default;
 };
 
+// A stage running now (`livefs stage`, or a new deployment staged in the background).
+struct StagingNow {
+  std::string what;    // e.g. "commit CHECKSUM"
+  uint64_t files = 0;  // read so far
+  bool operator==(const StagingNow&) const = default;
+};
+
 // ---- replies: {"ok": true, fields...} ------------------------------------------------------
 
 struct StatusReply {
@@ -214,7 +221,8 @@ struct StatusReply {
   std::string journal_note;
   std::string journal_set_aside;
   std::string config_note;
-  std::optional<Loading> loading;  // null on the wire once the daemon is ready
+  std::optional<Loading> loading;     // null on the wire once the daemon is ready
+  std::optional<StagingNow> staging;  // null on the wire when no stage runs
   std::vector<Holder> holders;
   bool operator==(const StatusReply&) const = default;
 };
@@ -324,6 +332,7 @@ nlohmann::json to_json(const HotfixWatch& x);
 nlohmann::json to_json(const HotfixFile& x);
 nlohmann::json to_json(const HotfixState& x);
 nlohmann::json to_json(const Loading& x);
+nlohmann::json to_json(const StagingNow& x);
 nlohmann::json to_json(const StatusReply& x);
 nlohmann::json to_json(const DiffReply& x);
 nlohmann::json to_json(const ApplyReply& x);

@@ -228,6 +228,7 @@ json daemon_status() {
           {"journal_set_aside", ""},
           {"config_note", "the view serves /usr only"},
           {"loading", nullptr},
+          {"staging", nullptr},
           {"holders", daemon_holders()}};
 }
 
@@ -266,6 +267,7 @@ TEST(ProtocolTest, StatusAsTheDaemonSendsItParsesAndReprints) {
   j["stage_error"] = "stage: ENOSPC";
   j["last_switch"] = nullptr;
   j["loading"] = {{"phase", "reading the booted tree"}, {"entries", 51234}};
+  j["staging"] = {{"what", "commit fe"}, {"files", 17}};
   j["staged_origin"] = {{"kind", "none"}, {"dir", ""}, {"system_root", ""}, {"subdir", ""}};
   expect_reprints_unchanged<StatusReply>(j);
 }
