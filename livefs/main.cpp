@@ -25,14 +25,16 @@ namespace {
 constexpr const char* kDaemonEnv = "LIVEFSD";
 
 // Whether this executable answers the command line itself: a client command, after the
-// global flags (-v only; --help and --version list or name every command, which livefsd
-// knows). `diff` is the live diff only with --state (else it compares two trees).
+// global flags (-v; --version, which both executables answer alike; --help lists every
+// command, which livefsd knows). `diff` is the live diff only with --state (else it compares
+// two trees).
 bool served_here(int argc, char** argv) {
   std::string_view command;
   int i = 1;
   for (; i < argc; ++i) {
     std::string_view a = argv[i];
     if (a == "-v" || a == "--verbose") continue;
+    if (a == "--version") return true;
     if (a.starts_with("-")) return false;
     command = a;
     break;

@@ -73,6 +73,10 @@ TEST(ThinClientTest, OtherCommandsRunInLivefsdWithArgvUnchanged) {
   EXPECT_EQ(
       run_cli("diff --state " + (dir / "none").string(), &out, "LIVEFSD=/nonexistent/livefsd"), 1);
   EXPECT_NE(out.find("no livefs daemon for"), std::string::npos) << out;
+  // --version is the client's own too (bench/bench_apply times it as the CLI's floor).
+  EXPECT_EQ(run_cli("--version", &out, "LIVEFSD=/nonexistent/livefsd"), 0) << out;
+  EXPECT_EQ(out, "livefs 0.1\n");
+  ASSERT_EQ(run_cli("--version", &out), 0) << out;
   // A usage error of a client command is the client's own (exit 2), without livefsd.
   EXPECT_EQ(run_cli("status", &out, "LIVEFSD=/nonexistent/livefsd"), 2) << out;
   EXPECT_NE(out.find("--state is required"), std::string::npos) << out;
