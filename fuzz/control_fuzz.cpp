@@ -1,5 +1,6 @@
 // The control protocol as the daemon reads it: one line from a peer, parsed and decoded
-// (parse_wire_line), and the byte <-> UTF-8 mapping every string crosses (to_wire/from_wire).
+// (parse_wire_line), typed (parse_request), and the byte <-> UTF-8 mapping every string
+// crosses (to_wire/from_wire); and as the CLI reads the daemon's answer (parse_reply).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -8,6 +9,7 @@
 #include "common/wire_text.h"
 #include "fuzz_support.h"
 #include "livefs/control.h"
+#include "livefs/protocol.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   livefs::fuzz::quiet_logs();
@@ -27,6 +29,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto again = livefs::cli::parse_wire_line(line);
     FUZZ_CHECK(again.has_value());
     FUZZ_CHECK(*again == *request);
+
+    // Typed: a request or an Error, never an exception; a request prints as JSON that parses
+    // back to the same request.
+    auto typed = livefs::protocol::parse_request(*request);
+    if (typed) {
+      auto back = livefs::protocol::parse_request(livefs::protocol::to_json(*typed));
+      FUZZ_CHECK(back.has_value());
+      FUZZ_CHECK(*back == *typed);
+    } else {
+      FUZZ_CHECK(typed.error().code == EINVAL || typed.error().code == ENOMEM);
+    }
+    // The same line as an answer of the daemon: parsed or an Error.
+    auto status = livefs::protocol::parse_reply<livefs::protocol::StatusReply>(*request);
+    if (status) {
+      auto back = livefs::protocol::from_json<livefs::protocol::StatusReply>(
+          livefs::protocol::to_json(*status));
+      FUZZ_CHECK(back.has_value() && *back == *status);
+    }
+    (void)livefs::protocol::parse_reply<livefs::protocol::ApplyReply>(*request);
+    (void)livefs::protocol::parse_reply<livefs::protocol::DiffReply>(*request);
   }
   return 0;
 }

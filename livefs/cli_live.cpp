@@ -1,6 +1,7 @@
-// The live commands: mount (starts the daemon), and diff --state, apply,
-// rollback, reset, status, umount, which talk to the daemon over
-// STATEDIR/control.sock.
+// The client commands: diff --state, apply, rollback, reset, status, stage, hotfix, umount.
+// Each sends one typed request (livefs/protocol.h) over STATEDIR/control.sock and prints the
+// typed reply. This file is part of the thin `livefs` executable: it links no view, store
+// or OSTree code (mount is in cli_mount.cpp, in livefsd).
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -14,9 +15,7 @@
 #include "livefs/cli_output.h"
 #include "livefs/commands.h"
 #include "livefs/control.h"
-#include "livefs/daemon.h"
-#include "livefs/hotfix.h"
-#include "overlay/selection.h"
+#include "livefs/protocol.h"
 
 namespace livefs::cli {
 
@@ -24,27 +23,34 @@ namespace {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
+namespace proto = livefs::protocol;
 
-// Sends a request; prints the error line and returns nullopt when it fails.
-std::optional<json> request(const fs::path& state, const json& req) {
-  auto response = call_daemon(state, req);
+// Sends a request and reads its reply; prints the error line and returns nullopt when it
+// fails (the daemon's refusal as the daemon worded it).
+template <class Reply>
+std::optional<Reply> request(const fs::path& state, const proto::Request& req) {
+  auto response = call_daemon(state, proto::to_json(req));
   if (!response) {
     std::fprintf(stderr, "livefs: %s\n", response.error().message().c_str());
     return std::nullopt;
   }
-  if (!response->value("ok", false)) {
-    std::fprintf(stderr, "livefs: %s\n", response->value("error", "daemon error").c_str());
+  auto reply = proto::parse_reply<Reply>(*response);
+  if (!reply) {
+    // A refusal's context is the daemon's whole sentence; a malformed answer is ours.
+    const Error& e = reply.error();
+    std::fprintf(stderr, "livefs: %s\n",
+                 e.code == EPROTO ? e.message().c_str() : e.context.c_str());
     return std::nullopt;
   }
-  return std::move(*response);
+  return std::move(*reply);
 }
 
 std::string show_path(const std::string& p) { return "/" + p; }
 
-// A daemon response as --json prints it: without the protocol's "ok".
-void print_response(json response) {
-  response.erase("ok");
-  print_json(response);
+// A reply as --json prints it: the reply's fields, without the protocol's "ok".
+template <class Reply>
+void print_reply(const Reply& reply) {
+  print_json(proto::to_json(reply));
 }
 
 // The daemon has its own working directory: paths are sent absolute, without a trailing
@@ -55,23 +61,21 @@ std::string absolute_path(const std::string& p) {
   return a.string();
 }
 
-void print_changes(const json& changes) {
+void print_changes(const std::vector<proto::Change>& changes) {
   for (const auto& c : changes) {
-    std::printf("  %-12s %s%s\n", c.at("kind").get<std::string>().c_str(),
-                show_path(c.at("path").get<std::string>()).c_str(),
-                c.value("kernel", false) ? "  (kernel: needs a reboot)" : "");
+    std::printf("  %-12s %s%s\n", c.kind.c_str(), show_path(c.path).c_str(),
+                c.kernel ? "  (kernel: needs a reboot)" : "");
   }
 }
 
-void print_switch(const json& s) {
+void print_switch(const proto::SwitchStats& s) {
   std::printf(
       "switch %llu -> %llu took %.6f s (%llu paths changed, %llu "
       "invalidations)\n",
-      static_cast<unsigned long long>(s.at("from_generation").get<uint64_t>()),
-      static_cast<unsigned long long>(s.at("to_generation").get<uint64_t>()),
-      s.at("seconds").get<double>(),
-      static_cast<unsigned long long>(s.at("changed_paths").get<uint64_t>()),
-      static_cast<unsigned long long>(s.at("invalidations").get<uint64_t>()));
+      static_cast<unsigned long long>(s.from_generation),
+      static_cast<unsigned long long>(s.to_generation), s.seconds,
+      static_cast<unsigned long long>(s.changed_paths),
+      static_cast<unsigned long long>(s.invalidations));
 }
 
 // Waits until the daemon of `state` has given up the state directory (it releases the
@@ -110,35 +114,33 @@ bool process_gone(pid_t pid) {
   return true;
 }
 
-void print_holders(const json& holders) {
+void print_holders(const std::vector<proto::Holder>& holders) {
   if (holders.empty()) return;
   std::printf("processes still using replaced files (restart them to use the new ones):\n");
   for (const auto& h : holders) {
-    std::string unit = h.value("unit", "");
-    std::printf("  pid %-7d %-16s %-10s /%s%s\n", h.at("pid").get<int>(),
-                h.at("command").get<std::string>().c_str(), h.at("how").get<std::string>().c_str(),
-                h.at("path").get<std::string>().c_str(),
-                unit.empty() ? "" : ("  (unit " + unit + ")").c_str());
+    std::printf("  pid %-7d %-16s %-10s /%s%s\n", static_cast<int>(h.pid), h.command.c_str(),
+                h.how.c_str(), h.path.c_str(),
+                h.unit.empty() ? "" : ("  (unit " + h.unit + ")").c_str());
   }
 }
 
 int live_diff(const fs::path& state, bool as_json, bool by_package) {
-  auto r = request(state, {{"cmd", "diff"}, {"by_package", by_package}});
+  auto r = request<proto::DiffReply>(state, proto::DiffRequest{.by_package = by_package});
   if (!r) return kExitError;
   if (as_json) {
-    print_response(*r);
+    print_reply(*r);
     return kExitOk;
   }
-  const json& changes = r->at("changes");
+  const auto& changes = r->changes;
   std::printf("%zu pending change%s (staged %s vs live generation %llu)\n", changes.size(),
-              changes.size() == 1 ? "" : "s", r->value("staged", "").c_str(),
-              static_cast<unsigned long long>(r->at("live_generation").get<uint64_t>()));
-  if (r->contains("packages")) {
-    std::map<std::string, std::string> kinds;
-    for (const auto& c : changes) kinds[c.at("path")] = c.at("kind");
-    for (const auto& g : r->at("packages")) {
-      std::string name = g.at("package");
-      std::string from = g.at("old_version"), to = g.at("new_version");
+              changes.size() == 1 ? "" : "s", r->staged.c_str(),
+              static_cast<unsigned long long>(r->live_generation));
+  if (r->packages) {
+    std::map<std::string, const proto::Change*> by_path;
+    for (const auto& c : changes) by_path[c.path] = &c;
+    for (const auto& g : *r->packages) {
+      const std::string& name = g.package;
+      const std::string &from = g.old_version, &to = g.new_version;
       if (name.empty()) {
         std::printf("(no package)\n");
       } else if (from.empty()) {
@@ -150,23 +152,22 @@ int live_diff(const fs::path& state, bool as_json, bool by_package) {
       } else {
         std::printf("%s: %s -> %s\n", name.c_str(), from.c_str(), to.c_str());
       }
-      for (const auto& p : g.at("paths")) {
-        std::string path = p;
-        std::printf("  %-12s /%s%s\n", kinds[path].c_str(), path.c_str(),
-                    overlay::is_kernel_path(path) ? "  (kernel: needs a reboot)" : "");
+      for (const auto& path : g.paths) {
+        auto it = by_path.find(path);
+        const proto::Change* c = it == by_path.end() ? nullptr : it->second;
+        std::printf("  %-12s /%s%s\n", c ? c->kind.c_str() : "", path.c_str(),
+                    c && c->kernel ? "  (kernel: needs a reboot)" : "");
       }
     }
   } else {
     print_changes(changes);
   }
-  const json& config = r->at("config_changes");
+  const auto& config = r->config_changes;
   if (!config.empty()) {
     std::printf("configuration: %zu change%s in /etc between the deployments (not applied: %s)\n",
                 config.size(), config.size() == 1 ? "" : "s",
                 "merge them yourself or reboot into the new deployment");
-    for (const auto& c : config)
-      std::printf("  %-12s /%s\n", c.at("kind").get<std::string>().c_str(),
-                  c.at("path").get<std::string>().c_str());
+    for (const auto& c : config) std::printf("  %-12s /%s\n", c.kind.c_str(), c.path.c_str());
   }
   return kExitOk;
 }
@@ -174,60 +175,6 @@ int live_diff(const fs::path& state, bool as_json, bool by_package) {
 }  // namespace
 
 void register_live_commands(CLI::App& app, int& status) {
-  // mount
-  {
-    auto args = std::make_shared<MountArgs>();
-    auto store = std::make_shared<std::string>();
-    auto booted = std::make_shared<std::string>();
-    auto staged = std::make_shared<std::string>();
-    auto sysroot = std::make_shared<std::string>();
-    auto* cmd = app.add_subcommand("mount", "Start the daemon and mount the live view");
-    cmd->add_option("--booted", *booted,
-                    "The booted tree (a directory, served from where it is); with --sysroot: "
-                    "the booted deployment (index or checksum) when the sysroot is not running");
-    cmd->add_option("--staged", *staged, "The staged tree (a directory)");
-    cmd->add_option("--sysroot", *sysroot, "An OSTree sysroot: booted and staged deployments");
-    cmd->add_option("--os", args->os, "With --sysroot: the OS (stateroot) name");
-    cmd->add_option("--subdir", args->subdir, "With --sysroot: the part served (default usr)");
-    cmd->add_option("--state", args->state, "State directory")->required();
-    cmd->add_option("--store", *store, "Object store (default STATEDIR/store)");
-    cmd->add_flag("--allow-other,!--no-allow-other", args->allow_other,
-                  "Every user may use the view (the default; the kernel checks the modes), or "
-                  "only root");
-    cmd->add_flag("--foreground", args->foreground, "Stay attached");
-    cmd->add_flag("--debug", args->debug, "libfuse debug output");
-    cmd->add_option("MOUNTPOINT", args->mountpoint, "Where to mount (may be the booted dir)")
-        ->required();
-    cmd->callback([args, store, booted, staged, sysroot, &status] {
-      if (!store->empty()) args->store = *store;
-      if (!sysroot->empty()) {
-        if (!staged->empty()) {
-          std::fprintf(stderr, "livefs: --staged is not used with --sysroot (see livefs stage)\n");
-          status = kExitUsage;
-          return;
-        }
-        args->sysroot = *sysroot;
-        if (!booted->empty()) args->booted_spec = *booted;
-        auto sub = clean_view_path(args->subdir);
-        if (!sub) {
-          std::fprintf(stderr, "livefs: --subdir: %s\n", sub.error().message().c_str());
-          status = kExitUsage;
-          return;
-        }
-        args->subdir = *sub;
-      } else {
-        if (booted->empty() || staged->empty()) {
-          std::fprintf(stderr, "livefs: mount needs --booted DIR and --staged DIR, or --sysroot\n");
-          status = kExitUsage;
-          return;
-        }
-        args->booted = *booted;
-        args->staged = *staged;
-      }
-      status = run_mount(*args);
-    });
-  }
-
   // diff --state: pending changes. `livefs diff` of two trees belongs to
   // cli_import.cpp; when it is registered already, --state joins it and takes
   // over when given.
@@ -285,35 +232,34 @@ void register_live_commands(CLI::App& app, int& status) {
     cmd->add_flag("--dry-run", a->dry_run, "Show what would be applied");
     cmd->add_flag("--json", a->json, "JSON output");
     cmd->callback([a, &status] {
-      auto r = request(a->state, {{"cmd", "apply"},
-                                  {"patterns", a->patterns},
-                                  {"packages", a->packages},
-                                  {"all", a->all},
-                                  {"allow_replace", a->allow_replace},
-                                  {"dry_run", a->dry_run}});
+      auto r = request<proto::ApplyReply>(a->state, proto::ApplyRequest{
+                                                        .patterns = a->patterns,
+                                                        .packages = a->packages,
+                                                        .all = a->all,
+                                                        .allow_replace = a->allow_replace,
+                                                        .dry_run = a->dry_run,
+                                                    });
       if (!r) {
         status = kExitError;
         return;
       }
       if (a->json) {
-        print_response(*r);
+        print_reply(*r);
       } else {
-        const json& applied = r->at("applied");
+        const auto& applied = r->applied;
         if (a->dry_run) {
           std::printf("would apply %zu change%s:\n", applied.size(),
                       applied.size() == 1 ? "" : "s");
         } else {
           std::printf("applied generation %llu: %zu change%s\n",
-                      static_cast<unsigned long long>(r->at("generation").get<uint64_t>()),
-                      applied.size(), applied.size() == 1 ? "" : "s");
+                      static_cast<unsigned long long>(r->generation.value_or(0)), applied.size(),
+                      applied.size() == 1 ? "" : "s");
         }
         print_changes(applied);
-        for (const auto& k : r->at("skipped_kernel")) {
-          std::printf("  skipped      /%s  (kernel: needs a reboot)\n",
-                      k.get<std::string>().c_str());
-        }
-        if (r->contains("switch")) print_switch(r->at("switch"));
-        if (r->contains("holders")) print_holders(r->at("holders"));
+        for (const auto& k : r->skipped_kernel)
+          std::printf("  skipped      /%s  (kernel: needs a reboot)\n", k.c_str());
+        if (r->switch_stats) print_switch(*r->switch_stats);
+        if (r->holders) print_holders(*r->holders);
       }
       status = kExitOk;
     });
@@ -329,17 +275,19 @@ void register_live_commands(CLI::App& app, int& status) {
     cmd->add_option("--state", *state, "State directory")->required();
     cmd->add_flag("--json", *as_json, "JSON output");
     cmd->callback([state, as_json, op, &status] {
-      auto r = request(*state, {{"cmd", op}});
+      proto::Request req = op == "rollback" ? proto::Request(proto::RollbackRequest{})
+                                            : proto::Request(proto::ResetRequest{});
+      auto r = request<proto::GoBackReply>(*state, req);
       if (!r) {
         status = kExitError;
         return;
       }
       if (*as_json) {
-        print_response(*r);
+        print_reply(*r);
       } else {
         std::printf("%s: live generation is now %llu\n", op.c_str(),
-                    static_cast<unsigned long long>(r->at("generation").get<uint64_t>()));
-        print_switch(r->at("switch"));
+                    static_cast<unsigned long long>(r->generation));
+        print_switch(r->switch_stats);
       }
       status = kExitOk;
     });
@@ -353,61 +301,55 @@ void register_live_commands(CLI::App& app, int& status) {
     cmd->add_option("--state", *state, "State directory")->required();
     cmd->add_flag("--json", *as_json, "JSON output");
     cmd->callback([state, as_json, &status] {
-      auto r = request(*state, {{"cmd", "status"}});
+      auto r = request<proto::StatusReply>(*state, proto::StatusRequest{});
       if (!r) {
         status = kExitError;
         return;
       }
       if (*as_json) {
-        print_response(*r);
+        print_reply(*r);
         status = kExitOk;
         return;
       }
-      std::printf("mount point: %s (daemon pid %d)\n",
-                  r->at("mountpoint").get<std::string>().c_str(), r->at("pid").get<int>());
-      std::printf("booted:      %s\nstaged:      %s\n", r->at("booted").get<std::string>().c_str(),
-                  r->at("staged").get<std::string>().c_str());
-      if (!r->at("stage_error").is_null())
-        std::printf("STAGING FAILED: %s\n", r->at("stage_error").get<std::string>().c_str());
-      if (!r->value("config_note", "").empty())
-        std::printf("note:        %s\n", r->value("config_note", "").c_str());
-      if (!r->at("journal_error").is_null()) {
+      std::printf("mount point: %s (daemon pid %d)\n", r->mountpoint.c_str(), r->pid);
+      std::printf("booted:      %s\nstaged:      %s\n", r->booted.c_str(), r->staged.c_str());
+      if (r->loading) {
+        std::printf("loading:     %s (%llu entries so far)\n", r->loading->phase.c_str(),
+                    static_cast<unsigned long long>(r->loading->entries));
+      }
+      if (r->staging) {
+        std::printf("staging:     %s (%llu files read so far)\n", r->staging->what.c_str(),
+                    static_cast<unsigned long long>(r->staging->files));
+      }
+      if (r->stage_error) std::printf("STAGING FAILED: %s\n", r->stage_error->c_str());
+      if (!r->config_note.empty()) std::printf("note:        %s\n", r->config_note.c_str());
+      if (r->journal_error) {
         std::printf("JOURNAL ERROR: %s\n  (serving the booted tree, generation 0)\n",
-                    r->at("journal_error").get<std::string>().c_str());
+                    r->journal_error->c_str());
       }
-      if (!r->value("journal_note", "").empty())
-        std::printf("note:        %s\n", r->value("journal_note", "").c_str());
-      for (const auto& w : r->at("warnings")) {
-        std::printf("warning: %s\n", w.get<std::string>().c_str());
-      }
-      uint64_t live = r->at("live_generation").get<uint64_t>();
+      if (!r->journal_note.empty()) std::printf("note:        %s\n", r->journal_note.c_str());
+      for (const auto& w : r->warnings) std::printf("warning: %s\n", w.c_str());
+      uint64_t live = r->live_generation;
       std::printf("live generation: %llu\ngenerations:\n", static_cast<unsigned long long>(live));
-      for (const auto& g : r->at("generations")) {
-        uint64_t n = g.at("number").get<uint64_t>();
-        std::printf("  %c %llu  %-7s %zu path%s  %s\n", n == live ? '*' : ' ',
-                    static_cast<unsigned long long>(n), g.at("op").get<std::string>().c_str(),
-                    g.at("path_count").get<size_t>(),
-                    g.at("path_count").get<size_t>() == 1 ? "" : "s",
-                    g.at("time").get<std::string>().c_str());
+      for (const auto& g : r->generations) {
+        std::printf("  %c %llu  %-7s %llu path%s  %s\n", g.number == live ? '*' : ' ',
+                    static_cast<unsigned long long>(g.number), g.op.c_str(),
+                    static_cast<unsigned long long>(g.path_count), g.path_count == 1 ? "" : "s",
+                    g.time.c_str());
       }
-      const json& hot = r->at("hotfix");
-      for (const auto& w : hot.at("watches")) {
-        std::string err = w.value("error", "");
-        std::printf("hotfix watch: %s -> /%s (%zu entries, %llu changes, last %s)%s%s\n",
-                    w.at("source").get<std::string>().c_str(),
-                    w.at("at").get<std::string>().c_str(), w.at("entries").get<size_t>(),
-                    static_cast<unsigned long long>(w.at("changes").get<uint64_t>()),
-                    w.at("last_change").get<std::string>().c_str(), err.empty() ? "" : ": ",
-                    err.c_str());
+      for (const auto& w : r->hotfix.watches) {
+        std::printf("hotfix watch: %s -> /%s (%llu entries, %llu changes, last %s)%s%s\n",
+                    w.source.c_str(), w.at.c_str(), static_cast<unsigned long long>(w.entries),
+                    static_cast<unsigned long long>(w.changes), w.last_change.c_str(),
+                    w.error.empty() ? "" : ": ", w.error.c_str());
       }
-      for (const auto& a : hot.at("adds"))
-        std::printf("hotfix file:  %s -> /%s\n", a.at("source").get<std::string>().c_str(),
-                    a.at("at").get<std::string>().c_str());
-      if (!r->at("last_switch").is_null()) {
+      for (const auto& a : r->hotfix.adds)
+        std::printf("hotfix file:  %s -> /%s\n", a.source.c_str(), a.at.c_str());
+      if (r->last_switch) {
         std::printf("last ");
-        print_switch(r->at("last_switch"));
+        print_switch(*r->last_switch);
       }
-      print_holders(r->at("holders"));
+      print_holders(r->holders);
       status = kExitOk;
     });
   }
@@ -428,35 +370,34 @@ void register_live_commands(CLI::App& app, int& status) {
         ->expected(2);
     cmd->add_flag("--json", a->json, "JSON output");
     cmd->callback([a, &status] {
-      json req = {{"cmd", "stage"}};
-      if (!a->commit.empty()) req["commit"] = a->commit;
+      proto::StageRequest req;
+      if (!a->commit.empty()) req.commit = a->commit;
       if (a->pull.size() == 2) {
         if (!a->commit.empty()) {
           std::fprintf(stderr, "livefs: --commit and --pull exclude each other\n");
           status = kExitUsage;
           return;
         }
-        req["remote"] = a->pull[0];
-        req["ref"] = a->pull[1];
+        req.remote = a->pull[0];
+        req.ref = a->pull[1];
       }
-      auto r = request(a->state, req);
+      auto r = request<proto::StageReply>(a->state, req);
       if (!r) {
         status = kExitError;
         return;
       }
       if (a->json) {
-        print_response(*r);
+        print_reply(*r);
       } else {
         std::printf(
             "staged %s: %llu files (%llu as booted, %llu already stored, %llu read, "
             "%.1f MiB) in %.3f s; %zu pending changes\n",
-            r->at("staged").get<std::string>().c_str(),
-            static_cast<unsigned long long>(r->at("files").get<uint64_t>()),
-            static_cast<unsigned long long>(r->at("files_as_booted").get<uint64_t>()),
-            static_cast<unsigned long long>(r->at("files_reused").get<uint64_t>()),
-            static_cast<unsigned long long>(r->at("files_read").get<uint64_t>()),
-            static_cast<double>(r->at("bytes_read").get<uint64_t>()) / (1 << 20),
-            r->at("seconds").get<double>(), r->at("pending").get<size_t>());
+            r->staged.c_str(), static_cast<unsigned long long>(r->files),
+            static_cast<unsigned long long>(r->files_as_booted),
+            static_cast<unsigned long long>(r->files_reused),
+            static_cast<unsigned long long>(r->files_read),
+            static_cast<double>(r->bytes_read) / (1 << 20), r->seconds,
+            static_cast<size_t>(r->pending));
       }
       status = kExitOk;
     });
@@ -471,16 +412,17 @@ void register_live_commands(CLI::App& app, int& status) {
       bool json = false;
     };
     auto a = std::make_shared<HotArgs>();
-    auto print = [a, &status](const std::optional<json>& r, const char* what) {
+    // Prints a reply (its --json, or `what` and the switch), sets the exit status.
+    auto finish = [a, &status](const auto& r, auto&& what) {
       if (!r) {
         status = kExitError;
         return;
       }
       if (a->json) {
-        print_response(*r);
+        print_reply(*r);
       } else {
-        std::printf("%s\n", what);
-        if (r->contains("switch")) print_switch(r->at("switch"));
+        std::printf("%s\n", what(*r).c_str());
+        print_switch(r->switch_stats);
       }
       status = kExitOk;
     };
@@ -489,47 +431,43 @@ void register_live_commands(CLI::App& app, int& status) {
     watch->add_option("SRC_DIR", a->source, "The directory to mirror")->required();
     watch->add_option("--at", a->at, "Where in the view (e.g. bin)")->required();
     watch->add_flag("--json", a->json, "JSON output");
-    watch->callback([a, print] {
-      auto r = request(
-          a->state, {{"cmd", "hotfix_watch"}, {"source", absolute_path(a->source)}, {"at", a->at}});
-      std::string what = r ? "watching " + r->at("source").get<std::string>() + " at /" +
-                                 r->at("at").get<std::string>() + " (" +
-                                 std::to_string(r->at("entries").get<size_t>()) + " entries)"
-                           : "";
-      print(r, what.c_str());
+    watch->callback([a, finish] {
+      auto r = request<proto::HotfixWatchReply>(
+          a->state, proto::HotfixWatchRequest{.source = absolute_path(a->source), .at = a->at});
+      finish(r, [](const proto::HotfixWatchReply& x) {
+        return "watching " + x.source + " at /" + x.at + " (" + std::to_string(x.entries) +
+               " entries)";
+      });
     });
     auto* add = hot->add_subcommand("add", "Put FILE at PATH in the view");
     add->add_option("--state", a->state, "State directory")->required();
     add->add_option("FILE", a->source, "The file")->required();
     add->add_option("--at", a->at, "Its path in the view")->required();
     add->add_flag("--json", a->json, "JSON output");
-    add->callback([a, print] {
-      auto r = request(
-          a->state, {{"cmd", "hotfix_add"}, {"source", absolute_path(a->source)}, {"at", a->at}});
-      std::string what = r ? "added /" + r->at("at").get<std::string>() : "";
-      print(r, what.c_str());
+    add->callback([a, finish] {
+      auto r = request<proto::HotfixAddReply>(
+          a->state, proto::HotfixAddRequest{.source = absolute_path(a->source), .at = a->at});
+      finish(r, [](const proto::HotfixAddReply& x) { return "added /" + x.at; });
     });
     auto* list = hot->add_subcommand("list", "Hotfix watches, files and the paths they serve");
     list->add_option("--state", a->state, "State directory")->required();
     list->add_flag("--json", a->json, "JSON output");
     list->callback([a, &status] {
-      auto r = request(a->state, {{"cmd", "hotfix_list"}});
+      auto r = request<proto::HotfixListReply>(a->state, proto::HotfixListRequest{});
       if (!r) {
         status = kExitError;
         return;
       }
       if (a->json) {
-        print_response(*r);
+        print_reply(*r);
       } else {
-        for (const auto& w : r->at("watches")) {
-          std::string err = w.value("error", "");
-          std::printf("watch %s -> /%s%s%s\n", w.at("source").get<std::string>().c_str(),
-                      w.at("at").get<std::string>().c_str(), err.empty() ? "" : ": ", err.c_str());
+        for (const auto& w : r->hotfix.watches) {
+          std::printf("watch %s -> /%s%s%s\n", w.source.c_str(), w.at.c_str(),
+                      w.error.empty() ? "" : ": ", w.error.c_str());
         }
-        for (const auto& x : r->at("adds"))
-          std::printf("file  %s -> /%s\n", x.at("source").get<std::string>().c_str(),
-                      x.at("at").get<std::string>().c_str());
-        for (const auto& f : r->at("files")) std::printf("  /%s\n", f.get<std::string>().c_str());
+        for (const auto& x : r->hotfix.adds)
+          std::printf("file  %s -> /%s\n", x.source.c_str(), x.at.c_str());
+        for (const auto& f : r->files) std::printf("  /%s\n", f.c_str());
       }
       status = kExitOk;
     });
@@ -537,15 +475,14 @@ void register_live_commands(CLI::App& app, int& status) {
     reset->add_option("--state", a->state, "State directory")->required();
     reset->add_option("PREFIX", a->prefix, "Only what is at or below this path");
     reset->add_flag("--json", a->json, "JSON output");
-    reset->callback([a, print] {
-      json req = {{"cmd", "hotfix_reset"}};
-      if (!a->prefix.empty()) req["prefix"] = a->prefix;
-      auto r = request(a->state, req);
-      std::string what =
-          r ? "hotfix reset: " + std::to_string(r->at("removed_paths").get<size_t>()) +
-                  " paths back to the generation below"
-            : "";
-      print(r, what.c_str());
+    reset->callback([a, finish] {
+      proto::HotfixResetRequest req;
+      if (!a->prefix.empty()) req.prefix = a->prefix;
+      auto r = request<proto::HotfixResetReply>(a->state, req);
+      finish(r, [](const proto::HotfixResetReply& x) {
+        return "hotfix reset: " + std::to_string(x.removed_paths) +
+               " paths back to the generation below";
+      });
     });
   }
 
@@ -561,7 +498,7 @@ void register_live_commands(CLI::App& app, int& status) {
     cmd->add_flag("--wait", *wait,
                   "Return only when the daemon has exited (its last user is gone)");
     cmd->callback([state, as_json, wait, &status] {
-      auto r = request(*state, {{"cmd", "umount"}});
+      auto r = request<proto::UmountReply>(*state, proto::UmountRequest{});
       if (!r) {
         status = kExitError;
         return;
@@ -573,21 +510,21 @@ void register_live_commands(CLI::App& app, int& status) {
         return;
       }
       if (*as_json) {
-        print_response(*r);
+        print_reply(*r);
       } else {
-        std::printf("unmounted %s\n", r->value("mountpoint", "").c_str());
-        if (!*wait && r->contains("users") && !r->at("users").empty()) {
-          const json& users = r->at("users");
+        std::printf("unmounted %s\n", r->mountpoint.c_str());
+        if (!*wait && !r->users.empty()) {
+          const auto& users = r->users;
           std::printf(
               "%zu process%s still use%s the detached view; it is served until they "
               "exit:",
               users.size(), users.size() == 1 ? "" : "es", users.size() == 1 ? "s" : "");
-          for (const auto& u : users) std::printf(" %d", u.get<int>());
+          for (pid_t u : users) std::printf(" %d", static_cast<int>(u));
           std::printf("\n");
         }
       }
       if (*wait) {
-        pid_t pid = r->value("pid", 0);
+        pid_t pid = r->pid.value_or(0);
         while (pid > 0 && !process_gone(pid))
           std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }

@@ -594,6 +594,8 @@ TEST(OstreeLiveDeploy, MountWithACorruptPendingDeploymentServesTheBootedTree) {
   Ran mounted = m.mount(s, s.commit_a);
   ASSERT_EQ(mounted.status, 0) << mounted.out;
   EXPECT_EQ(read_file(m.mnt / "bin/foo"), "foo 1.0\n");
+  // The pending deployment is staged in the background after the view serves.
+  ASSERT_TRUE(eventually([&] { return m.status()["loading"].is_null(); }));
   json st = m.status();
   ASSERT_TRUE(st["stage_error"].is_string()) << st.dump(2);
   EXPECT_NE(st["stage_error"].get<std::string>().find("bin/damaged"), std::string::npos)

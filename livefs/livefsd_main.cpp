@@ -1,0 +1,36 @@
+// livefsd: the part of livefs that links the view, the object store and OSTree: `mount` (the
+// daemon), `store ...`, `diff OLD NEW` and the daemon's holder scanner. The thin `livefs`
+// executable (main.cpp) serves the client commands itself and execs this one, with argv
+// unchanged, for everything else, so this program takes the whole command line: every
+// command, and the help that lists them all.
+#include <cstdio>
+#include <string_view>
+
+#include "common/log.h"
+#include "livefs/commands.h"
+#include "livefs/holders_scan.h"
+
+int main(int argc, char** argv) {
+  // The daemon's holder scanner (livefs/holders_scan.h), not a user command.
+  if (argc == 2 && std::string_view(argv[1]) == livefs::cli::kHoldersScannerArg)
+    return livefs::cli::run_holders_scanner();
+  CLI::App app{"livefs: apply OS updates to a running system without a reboot"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", livefs::cli::kVersion);
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "Log debug messages");
+  int status = livefs::cli::kExitOk;
+  livefs::cli::register_store_commands(app, status);
+  livefs::cli::register_mount_command(app, status);
+  livefs::cli::register_live_commands(app, status);
+  app.parse_complete_callback([&] {
+    if (verbose) livefs::set_log_level(spdlog::level::debug);
+  });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? livefs::cli::kExitOk : livefs::cli::kExitUsage;
+  }
+  return status;
+}
