@@ -128,7 +128,7 @@ Resolved View::from_layer(const store::EntryRef& e) {
   Resolved r;
   r.source = Source::layer;
   r.path = std::string(e.path());
-  r.entry = e.to_entry();
+  r.entry = std::make_shared<const store::Entry>(e.to_entry());
   struct stat& st = r.st;
   st.st_mode = store::type_bits(e.type()) | e.mode();
   st.st_uid = e.uid();
@@ -142,15 +142,25 @@ Resolved View::from_layer(const store::EntryRef& e) {
   st.st_blksize = 4096;
   st.st_blocks = static_cast<blkcnt_t>((e.size() + 511) / 512);
   st.st_ino = layer_ino(e);
-  r.identity = e.type() == store::EntryType::dir ? "d" : "l:" + e.digest().hex();
+  if (e.type() == store::EntryType::dir) {
+    r.identity = Identity::dir();
+  } else {
+    r.identity.kind = Identity::Kind::layer;
+    static_assert(sizeof(e.digest().bytes) == sizeof(r.identity.bytes));
+    std::memcpy(r.identity.bytes.data(), e.digest().bytes.data(), r.identity.bytes.size());
+  }
   return r;
 }
 
 namespace {
 
-std::string booted_identity(const struct stat& st) {
-  return S_ISDIR(st.st_mode) ? "d"
-                             : "b:" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+Identity booted_identity(const struct stat& st) {
+  if (S_ISDIR(st.st_mode)) return Identity::dir();
+  Identity id{Identity::Kind::booted, {}};
+  uint64_t dev = st.st_dev, ino = st.st_ino;
+  std::memcpy(id.bytes.data(), &dev, sizeof dev);
+  std::memcpy(id.bytes.data() + sizeof dev, &ino, sizeof ino);
+  return id;
 }
 
 }  // namespace

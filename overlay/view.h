@@ -20,6 +20,7 @@
 
 #include <sys/stat.h>
 
+#include <array>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -45,14 +46,25 @@ struct BootedDir {
 
 enum class Source : uint8_t { booted, layer };
 
+// Identity of what a path serves, for the node table: equal identity = same served object.
+// Fixed-size (no allocation per resolve): every directory is one identity (its node
+// outlives generations), a booted entry is its (st_dev, st_ino), a layer entry its digest.
+struct Identity {
+  enum class Kind : uint8_t { none, dir, booted, layer };
+  Kind kind = Kind::none;
+  std::array<uint8_t, 16> bytes{};
+  static Identity dir() { return Identity{Kind::dir, {}}; }
+  bool operator==(const Identity&) const = default;
+};
+
 // What a path is in one View.
 struct Resolved {
   Source source = Source::booted;
   std::string path;   // relative; "" is the root
   struct stat st {};  // attributes as served (st_ino already the served inode number)
-  std::optional<store::Entry> entry;  // the layer entry, for layer sources
-  // Identity of the content for the node table: equal identity = same served object.
-  std::string identity;
+  // The layer entry, for layer sources (shared: snapshots are copied per request).
+  std::shared_ptr<const store::Entry> entry;
+  Identity identity;
   bool is_dir() const { return S_ISDIR(st.st_mode); }
 };
 
