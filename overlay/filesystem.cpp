@@ -63,11 +63,11 @@ void guarded(fuse_req_t req, const char* op, fuse_ino_t ino, Fn&& fn) {
 // A node's current attributes: a directory is resolved again in the current view (its
 // node outlives generations); anything else is served from its snapshot.
 Resolved current_attrs(Filesystem& fs, const Node& node) {
-  if (node.snapshot.is_dir()) {
-    auto r = fs.current()->resolve(node.snapshot.path);
+  if (node.is_dir()) {
+    auto r = fs.current()->resolve(node.path());
     if (r && r->is_dir()) return std::move(*r);
   }
-  return node.snapshot;
+  return node.snapshot();
 }
 
 fuse_entry_param entry_for(fuse_ino_t ino, const struct stat& st) {
@@ -111,7 +111,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     Filesystem& fs = fs_of(req);
     auto dir = fs.nodes().get(parent);
     if (!dir) return reply_error(req, "lookup", parent, make_error(ESTALE, "unknown parent"));
-    auto r = fs.current()->resolve(join_path(dir->snapshot.path, name));
+    auto r = fs.current()->resolve(join_path(dir->path(), name));
     if (!r) {
       if (r.error().code != ENOENT) return reply_error(req, "lookup", parent, r.error());
       fuse_entry_param negative = entry_for(0, {});
@@ -161,7 +161,7 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
     Filesystem& fs = fs_of(req);
     auto node = fs.nodes().get(ino);
     if (!node) return reply_error(req, "readlink", ino, make_error(ESTALE, "unknown node"));
-    auto target = fs.current()->readlink(node->snapshot);
+    auto target = fs.current()->readlink(node->snapshot());
     if (!target) return reply_error(req, "readlink", ino, target.error());
     fuse_reply_readlink(req, target->c_str());
   });
@@ -329,11 +329,11 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     auto node = fs.nodes().get(ino);
     if (!node) return reply_error(req, "open", ino, make_error(ESTALE, "unknown node"));
     if ((fi->flags & O_ACCMODE) != O_RDONLY)
-      return reply_error(req, "open", ino, make_error(EROFS, node->snapshot.path));
-    if (node->snapshot.is_dir())
-      return reply_error(req, "open", ino, make_error(EISDIR, node->snapshot.path));
+      return reply_error(req, "open", ino, make_error(EROFS, std::string(node->path())));
+    if (node->is_dir())
+      return reply_error(req, "open", ino, make_error(EISDIR, std::string(node->path())));
     if (fs.no_open()) return void(fuse_reply_err(req, ENOSYS));  // "success, never ask again"
-    auto fd = fs.current()->open(node->snapshot);
+    auto fd = fs.current()->open(node->snapshot());
     if (!fd) return reply_error(req, "open", ino, fd.error());
     fi->fh = static_cast<uint64_t>(fd->release());
     fi->keep_cache = 1;
@@ -359,7 +359,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
     auto node = fs.nodes().get(ino);  // held until the reply is sent: the fd stays open
     if (!node) return reply_error(req, "read", ino, make_error(ESTALE, "unknown node"));
     if (int fd = node->backing_fd(); fd >= 0) return reply_spliced(req, fd, size, off);
-    auto opened = fs.current()->open(node->snapshot);
+    auto opened = fs.current()->open(node->snapshot());
     if (!opened) return reply_error(req, "read", ino, opened.error());
     if (int fd = node->adopt_backing_fd(opened->get()); fd >= 0) {
       (void)opened->release();
@@ -751,10 +751,11 @@ std::vector<StaleFile> Filesystem::stale_files(
     // told from it and is left out.
     auto held = [&](const Resolved& version) {
       if (is_current(version)) return true;
-      std::shared_ptr<const Node> node = nodes_.find(version);
+      NodeRef node = nodes_.find(version);
       if (!node) return false;
-      if (!(now && !now->is_dir() && node->snapshot.st.st_ino == now->st.st_ino))
-        out.push_back(StaleFile{.path = path, .booted = false, .ino = node->snapshot.st.st_ino});
+      ino_t ino = node->stat().st_ino;
+      if (!(now && !now->is_dir() && ino == now->st.st_ino))
+        out.push_back(StaleFile{.path = path, .booted = false, .ino = ino});
       return true;
     };
     if (booted) held(*booted);

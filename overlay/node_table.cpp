@@ -2,6 +2,10 @@
 #include "overlay/node_table.h"
 
 #include <unistd.h>
+#include <xxhash.h>
+
+#include <cstring>
+#include <new>
 
 namespace livefs::overlay {
 
@@ -13,12 +17,101 @@ std::atomic<size_t> g_fds_cached{0};
 void set_backing_fd_limit(size_t limit) { g_fd_limit = limit; }
 size_t backing_fds_cached() { return g_fds_cached.load(); }
 
+PackedStat PackedStat::pack(const struct stat& st) {
+  PackedStat p;
+  p.ino = st.st_ino;
+  p.size = static_cast<uint64_t>(st.st_size);
+  p.blocks = static_cast<uint64_t>(st.st_blocks);
+  p.rdev = st.st_rdev;
+  p.atime = st.st_atim.tv_sec;
+  p.mtime = st.st_mtim.tv_sec;
+  p.ctime = st.st_ctim.tv_sec;
+  p.atime_ns = static_cast<uint32_t>(st.st_atim.tv_nsec);
+  p.mtime_ns = static_cast<uint32_t>(st.st_mtim.tv_nsec);
+  p.ctime_ns = static_cast<uint32_t>(st.st_ctim.tv_nsec);
+  p.mode = st.st_mode;
+  // FUSE carries 32 bits of link count.
+  p.nlink = st.st_nlink > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(st.st_nlink);
+  p.uid = st.st_uid;
+  p.gid = st.st_gid;
+  p.blksize = static_cast<uint32_t>(st.st_blksize);
+  return p;
+}
+
+struct stat PackedStat::unpack() const {
+  struct stat st {};
+  st.st_ino = ino;
+  st.st_size = static_cast<off_t>(size);
+  st.st_blocks = static_cast<blkcnt_t>(blocks);
+  st.st_rdev = rdev;
+  st.st_atim = {atime, atime_ns};
+  st.st_mtim = {mtime, mtime_ns};
+  st.st_ctim = {ctime, ctime_ns};
+  st.st_mode = mode;
+  st.st_nlink = nlink;
+  st.st_uid = uid;
+  st.st_gid = gid;
+  st.st_blksize = blksize;
+  return st;
+}
+
+size_t NodeHashes::of_id(fuse_ino_t id) {
+  // Ids are sequential: spread them over the table.
+  uint64_t h = id * 0x9E3779B97F4A7C15ull;
+  return static_cast<size_t>(h ^ (h >> 29));
+}
+
+size_t NodeHashes::of_key(std::string_view path, const Identity& identity) {
+  uint64_t seed = XXH3_64bits(&identity, sizeof identity);
+  return static_cast<uint32_t>(XXH3_64bits_withSeed(path.data(), path.size(), seed));
+}
+
+Node::Node(fuse_ino_t id, const Resolved& r, size_t key_hash)
+    : id_(id),
+      key_hash_(static_cast<uint32_t>(key_hash)),
+      path_len_(static_cast<uint32_t>(r.path.size())),
+      source_(r.source),
+      identity_(r.identity),
+      st_(PackedStat::pack(r.st)),
+      entry_(r.entry) {
+  std::memcpy(const_cast<char*>(path_data()), r.path.data(), r.path.size());
+}
+
+Node* Node::make(fuse_ino_t id, const Resolved& r, size_t key_hash) {
+  static_assert(alignof(Node) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
+  if (r.path.size() > UINT32_MAX) throw std::length_error("node path");
+  void* mem = ::operator new(sizeof(Node) + r.path.size());
+  try {
+    return new (mem) Node(id, r, key_hash);
+  } catch (...) {
+    ::operator delete(mem);
+    throw;
+  }
+}
+
 Node::~Node() {
   int fd = backing_fd_.load();
   if (fd >= 0) {
     ::close(fd);
     g_fds_cached.fetch_sub(1);
   }
+}
+
+void Node::unref() const {
+  if (refs_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  Node* self = const_cast<Node*>(this);
+  self->~Node();
+  ::operator delete(static_cast<void*>(self));
+}
+
+Resolved Node::snapshot() const {
+  Resolved r;
+  r.source = source_;
+  r.path.assign(path());
+  r.st = st_.unpack();
+  r.entry = entry_;
+  r.identity = identity_;
+  return r;
 }
 
 int Node::adopt_backing_fd(int fd) const {
@@ -35,51 +128,81 @@ int Node::adopt_backing_fd(int fd) const {
 }
 
 NodeTable::NodeTable(Resolved root) {
-  auto node = std::make_shared<Node>(FUSE_ROOT_ID, std::move(root));
-  by_key_.emplace(key(node->snapshot.path, node->snapshot.identity), FUSE_ROOT_ID);
-  by_id_.emplace(FUSE_ROOT_ID, std::move(node));
+  Node* node = Node::make(FUSE_ROOT_ID, root, NodeHashes::of_key(root.path, root.identity));
+  by_id_.insert(node);
+  by_key_.insert(node);
+}
+
+NodeTable::~NodeTable() {
+  by_id_.for_each([](Node* n) { n->unref(); });
+}
+
+Node* NodeTable::find_key(std::string_view path, const Identity& identity, size_t hash) const {
+  auto key_hash = static_cast<uint32_t>(hash);
+  return by_key_.find(hash, [&](const Node* n) {
+    return n->key_hash_ == key_hash && n->identity_ == identity && n->path() == path;
+  });
 }
 
 fuse_ino_t NodeTable::acquire(const Resolved& r) {
+  size_t hash = NodeHashes::of_key(r.path, r.identity);
   std::lock_guard lock(mutex_);
-  auto [it, inserted] = by_key_.try_emplace(key(r.path, r.identity), next_id_);
-  if (inserted) {
-    by_id_.emplace(next_id_, std::make_shared<Node>(next_id_, r));
-    return next_id_++;
+  if (Node* node = find_key(r.path, r.identity, hash)) {
+    ++node->lookups;
+    return node->id_;
   }
-  ++by_id_.at(it->second)->lookups;
-  return it->second;
+  Node* node = Node::make(next_id_, r, hash);
+  try {
+    by_id_.insert(node);
+    try {
+      by_key_.insert(node);
+    } catch (...) {
+      by_id_.erase(node);
+      throw;
+    }
+  } catch (...) {
+    node->unref();
+    throw;
+  }
+  return next_id_++;
 }
 
 void NodeTable::forget(fuse_ino_t id, uint64_t n) {
-  std::lock_guard lock(mutex_);
-  auto it = by_id_.find(id);
-  if (it == by_id_.end()) return;
-  Node& node = *it->second;
-  node.lookups = n >= node.lookups ? 0 : node.lookups - n;
-  if (node.lookups == 0 && id != FUSE_ROOT_ID) {
-    by_key_.erase(key(node.snapshot.path, node.snapshot.identity));
-    by_id_.erase(it);
+  Node* freed = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    Node* node = by_id_.find(NodeHashes::of_id(id), [&](const Node* p) { return p->id_ == id; });
+    if (node == nullptr) return;
+    node->lookups = n >= node->lookups ? 0 : node->lookups - n;
+    if (node->lookups == 0 && id != FUSE_ROOT_ID) {
+      by_key_.erase(node);
+      by_id_.erase(node);
+      freed = node;
+    }
   }
+  // Outside the lock: closing a backing descriptor may take a while.
+  if (freed != nullptr) freed->unref();
 }
 
-std::shared_ptr<const Node> NodeTable::get(fuse_ino_t id) const {
+NodeRef NodeTable::get(fuse_ino_t id) const {
   std::lock_guard lock(mutex_);
-  auto it = by_id_.find(id);
-  return it == by_id_.end() ? nullptr : it->second;
+  Node* node = by_id_.find(NodeHashes::of_id(id), [&](const Node* p) { return p->id_ == id; });
+  return node == nullptr ? NodeRef() : NodeRef(node);
 }
 
-std::shared_ptr<const Node> NodeTable::find(const Resolved& r) const {
-  std::string k = key(r.path, r.identity);
+NodeRef NodeTable::find(const Resolved& r) const {
+  size_t hash = NodeHashes::of_key(r.path, r.identity);
   std::lock_guard lock(mutex_);
-  auto it = by_key_.find(k);
-  return it == by_key_.end() ? nullptr : by_id_.at(it->second);
+  Node* node = find_key(r.path, r.identity, hash);
+  return node == nullptr ? NodeRef() : NodeRef(node);
 }
 
-fuse_ino_t NodeTable::dir_at(const std::string& path) const {
+fuse_ino_t NodeTable::dir_at(std::string_view path) const {
+  Identity dir = Identity::dir();
+  size_t hash = NodeHashes::of_key(path, dir);
   std::lock_guard lock(mutex_);
-  auto it = by_key_.find(key(path, "d"));
-  return it == by_key_.end() ? 0 : it->second;
+  Node* node = find_key(path, dir, hash);
+  return node == nullptr ? 0 : node->id_;
 }
 
 size_t NodeTable::size() const {

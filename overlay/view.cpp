@@ -128,7 +128,7 @@ Resolved View::from_layer(const store::EntryRef& e) {
   Resolved r;
   r.source = Source::layer;
   r.path = std::string(e.path());
-  r.entry = e.to_entry();
+  r.entry = std::make_shared<const store::Entry>(e.to_entry());
   struct stat& st = r.st;
   st.st_mode = store::type_bits(e.type()) | e.mode();
   st.st_uid = e.uid();
@@ -142,15 +142,25 @@ Resolved View::from_layer(const store::EntryRef& e) {
   st.st_blksize = 4096;
   st.st_blocks = static_cast<blkcnt_t>((e.size() + 511) / 512);
   st.st_ino = layer_ino(e);
-  r.identity = e.type() == store::EntryType::dir ? "d" : "l:" + e.digest().hex();
+  if (e.type() == store::EntryType::dir) {
+    r.identity = Identity::dir();
+  } else {
+    r.identity.kind = Identity::Kind::layer;
+    static_assert(sizeof(e.digest().bytes) == sizeof(r.identity.bytes));
+    std::memcpy(r.identity.bytes.data(), e.digest().bytes.data(), r.identity.bytes.size());
+  }
   return r;
 }
 
 namespace {
 
-std::string booted_identity(const struct stat& st) {
-  return S_ISDIR(st.st_mode) ? "d"
-                             : "b:" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+Identity booted_identity(const struct stat& st) {
+  if (S_ISDIR(st.st_mode)) return Identity::dir();
+  Identity id{Identity::Kind::booted, {}};
+  uint64_t dev = st.st_dev, ino = st.st_ino;
+  std::memcpy(id.bytes.data(), &dev, sizeof dev);
+  std::memcpy(id.bytes.data() + sizeof dev, &ino, sizeof ino);
+  return id;
 }
 
 }  // namespace
@@ -246,16 +256,11 @@ Result<Resolved> View::resolve_booted(std::string_view path) const {
 }
 
 Result<Resolved> View::resolve_listed(std::string_view dir_path, const DirEntry& entry) const {
-  std::string path = dir_path.empty() ? entry.name : std::string(dir_path) + "/" + entry.name;
+  std::string path = join_path(dir_path, entry.name);
   // A listed booted name is one the layer neither replaces nor hides (list() dropped or
   // replaced those), in a directory served from the booted tree: resolve() would stat it.
-  if (!entry.booted_st) return resolve(path);
-  Resolved r;
-  r.source = Source::booted;
-  r.path = std::move(path);
-  r.st = *entry.booted_st;
-  r.identity = booted_identity(r.st);
-  return r;
+  if (!entry.booted) return resolve(path);
+  return resolve_booted(path);
 }
 
 Result<Resolved> View::resolve(std::string_view path) const {
@@ -303,15 +308,15 @@ Result<std::vector<DirEntry>> View::list(const Resolved& dir) const {
     while (dirent* de = ::readdir(d)) {
       if (std::strcmp(de->d_name, ".") == 0 || std::strcmp(de->d_name, "..") == 0) continue;
       mode_t type = dtype_to_mode(de->d_type);
-      // Stat'ed relative to the directory now, not by a path walk from the top later.
-      std::optional<struct stat> st;
-      st.emplace();
-      if (::fstatat(::dirfd(d), de->d_name, &*st, AT_SYMLINK_NOFOLLOW) == 0)
-        type = st->st_mode & S_IFMT;
-      else
-        st.reset();  // gone meanwhile, or unreadable: resolve() says which when asked
+      if (type == 0) {
+        // A file system that does not fill d_type: stat it (gone meanwhile or unreadable:
+        // typeless here, and resolve() says which when asked).
+        struct stat st;
+        if (::fstatat(::dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+          type = st.st_mode & S_IFMT;
+      }
       index.emplace(de->d_name, out.size());
-      out.push_back(DirEntry{de->d_name, type, de->d_ino, st});
+      out.push_back(DirEntry{de->d_name, type, de->d_ino, true});
       errno = 0;
     }
     int err = errno;
@@ -349,13 +354,45 @@ Result<std::vector<DirEntry>> View::list(const Resolved& dir) const {
 Result<std::shared_ptr<const std::vector<DirEntry>>> View::cached_list(const Resolved& dir) const {
   {
     std::lock_guard lock(listings_mutex_);
-    if (auto it = listings_.find(dir.path); it != listings_.end()) return it->second;
+    if (auto it = listings_.find(dir.path); it != listings_.end()) {
+      it->second.used = true;
+      return it->second.entries;
+    }
   }
   auto listing = list(dir);  // outside the lock: two threads may both compute it once
   if (!listing) return std::unexpected(listing.error());
   auto shared = std::make_shared<const std::vector<DirEntry>>(std::move(*listing));
   std::lock_guard lock(listings_mutex_);
-  return listings_.try_emplace(dir.path, std::move(shared)).first->second;
+  if (listed_entries_ + shared->size() > listing_cache_limit_) {
+    // Full: the listings not used since the last sweep go; when all were, all go (the new
+    // one stays, even alone over the bound: it is being read).
+    auto sweep = [&](bool all) {
+      for (auto it = listings_.begin(); it != listings_.end();) {
+        if (all || !std::exchange(it->second.used, false)) {
+          listed_entries_ -= it->second.entries->size();
+          it = listings_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    };
+    sweep(false);
+    if (listed_entries_ + shared->size() > listing_cache_limit_) sweep(true);
+  }
+  auto [it, inserted] = listings_.try_emplace(dir.path, CachedListing{std::move(shared)});
+  if (inserted) listed_entries_ += it->second.entries->size();
+  it->second.used = true;
+  return it->second.entries;
+}
+
+size_t View::cached_listing_entries() const {
+  std::lock_guard lock(listings_mutex_);
+  return listed_entries_;
+}
+
+void View::set_listing_cache_limit(size_t names) const {
+  std::lock_guard lock(listings_mutex_);
+  listing_cache_limit_ = names;
 }
 
 Result<UniqueFd> View::open(const Resolved& r) const {

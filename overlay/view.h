@@ -20,6 +20,7 @@
 
 #include <sys/stat.h>
 
+#include <array>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -45,14 +46,25 @@ struct BootedDir {
 
 enum class Source : uint8_t { booted, layer };
 
+// Identity of what a path serves, for the node table: equal identity = same served object.
+// Fixed-size (no allocation per resolve): every directory is one identity (its node
+// outlives generations), a booted entry is its (st_dev, st_ino), a layer entry its digest.
+struct Identity {
+  enum class Kind : uint8_t { none, dir, booted, layer };
+  Kind kind = Kind::none;
+  std::array<uint8_t, 16> bytes{};
+  static Identity dir() { return Identity{Kind::dir, {}}; }
+  bool operator==(const Identity&) const = default;
+};
+
 // What a path is in one View.
 struct Resolved {
   Source source = Source::booted;
   std::string path;   // relative; "" is the root
   struct stat st {};  // attributes as served (st_ino already the served inode number)
-  std::optional<store::Entry> entry;  // the layer entry, for layer sources
-  // Identity of the content for the node table: equal identity = same served object.
-  std::string identity;
+  // The layer entry, for layer sources (shared: snapshots are copied per request).
+  std::shared_ptr<const store::Entry> entry;
+  Identity identity;
   bool is_dir() const { return S_ISDIR(st.st_mode); }
 };
 
@@ -60,9 +72,11 @@ struct DirEntry {
   std::string name;
   mode_t type;  // S_IFDIR etc.
   ino_t ino;    // as served
-  // A name served from the booted tree: its attributes as listed, so that readdirplus needs
-  // no path walk per entry (the booted tree does not change under a View).
-  std::optional<struct stat> booted_st = std::nullopt;
+  // A name served from the booted tree (one the layer neither replaces nor hides):
+  // readdirplus stats it relative to its cached parent directory, with no layer lookups.
+  // Attributes are not kept here: listings are cached, and a stat per name would be most
+  // of their size (readdirplus stats each name once either way).
+  bool booted = false;
   // The readdir offset that resumes after this name: derived from the name alone (see
   // dir_cookie), so a resume point means the same in every generation's listing.
   uint64_t cookie = 0;
@@ -92,8 +106,15 @@ class View {
   // The merged listing of a directory (without "." and ".."), in cookie order.
   Result<std::vector<DirEntry>> list(const Resolved& dir) const;
   // The same, computed once per View and directory: a View never changes, so its listings
-  // do not either (they are dropped with the View after a switch).
+  // do not either (they are dropped with the View after a switch). The cache is bounded
+  // (kListingCacheEntries names in all, so it does not grow with the tree): a listing read
+  // chunk by chunk stays while it is read, the others are computed again when needed (the
+  // kernel caches them meanwhile).
   Result<std::shared_ptr<const std::vector<DirEntry>>> cached_list(const Resolved& dir) const;
+  static constexpr size_t kListingCacheEntries = 1 << 15;
+  // Names held by the listing cache, and its bound (tests use a small one).
+  size_t cached_listing_entries() const;
+  void set_listing_cache_limit(size_t names) const;
 
   // Content and metadata of a resolved non-directory.
   Result<UniqueFd> open(const Resolved& r) const;
@@ -120,8 +141,14 @@ class View {
   std::shared_ptr<const store::ObjectStore> store_;
   store::Tree layer_;
   uint64_t generation_ = 0;
-  mutable std::mutex listings_mutex_;  // guards listings_
-  mutable std::unordered_map<std::string, std::shared_ptr<const std::vector<DirEntry>>> listings_;
+  struct CachedListing {
+    std::shared_ptr<const std::vector<DirEntry>> entries;
+    bool used = true;  // since the last sweep
+  };
+  mutable std::mutex listings_mutex_;  // guards the two below
+  mutable std::unordered_map<std::string, CachedListing> listings_;
+  mutable size_t listed_entries_ = 0;  // names in listings_
+  mutable size_t listing_cache_limit_ = kListingCacheEntries;
   // Like the listings, valid for the View's life (the booted tree does not change under it).
   // Bounded, so the descriptors stay few: when full, the entries not used since the last
   // sweep go (a tree walk keeps the ancestors it keeps coming back to).

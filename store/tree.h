@@ -114,7 +114,9 @@ class Tree {
   // Parses a serialized manifest (bytes are kept alive by the Tree). Checks magic,
   // version, sizes and the payload checksum: EBADMSG with a clear context on any mismatch.
   static Result<Tree> parse(std::shared_ptr<const std::string> bytes);
-  // mmaps a manifest file.
+  // mmaps a manifest file (checked in full, then its pages left to the page cache: a
+  // loaded manifest costs the process memory only for what is queried). The file must not
+  // be modified in place while loaded (write_file replaces it by a rename).
   static Result<Tree> load(const std::filesystem::path& path);
   // Reads a manifest stored as an object (and checks it hashes to `id`).
   static Result<Tree> load(const ObjectStore& store, const ObjectId& id);
@@ -148,6 +150,7 @@ class Tree {
  private:
   friend class EntryRef;
   struct Impl;
+  static Result<Tree> parse_bytes(std::shared_ptr<const void> keeper, std::string_view bytes);
   std::shared_ptr<const Impl> impl_;
 };
 

@@ -183,5 +183,39 @@ TEST_F(ViewTest, ListingsAreInCookieOrder) {
   EXPECT_GT(dir_cookie(""), 2u);
 }
 
+// Listings are cached per View, but the cache does not grow with the tree: past its bound the
+// listings not used since the last sweep go, and a listing in use stays valid for its reader.
+TEST_F(ViewTest, ListingCacheIsBounded) {
+  for (int d = 0; d < 8; ++d)
+    for (int i = 0; i < 10; ++i)
+      write_file(booted_ / "dirs" / std::to_string(d) / ("f" + std::to_string(i)), "x");
+  auto v = view(build_tree({}));
+  v->set_listing_cache_limit(25);
+  auto first_dir = v->resolve("dirs/0");
+  ASSERT_TRUE(first_dir);
+  auto held = v->cached_list(*first_dir);
+  ASSERT_TRUE(held);
+  for (int d = 0; d < 8; ++d) {
+    auto dir = v->resolve("dirs/" + std::to_string(d));
+    ASSERT_TRUE(dir);
+    auto listing = v->cached_list(*dir);
+    ASSERT_TRUE(listing);
+    EXPECT_EQ((*listing)->size(), 10u);
+    EXPECT_LE(v->cached_listing_entries(), 25u) << "after dirs/" << d;
+    // The same listing again while it is cached: one computation per View and directory.
+    EXPECT_EQ(v->cached_list(*dir)->get(), listing->get());
+  }
+  EXPECT_EQ((*held)->size(), 10u);
+  EXPECT_EQ(names(**held).count("f9"), 1u);
+  // Booted names carry no attributes: readdirplus resolves them from the booted tree.
+  for (const DirEntry& e : **held) {
+    EXPECT_TRUE(e.booted);
+    auto r = v->resolve_listed("dirs/0", e);
+    ASSERT_TRUE(r) << e.name;
+    EXPECT_TRUE(S_ISREG(r->st.st_mode));
+    EXPECT_EQ(r->st.st_ino, e.ino);
+  }
+}
+
 }  // namespace
 }  // namespace livefs::overlay
