@@ -62,6 +62,11 @@ void Generations::set_switch(Switch fn) {
   switch_ = std::move(fn);
 }
 
+void Generations::set_on_changed(ChangedPaths fn) {
+  std::lock_guard lock(mutex_);
+  on_changed_ = std::move(fn);
+}
+
 Result<store::Tree> Generations::served_locked() const {
   if (!hotfix_) return applied_;
   // The booted manifest is not read by compose_layers (its rules need the lower layer's
@@ -147,6 +152,7 @@ Result<Generations::Changed> Generations::apply(const store::Tree& layer,
                                                            " is journalled but the switch failed"));
   }
   touched_.insert(paths.begin(), paths.end());
+  if (on_changed_) on_changed_(paths);
   return Changed{record->generation, *stats};
 }
 
@@ -173,6 +179,7 @@ Result<Generations::Changed> Generations::go_back(JournalOp op) {
   auto stats = publish_locked(std::move(layer), record->generation, hotfix_);
   if (!stats) return std::unexpected(stats.error());
   touched_.insert(left.begin(), left.end());
+  if (on_changed_) on_changed_(left);
   return Changed{record->generation, *stats};
 }
 
@@ -196,6 +203,7 @@ Result<Generations::Changed> Generations::set_hotfix(std::optional<store::Tree> 
   }
   auto stats = publish_locked(applied_, live_, std::move(hotfix));
   if (!stats) return std::unexpected(stats.error());
+  if (on_changed_) on_changed_(changed);
   return Changed{live_, *stats};
 }
 

@@ -50,6 +50,11 @@ class Generations {
 
   // Set once, before the first change (the daemon's view exists only after open()).
   void set_switch(Switch fn);
+  // Called after each change that went live, with the paths it changed (what processes
+  // started earlier may still hold old versions of): the daemon's holder scan. Runs under
+  // the generations' mutex, so it must only hand the paths over.
+  using ChangedPaths = std::function<void(const std::vector<std::string>& paths)>;
+  void set_on_changed(ChangedPaths fn);
 
   // Switches to what the live generation serves (after open(), when the view was mounted
   // with another layer: generation 0 while the booted manifest was still being read).
@@ -109,6 +114,7 @@ class Generations {
   mutable std::mutex mutex_;  // guards everything below
   Journal journal_;
   Switch switch_;
+  ChangedPaths on_changed_;
   std::optional<Error> layer_error_;  // the live generation's layer could not be loaded
   store::Tree applied_;
   std::optional<store::Tree> hotfix_;
