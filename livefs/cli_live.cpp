@@ -260,6 +260,10 @@ void register_live_commands(CLI::App& app, int& status) {
           std::printf("  skipped      /%s  (kernel: needs a reboot)\n", k.c_str());
         if (r->switch_stats) print_switch(*r->switch_stats);
         if (r->holders) print_holders(*r->holders);
+        if (!a->dry_run && !r->applied.empty())
+          std::printf(
+              "processes still using replaced files: `livefs status` (scanned in the "
+              "background)\n");
       }
       status = kExitOk;
     });
@@ -350,6 +354,14 @@ void register_live_commands(CLI::App& app, int& status) {
         print_switch(*r->last_switch);
       }
       print_holders(r->holders);
+      if (r->holders_scan) {
+        const proto::HolderScan& h = *r->holders_scan;
+        if (h.error) std::printf("holder scan failed: %s\n", h.error->c_str());
+        if (!h.current)
+          std::printf("holder scan: %s (the list above is from %s)\n",
+                      h.scanning ? "running" : "pending",
+                      h.finished.empty() ? "no scan yet" : h.finished.c_str());
+      }
       status = kExitOk;
     });
   }

@@ -157,6 +157,7 @@ Status read_fields(const json& j, HotfixWatch& x, const std::string& w);
 Status read_fields(const json& j, HotfixFile& x, const std::string& w);
 Status read_fields(const json& j, HotfixState& x, const std::string& w);
 Status read_fields(const json& j, Loading& x, const std::string& w);
+Status read_fields(const json& j, HolderScan& x, const std::string& w);
 Status read_fields(const json& j, StagingNow& x, const std::string& w);
 Status read_fields(const json& j, StatusReply& x, const std::string& w);
 Status read_fields(const json& j, DiffReply& x, const std::string& w);
@@ -389,31 +390,41 @@ json to_json(const HotfixState& x) {
 
 json to_json(const Loading& x) { return {{"phase", x.phase}, {"entries", x.entries}}; }
 
+json to_json(const HolderScan& x) {
+  return {{"current", x.current},
+          {"scanning", x.scanning},
+          {"finished", x.finished},
+          {"seconds", x.seconds},
+          {"error", optional_string(x.error)}};
+}
+
 json to_json(const StagingNow& x) { return {{"what", x.what}, {"files", x.files}}; }
 
 json to_json(const StatusReply& x) {
-  return {{"pid", x.pid},
-          {"booted", x.booted},
-          {"staged", x.staged},
-          {"booted_origin", to_json(x.booted_origin)},
-          {"staged_origin", to_json(x.staged_origin)},
-          {"store", x.store},
-          {"mountpoint", x.mountpoint},
-          {"live_generation", x.live_generation},
-          {"generations", array_of(x.generations)},
-          {"history", array_of(x.history)},
-          {"history_records", x.history_records},
-          {"hotfix", to_json(x.hotfix)},
-          {"warnings", x.warnings},
-          {"journal_error", optional_string(x.journal_error)},
-          {"last_switch", x.last_switch ? to_json(*x.last_switch) : json(nullptr)},
-          {"stage_error", optional_string(x.stage_error)},
-          {"journal_note", x.journal_note},
-          {"journal_set_aside", x.journal_set_aside},
-          {"config_note", x.config_note},
-          {"loading", x.loading ? to_json(*x.loading) : json(nullptr)},
-          {"staging", x.staging ? to_json(*x.staging) : json(nullptr)},
-          {"holders", array_of(x.holders)}};
+  json j = {{"pid", x.pid},
+            {"booted", x.booted},
+            {"staged", x.staged},
+            {"booted_origin", to_json(x.booted_origin)},
+            {"staged_origin", to_json(x.staged_origin)},
+            {"store", x.store},
+            {"mountpoint", x.mountpoint},
+            {"live_generation", x.live_generation},
+            {"generations", array_of(x.generations)},
+            {"history", array_of(x.history)},
+            {"history_records", x.history_records},
+            {"hotfix", to_json(x.hotfix)},
+            {"warnings", x.warnings},
+            {"journal_error", optional_string(x.journal_error)},
+            {"last_switch", x.last_switch ? to_json(*x.last_switch) : json(nullptr)},
+            {"stage_error", optional_string(x.stage_error)},
+            {"journal_note", x.journal_note},
+            {"journal_set_aside", x.journal_set_aside},
+            {"config_note", x.config_note},
+            {"loading", x.loading ? to_json(*x.loading) : json(nullptr)},
+            {"staging", x.staging ? to_json(*x.staging) : json(nullptr)},
+            {"holders", array_of(x.holders)}};
+  if (x.holders_scan) j["holders_scan"] = to_json(*x.holders_scan);
+  return j;
 }
 
 json to_json(const DiffReply& x) {
@@ -433,6 +444,7 @@ json to_json(const ApplyReply& x) {
   if (x.generation) j["generation"] = *x.generation;
   if (x.switch_stats) j["switch"] = to_json(*x.switch_stats);
   if (x.holders) j["holders"] = array_of(*x.holders);
+  if (x.holders_scan) j["holders_scan"] = to_json(*x.holders_scan);
   return j;
 }
 
@@ -567,6 +579,13 @@ Status read_fields(const json& j, Loading& x, const std::string& w) {
   return {};
 }
 
+Status read_fields(const json& j, HolderScan& x, const std::string& w) {
+  LIVEFS_FIELDS(field(j, "current", x.current, w), field(j, "scanning", x.scanning, w),
+                field(j, "finished", x.finished, w), field(j, "seconds", x.seconds, w),
+                field(j, "error", x.error, w));
+  return {};
+}
+
 Status read_fields(const json& j, StagingNow& x, const std::string& w) {
   LIVEFS_FIELDS(field(j, "what", x.what, w), field(j, "files", x.files, w));
   return {};
@@ -584,7 +603,8 @@ Status read_fields(const json& j, StatusReply& x, const std::string& w) {
       field(j, "stage_error", x.stage_error, w), field(j, "journal_note", x.journal_note, w),
       field(j, "journal_set_aside", x.journal_set_aside, w),
       field(j, "config_note", x.config_note, w), field(j, "loading", x.loading, w),
-      field(j, "staging", x.staging, w), field(j, "holders", x.holders, w));
+      field(j, "staging", x.staging, w), field(j, "holders", x.holders, w),
+      field(j, "holders_scan", x.holders_scan, w));
   return {};
 }
 
@@ -599,7 +619,7 @@ Status read_fields(const json& j, ApplyReply& x, const std::string& w) {
   LIVEFS_FIELDS(field(j, "dry_run", x.dry_run, w), field(j, "applied", x.applied, w),
                 field(j, "skipped_kernel", x.skipped_kernel, w),
                 field(j, "generation", x.generation, w), field(j, "switch", x.switch_stats, w),
-                field(j, "holders", x.holders, w));
+                field(j, "holders", x.holders, w), field(j, "holders_scan", x.holders_scan, w));
   return {};
 }
 
@@ -726,6 +746,7 @@ LIVEFS_INSTANTIATE(HotfixWatch)
 LIVEFS_INSTANTIATE(HotfixFile)
 LIVEFS_INSTANTIATE(HotfixState)
 LIVEFS_INSTANTIATE(Loading)
+LIVEFS_INSTANTIATE(HolderScan)
 LIVEFS_INSTANTIATE(StagingNow)
 LIVEFS_INSTANTIATE(StatusReply)
 LIVEFS_INSTANTIATE(DiffReply)

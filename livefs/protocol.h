@@ -192,6 +192,17 @@ struct Loading {
   bool operator==(const Loading&) const = default;
 };
 
+// The holder scan's last result: it runs after each switch, off the request (apply does not
+// wait for it), and again for a status when it is more than a second old.
+struct HolderScan {
+  bool current = false;   // every switch so far is reflected
+  bool scanning = false;  // a scan runs or is about to
+  std::string finished;   // when the last scan ended (UTC, ISO 8601); "" before the first
+  double seconds = 0;     // how long it took
+  std::optional<std::string> error;  // the last scan failed (holders are an earlier one's)
+  bool operator==(const HolderScan&) const = default;
+};
+
 // A stage running now (`livefs stage`, or a new deployment staged in the background).
 struct StagingNow {
   std::string what;    // e.g. "commit CHECKSUM"
@@ -224,6 +235,7 @@ struct StatusReply {
   std::optional<Loading> loading;     // null on the wire once the daemon is ready
   std::optional<StagingNow> staging;  // null on the wire when no stage runs
   std::vector<Holder> holders;
+  std::optional<HolderScan> holders_scan;  // absent until the journal is open
   bool operator==(const StatusReply&) const = default;
 };
 
@@ -245,6 +257,7 @@ struct ApplyReply {
   std::optional<uint64_t> generation;
   std::optional<SwitchStats> switch_stats;  // "switch" on the wire
   std::optional<std::vector<Holder>> holders;
+  std::optional<HolderScan> holders_scan;  // the scan as it stood when the switch was made
   bool operator==(const ApplyReply&) const = default;
 };
 
@@ -332,6 +345,7 @@ nlohmann::json to_json(const HotfixWatch& x);
 nlohmann::json to_json(const HotfixFile& x);
 nlohmann::json to_json(const HotfixState& x);
 nlohmann::json to_json(const Loading& x);
+nlohmann::json to_json(const HolderScan& x);
 nlohmann::json to_json(const StagingNow& x);
 nlohmann::json to_json(const StatusReply& x);
 nlohmann::json to_json(const DiffReply& x);
