@@ -538,9 +538,13 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const MountOptions& option
       ::setrlimit(RLIMIT_NOFILE, &nofile);
     }
     ::getrlimit(RLIMIT_NOFILE, &nofile);
-    constexpr rlim_t kReserve = 1024;
-    set_backing_fd_limit(nofile.rlim_cur > 2 * kReserve ? nofile.rlim_cur - kReserve
-                                                        : nofile.rlim_cur / 2);
+    // The reserve is for everything else the daemon opens while it serves: the loader's scan
+    // of the booted tree and the staged imports keep a descriptor per directory still to be
+    // read (a few thousand over /usr), inotify, sockets, the store. With 1024 and a hard
+    // limit of 20,000 (a container), a scan of /usr during a full read of the view ran out.
+    const rlim_t reserve = std::max<rlim_t>(4096, nofile.rlim_cur / 4);
+    set_backing_fd_limit(nofile.rlim_cur > 2 * reserve ? nofile.rlim_cur - reserve
+                                                       : nofile.rlim_cur / 2);
   }
 
   // libfuse mounts nosuid,nodev unless told otherwise; the view serves a system tree whose
