@@ -2,6 +2,7 @@
 #include "livefs/staging.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -164,8 +165,11 @@ Result<store::Tree> Staging::build_booted_manifest() {
     tree = std::move(scanned->tree);
   }
   if (!tree) return std::unexpected(tree.error());
-  if (auto st = tree->write_file(args_.state / "booted.tree"); !st)
-    return std::unexpected(st.error());
+  fs::path cached = args_.state / "booted.tree";
+  if (auto st = tree->write_file(cached); !st) return std::unexpected(st.error());
+  // Served from the file from now on: a mapped manifest keeps only the pages in use, the
+  // built one is a heap copy of it (about 200 bytes per entry of /usr).
+  if (auto mapped = store::Tree::load(cached)) return std::move(*mapped);
   return tree;
 }
 
@@ -192,6 +196,8 @@ Status Staging::load(std::optional<store::Tree> booted) {
     std::lock_guard stage_lock(stage_mutex_);
     result = load_staged(*booted);
   }
+  // The scan and import freed most of what they allocated; glibc keeps it unless asked.
+  ::malloc_trim(0);
   std::lock_guard lock(mutex_);
   loaded_ = true;
   phase_.clear();
@@ -251,8 +257,10 @@ Status Staging::load_staged(const store::Tree& booted) {
 Status Staging::set_staged_locked(store::Tree tree) {
   auto id = tree.save_rooted(*store_);
   if (!id) return std::unexpected(with_context(id.error(), "save staged tree"));
-  if (auto st = tree.write_file(args_.state / "staged.tree"); !st) return st;
-  staged_tree_ = std::move(tree);
+  fs::path file = args_.state / "staged.tree";
+  if (auto st = tree.write_file(file); !st) return st;
+  auto mapped = store::Tree::load(file);  // as the booted manifest: mapped, not a heap copy
+  staged_tree_ = mapped ? std::move(*mapped) : std::move(tree);
   ++staged_version_;
   return {};
 }
