@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <future>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -43,6 +44,34 @@ std::optional<Reply> request(const fs::path& state, const proto::Request& req) {
     return std::nullopt;
   }
   return std::move(*reply);
+}
+
+// A request that may wait in the daemon (for the booted manifest at start-up, behind a stage,
+// or a stage itself): when it has not been answered within half a second, what the daemon is
+// busy with is shown on stderr (when it is a terminal) until it is.
+template <class Reply>
+std::optional<Reply> request_showing_progress(const fs::path& state, const proto::Request& req) {
+  auto answer = std::async(std::launch::async, [&] { return request<Reply>(state, req); });
+  const bool tty = ::isatty(STDERR_FILENO) != 0;
+  bool shown = false;
+  while (answer.wait_for(std::chrono::milliseconds(500)) != std::future_status::ready) {
+    if (!tty) continue;
+    auto st = call_daemon(state, proto::to_json(proto::Request{proto::StatusRequest{}}));
+    if (!st) continue;
+    auto r = proto::parse_reply<proto::StatusReply>(*st);
+    if (!r) continue;
+    std::string what;
+    if (r->loading) {
+      what = r->loading->phase + ": " + std::to_string(r->loading->entries) + " entries";
+    } else if (r->staging) {
+      what = "staging " + r->staging->what + ": " + std::to_string(r->staging->files) + " files";
+    }
+    if (what.empty()) continue;
+    std::fprintf(stderr, "\rlivefs: waiting for the daemon: %s\033[K", what.c_str());
+    shown = true;
+  }
+  if (shown) std::fprintf(stderr, "\r\033[K");
+  return answer.get();
 }
 
 std::string show_path(const std::string& p) { return "/" + p; }
@@ -125,7 +154,8 @@ void print_holders(const std::vector<proto::Holder>& holders) {
 }
 
 int live_diff(const fs::path& state, bool as_json, bool by_package) {
-  auto r = request<proto::DiffReply>(state, proto::DiffRequest{.by_package = by_package});
+  auto r = request_showing_progress<proto::DiffReply>(state,
+                                                      proto::DiffRequest{.by_package = by_package});
   if (!r) return kExitError;
   if (as_json) {
     print_reply(*r);
@@ -232,13 +262,14 @@ void register_live_commands(CLI::App& app, int& status) {
     cmd->add_flag("--dry-run", a->dry_run, "Show what would be applied");
     cmd->add_flag("--json", a->json, "JSON output");
     cmd->callback([a, &status] {
-      auto r = request<proto::ApplyReply>(a->state, proto::ApplyRequest{
-                                                        .patterns = a->patterns,
-                                                        .packages = a->packages,
-                                                        .all = a->all,
-                                                        .allow_replace = a->allow_replace,
-                                                        .dry_run = a->dry_run,
-                                                    });
+      auto r = request_showing_progress<proto::ApplyReply>(a->state,
+                                                           proto::ApplyRequest{
+                                                               .patterns = a->patterns,
+                                                               .packages = a->packages,
+                                                               .all = a->all,
+                                                               .allow_replace = a->allow_replace,
+                                                               .dry_run = a->dry_run,
+                                                           });
       if (!r) {
         status = kExitError;
         return;
@@ -393,7 +424,7 @@ void register_live_commands(CLI::App& app, int& status) {
         req.remote = a->pull[0];
         req.ref = a->pull[1];
       }
-      auto r = request<proto::StageReply>(a->state, req);
+      auto r = request_showing_progress<proto::StageReply>(a->state, req);
       if (!r) {
         status = kExitError;
         return;
