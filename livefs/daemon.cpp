@@ -42,14 +42,14 @@
 #include "inotify/watch_loop.h"
 #include "livefs/control.h"
 #include "livefs/control_server.h"
-#include "livefs/holders_scan.h"
 #include "livefs/hotfix.h"
 #include "livefs/hotfix_service.h"
 #include "livefs/outcome.h"
+#include "livefs/protocol.h"
 #include "livefs/sources.h"
 #include "livefs/staging.h"
-#include "livefs/view_holders.h"
 #include "livefs/state_files.h"
+#include "livefs/view_holders.h"
 #include "overlay/compose.h"
 #include "overlay/filesystem.h"
 #include "overlay/generations.h"
@@ -552,7 +552,7 @@ class Daemon {
     // for the next status.
     host::HolderReport holders = holders_->latest_refreshing_after(std::chrono::seconds(1));
     json list = json::array();
-    for (const auto& h : holders.holders) list.push_back(holder_json(h));
+    for (const auto& h : holders.holders) list.push_back(protocol::to_json(h));
     out["holders"] = list;
     out["holders_scan"] = holders_scan_json(holders);
     return out;
@@ -562,10 +562,10 @@ class Daemon {
     bool never = r.finished == std::chrono::system_clock::time_point{};
     return {{"current", r.current()},
             {"scanning", r.scanning},
-            {"finished",
-             never ? "" : iso_time(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                       r.finished.time_since_epoch())
-                                       .count())},
+            {"finished", never ? ""
+                               : iso_time(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                              r.finished.time_since_epoch())
+                                              .count())},
             {"seconds", r.seconds},
             {"error", r.error ? json(r.error->message()) : json(nullptr)}};
   }

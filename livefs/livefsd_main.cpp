@@ -1,5 +1,5 @@
 // livefsd: the part of livefs that links the view, the object store and OSTree: `mount` (the
-// daemon), `store ...`, `diff OLD NEW` and the daemon's holder scanner. The thin `livefs`
+// daemon), `store ...` and `diff OLD NEW`. The thin `livefs`
 // executable (main.cpp) serves the client commands itself and execs this one, with argv
 // unchanged, for everything else, so this program takes the whole command line: every
 // command, and the help that lists them all.
@@ -8,12 +8,8 @@
 
 #include "common/log.h"
 #include "livefs/commands.h"
-#include "livefs/holders_scan.h"
 
 int main(int argc, char** argv) {
-  // The daemon's holder scanner (livefs/holders_scan.h), not a user command.
-  if (argc == 2 && std::string_view(argv[1]) == livefs::cli::kHoldersScannerArg)
-    return livefs::cli::run_holders_scanner();
   CLI::App app{"livefs: apply OS updates to a running system without a reboot"};
   app.require_subcommand(1);
   app.set_version_flag("--version", livefs::cli::kVersion);

@@ -169,8 +169,6 @@ Status read_fields(const json& j, HotfixAddReply& x, const std::string& w);
 Status read_fields(const json& j, HotfixListReply& x, const std::string& w);
 Status read_fields(const json& j, HotfixResetReply& x, const std::string& w);
 Status read_fields(const json& j, UmountReply& x, const std::string& w);
-Status read_fields(const json& j, HolderScanRequest& x, const std::string& w);
-Status read_fields(const json& j, HolderScanReply& x, const std::string& w);
 }  // namespace livefs::protocol
 
 // host::Holder lives in livefs::host: its reader is found there.
@@ -497,10 +495,6 @@ json to_json(const UmountReply& x) {
   return j;
 }
 
-json to_json(const HolderScanRequest& x) { return {{"root", x.root}, {"paths", x.paths}}; }
-
-json to_json(const HolderScanReply& x) { return {{"holders", array_of(x.holders)}}; }
-
 // ---- reading -------------------------------------------------------------------------------
 
 Status read_fields(const json& j, SwitchStats& x, const std::string& w) {
@@ -669,15 +663,6 @@ Status read_fields(const json& j, UmountReply& x, const std::string& w) {
   return {};
 }
 
-Status read_fields(const json& j, HolderScanRequest& x, const std::string& w) {
-  LIVEFS_FIELDS(field(j, "root", x.root, w), field(j, "paths", x.paths, w));
-  return {};
-}
-
-Status read_fields(const json& j, HolderScanReply& x, const std::string& w) {
-  return field(j, "holders", x.holders, w);
-}
-
 }  // namespace livefs::protocol
 
 namespace livefs::host {
@@ -758,8 +743,6 @@ LIVEFS_INSTANTIATE(HotfixAddReply)
 LIVEFS_INSTANTIATE(HotfixListReply)
 LIVEFS_INSTANTIATE(HotfixResetReply)
 LIVEFS_INSTANTIATE(UmountReply)
-LIVEFS_INSTANTIATE(HolderScanRequest)
-LIVEFS_INSTANTIATE(HolderScanReply)
 #undef LIVEFS_INSTANTIATE
 
 }  // namespace livefs::protocol

@@ -321,17 +321,6 @@ struct UmountReply {
   bool operator==(const UmountReply&) const = default;
 };
 
-// The holder scanner (livefs/holders_scan.h): request on its stdin, reply on its stdout.
-struct HolderScanRequest {
-  std::string root;
-  std::vector<std::string> paths;
-  bool operator==(const HolderScanRequest&) const = default;
-};
-struct HolderScanReply {
-  std::vector<Holder> holders;
-  bool operator==(const HolderScanReply&) const = default;
-};
-
 // to_json(x): the body of a reply (or a part) without "ok".
 nlohmann::json to_json(const SwitchStats& x);
 nlohmann::json to_json(const Change& x);
@@ -357,8 +346,6 @@ nlohmann::json to_json(const HotfixAddReply& x);
 nlohmann::json to_json(const HotfixListReply& x);
 nlohmann::json to_json(const HotfixResetReply& x);
 nlohmann::json to_json(const UmountReply& x);
-nlohmann::json to_json(const HolderScanRequest& x);
-nlohmann::json to_json(const HolderScanReply& x);
 
 // from_json<T>(body): the inverse of to_json for every type above (an "ok" member is
 // ignored). EINVAL naming the field when the body is not such a value.

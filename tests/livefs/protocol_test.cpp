@@ -359,18 +359,6 @@ TEST(ProtocolTest, AnOriginsOstreeFieldsBelongToItsChecksum) {
   EXPECT_EQ(*again, *origin);
 }
 
-TEST(ProtocolTest, HolderScannerMessagesRoundTrip) {
-  HolderScanRequest req{.root = "/usr", .paths = {"bin/x", kOddBytes}};
-  auto r = from_json<HolderScanRequest>(over_the_wire(to_json(req)));
-  ASSERT_TRUE(r.has_value());
-  EXPECT_EQ(*r, req);
-  HolderScanReply reply{
-      .holders = {{.pid = 9, .command = "\xff", .path = "p", .how = "exe", .unit = ""}}};
-  auto back = parse_reply<HolderScanReply>(over_the_wire(ok_reply(reply)));
-  ASSERT_TRUE(back.has_value());
-  EXPECT_EQ(*back, reply);
-}
-
 TEST(ProtocolTest, ErrorResponsesBecomeTheDaemonsError) {
   json refusal = cli::error_response(make_error(ENOENT, "no hotfix to reset"));
   refusal["error"] = "no hotfix to reset";
