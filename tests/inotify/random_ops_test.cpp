@@ -68,7 +68,9 @@ Model scan(const fs::path& root) {
     for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
       auto n = stat_node(it->path());
       if (!n) continue;
-      m[fs::relative(it->path(), root).string()] = *n;
+      // Lexically: the tree may change meanwhile, and fs::relative resolves on disk (it threw
+      // for an entry removed under it, an abort of the whole suite).
+      m[it->path().lexically_relative(root).string()] = *n;
       if (n->type == 'd') todo.push_back(it->path());
     }
   }
