@@ -581,7 +581,8 @@ class Daemon {
     auto sides = staging_->ready();
     if (!sides) return reply_error(sides.error());
     store::Tree applied = generations_->applied_layer();
-    auto pending = overlay::pending_changes({sides->booted_tree, sides->staged_tree, applied});
+    auto pending = overlay::pending_changes(
+        {sides->booted_tree, sides->staged_tree, applied, sides->staged_diff.get()});
     json changes = json::array();
     for (const auto& c : pending) changes.push_back(change_json(c));
     json config_changes = json::array();
@@ -637,9 +638,12 @@ class Daemon {
       patterns = std::move(*files);
       options.literal = true;
     }
+    using Clock = std::chrono::steady_clock;
+    auto t0 = Clock::now();
     store::Tree applied_layer = generations_->applied_layer();
     auto selection = overlay::select_changes(
-        {sides->booted_tree, sides->staged_tree, applied_layer}, patterns, options);
+        {sides->booted_tree, sides->staged_tree, applied_layer, sides->staged_diff.get()}, patterns,
+        options);
     if (!selection) {
       Error e = selection.error();
       if (!package_names.empty() && e.code == EINVAL)
@@ -657,8 +661,14 @@ class Daemon {
                 {"applied", applied},
                 {"skipped_kernel", selection->skipped_kernel}};
     if (dry_run) return out;
+    auto t1 = Clock::now();
     auto changed = generations_->apply(selection->layer, paths);
     if (!changed) return error_response(changed.error());
+    auto ms = [](Clock::time_point a, Clock::time_point b) {
+      return std::chrono::duration<double, std::milli>(b - a).count();
+    };
+    log()->info("apply: {} paths: select {:.1f} ms, durable and switched {:.1f} ms (switch {:.1f})",
+                paths.size(), ms(t0, t1), ms(t1, Clock::now()), changed->stats.seconds * 1000);
     out["generation"] = changed->generation;
     out["switch"] = switch_json(changed->stats);
     // The processes still using replaced files are found after the switch, off this
@@ -688,12 +698,13 @@ class Daemon {
 
   json stage(const json& request) {
     if (auto f = wait_ready()) return reply_error(*f);
-    auto staged = staging_->stage(
-        request.value("commit", ""), request.value("remote", ""), request.value("ref", ""),
-        [this](const Sides& s) {
-          store::Tree applied = generations_->applied_layer();
-          return overlay::pending_changes({s.booted_tree, s.staged_tree, applied}).size();
-        });
+    auto staged = staging_->stage(request.value("commit", ""), request.value("remote", ""),
+                                  request.value("ref", ""), [this](const Sides& s) {
+                                    store::Tree applied = generations_->applied_layer();
+                                    return overlay::pending_changes({s.booted_tree, s.staged_tree,
+                                                                     applied, s.staged_diff.get()})
+                                        .size();
+                                  });
     if (!staged) return reply_error(staged.error());
     const auto& s = staged->stats;
     return {{"ok", true},

@@ -215,6 +215,7 @@ Status Staging::load_staged(const store::Tree& booted) {
   if (origin.kind == "none") {
     std::lock_guard lock(mutex_);
     staged_tree_ = booted;
+    staged_diff_.reset();
     return write_config_locked();
   }
   Result<store::Tree> tree = fail(EINVAL, "no staged tree");
@@ -243,6 +244,7 @@ Status Staging::load_staged(const store::Tree& booted) {
       staged_origin_ = Origin{};
       staged_origin_.kind = "none";
       staged_tree_ = booted;
+      staged_diff_.reset();
       return write_config_locked();
     }
     log_stage(origin, staged->stats);
@@ -261,6 +263,7 @@ Status Staging::set_staged_locked(store::Tree tree) {
   if (auto st = tree.write_file(file); !st) return st;
   auto mapped = store::Tree::load(file);  // as the booted manifest: mapped, not a heap copy
   staged_tree_ = mapped ? std::move(*mapped) : std::move(tree);
+  staged_diff_.reset();
   ++staged_version_;
   return {};
 }
@@ -278,17 +281,26 @@ Status Staging::write_config_locked() const {
   return write_file_atomic(args_.state / "config.json", encode_wire(config).dump(2) + "\n");
 }
 
+Sides Staging::sides_locked() const {
+  if (!staged_diff_) {
+    staged_diff_ = std::make_shared<const std::vector<store::Change>>(
+        store::diff(*booted_tree_, *staged_tree_));
+  }
+  return Sides{booted_origin_, staged_origin_,  *booted_tree_,
+               *staged_tree_,  staged_version_, staged_diff_};
+}
+
 Outcome<Sides> Staging::ready() const {
   std::unique_lock lock(mutex_);
   loaded_cv_.wait(lock, [this] { return loaded_; });
   if (load_error_) return failed(*load_error_);
-  return Sides{booted_origin_, staged_origin_, *booted_tree_, *staged_tree_, staged_version_};
+  return sides_locked();
 }
 
 std::optional<Sides> Staging::sides() const {
   std::lock_guard lock(mutex_);
   if (!loaded_ || load_error_) return std::nullopt;
-  return Sides{booted_origin_, staged_origin_, *booted_tree_, *staged_tree_, staged_version_};
+  return sides_locked();
 }
 
 Staging::Progress Staging::progress() const {
@@ -363,7 +375,7 @@ Outcome<Staging::Staged> Staging::finish_stage(
     pending_at_stage_ = pending_at_stage;
     if (auto st = write_config_locked(); !st) return failed(st.error());
     stage_error_.clear();
-    sides = Sides{booted_origin_, staged_origin_, *booted_tree_, *staged_tree_, staged_version_};
+    sides = sides_locked();
   }
   log_stage(origin, staged.stats);
   return Staged{origin, count_pending ? count_pending(sides) : 0, staged.stats, pull_seconds};

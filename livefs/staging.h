@@ -37,6 +37,9 @@ struct Sides {
   store::Tree booted_tree;
   store::Tree staged_tree;
   uint64_t staged_version = 0;  // which staging this is (package databases follow it)
+  // diff(booted_tree, staged_tree), computed once per staging (what every diff and apply
+  // starts from).
+  std::shared_ptr<const std::vector<store::Change>> staged_diff;
 };
 
 class Staging {
@@ -128,6 +131,7 @@ class Staging {
   Status load_staged(const store::Tree& booted);
   Status set_staged_locked(store::Tree tree);
   Status write_config_locked() const;
+  Sides sides_locked() const;
   Outcome<Staged> finish_stage(Origin origin, ostree::OstreeImportResult staged,
                                const std::string& pending_at_stage, double pull_seconds,
                                const std::function<size_t(const Sides&)>& count_pending);
@@ -165,6 +169,8 @@ class Staging {
   std::string pending_at_stage_;
   std::string stage_error_;
   uint64_t staged_version_ = 0;  // counts set_staged_locked()
+  // diff(booted, staged) of staged_version_; null until asked for.
+  mutable std::shared_ptr<const std::vector<store::Change>> staged_diff_;
 
   std::mutex packages_mutex_;  // guards the slots: a PackageDb is used by one caller at a time
   PackagesSlot booted_pkgs_, staged_pkgs_;

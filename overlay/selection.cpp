@@ -109,7 +109,9 @@ std::optional<Entry> resolve_merged(const store::Tree& booted, const store::Tree
 
 std::vector<Change> pending_changes(const SelectionInput& in) {
   std::vector<Change> out;
-  for (auto& c : store::diff(in.booted, in.staged)) {
+  std::vector<Change> computed;
+  if (in.staged_diff == nullptr) computed = store::diff(in.booted, in.staged);
+  for (const Change& c : in.staged_diff != nullptr ? *in.staged_diff : computed) {
     // The view serves a booted directory's own attributes (overlay/view.h): a metadata
     // change of a directory that stays a directory cannot go live, so it is not pending.
     if (c.kind == ChangeKind::metadata && c.old_index && c.new_index &&
@@ -120,7 +122,7 @@ std::vector<Change> pending_changes(const SelectionInput& in) {
     if (c.new_index) staged = in.staged.entry(*c.new_index).to_entry();
     auto live = resolve_merged(in.booted, in.layer, c.path);
     bool done = staged.has_value() == live.has_value() && (!staged || same_content(*staged, *live));
-    if (!done) out.push_back(std::move(c));
+    if (!done) out.push_back(c);
   }
   return out;
 }

@@ -17,6 +17,9 @@ struct SelectionInput {
   const store::Tree& booted;  // manifest of the booted tree
   const store::Tree& staged;
   const store::Tree& layer;
+  // diff(booted, staged) when the caller keeps it (it changes only with a new stage);
+  // computed here when null.
+  const std::vector<store::Change>* staged_diff = nullptr;
 };
 
 // How the merged view (booted under `layer`) resolves `path`: the entry it shows, or
