@@ -469,6 +469,7 @@ class Daemon {
     }
     log()->info("detached {}: {} processes still use it", args_.mountpoint.string(), users.size());
     return {{"ok", true},
+            {"pid", ::getpid()},  // what `umount --wait` waits for
             {"users", users},
             {"mountpoint", args_.mountpoint.string()},
             {"detached", true}};

@@ -135,6 +135,20 @@ TEST(Safety, WireTextRoundTripsEveryByteString) {
 }
 
 // No request, however malformed, takes the daemon down or changes anything.
+// `umount --wait` returns once the daemon has exited, not only once it gave up the state
+// directory (its answer names the pid to wait for).
+TEST(Safety, UmountWaitReturnsOnceTheDaemonIsGone) {
+  LiveWorld w;
+  write_file(w.booted / "bin/tool", "tool\n");
+  ASSERT_EQ(w.mount().status, 0);
+  pid_t pid = daemon_pid(w.state);
+  ASSERT_GT(pid, 0);
+  Ran r = w.cmd("umount", "--wait --json");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["pid"], pid) << r.out;
+  EXPECT_TRUE(thread_group_gone(pid));
+}
+
 TEST(Safety, MalformedRequestsGetAnErrorAndTheDaemonLives) {
   LiveWorld w;
   write_file(w.booted / "bin/tool", "tool\n");
