@@ -136,15 +136,6 @@ Status clean_stale_mount(const fs::path& mountpoint) {
   return {};
 }
 
-Status require_dir(const fs::path& path, const char* what) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    return fail_errno(std::string(what) + " " + path.string() + ": stat");
-  }
-  if (!S_ISDIR(st.st_mode)) return fail(ENOTDIR, std::string(what) + " " + path.string());
-  return {};
-}
-
 json switch_json(const overlay::SwitchStats& s) {
   return {{"from_generation", s.from_generation},
           {"to_generation", s.to_generation},

@@ -5,6 +5,7 @@
 
 #include "common/atomic_file.h"
 #include "common/log.h"
+#include "livefs/sources.h"
 
 namespace livefs::cli {
 
@@ -18,15 +19,6 @@ std::shared_ptr<spdlog::logger> log() { return livefs::logger("hotfix"); }
 // set goes live once events pause for 10 ms, or after 2 s of a steady stream.
 const inotify::DebounceOptions kDebounce{std::chrono::milliseconds(10),
                                          std::chrono::milliseconds(2000)};
-
-Status require_dir(const fs::path& path, const char* what) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    return fail_errno(std::string(what) + " " + path.string() + ": stat");
-  }
-  if (!S_ISDIR(st.st_mode)) return fail(ENOTDIR, std::string(what) + " " + path.string());
-  return {};
-}
 
 fs::path absolute_source(const std::string& given) {
   return fs::absolute(given).lexically_normal();

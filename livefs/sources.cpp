@@ -23,6 +23,15 @@ bool has_package_db(const fs::path& root) {
 
 }  // namespace
 
+Status require_dir(const fs::path& path, const char* what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return fail_errno(std::string(what) + " " + path.string() + ": stat");
+  }
+  if (!S_ISDIR(st.st_mode)) return fail(ENOTDIR, std::string(what) + " " + path.string());
+  return {};
+}
+
 json Origin::to_json() const {
   json j = {{"kind", kind},
             {"dir", dir.string()},

@@ -37,6 +37,9 @@ struct Origin {
   std::string describe() const;
 };
 
+// OK when `path` is a directory; else ENOENT/ENOTDIR/... naming `what` and the path.
+Status require_dir(const std::filesystem::path& path, const char* what);
+
 // A directory side: when `dir` is a `usr` directory whose parent holds a package database
 // (a Debian root's /usr), the parent is its system root.
 Origin directory_origin(const std::filesystem::path& dir);

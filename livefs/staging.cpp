@@ -21,15 +21,6 @@ namespace {
 
 std::shared_ptr<spdlog::logger> log() { return livefs::logger("staging"); }
 
-Status require_dir(const fs::path& path, const char* what) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    return fail_errno(std::string(what) + " " + path.string() + ": stat");
-  }
-  if (!S_ISDIR(st.st_mode)) return fail(ENOTDIR, std::string(what) + " " + path.string());
-  return {};
-}
-
 void log_stage(const Origin& origin, const ostree::OstreeImportStats& s) {
   log()->info("staged {}: {} files ({} as booted, {} from the index, {} read: {} bytes) in {:.3f}s",
               origin.describe(), s.files, s.files_given, s.files_reused, s.files_read, s.bytes_read,
