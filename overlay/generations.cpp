@@ -151,7 +151,6 @@ Result<Generations::Changed> Generations::apply(const store::Tree& layer,
                                                            std::to_string(record->generation) +
                                                            " is journalled but the switch failed"));
   }
-  touched_.insert(paths.begin(), paths.end());
   if (on_changed_) on_changed_(paths);
   return Changed{record->generation, *stats};
 }
@@ -178,7 +177,6 @@ Result<Generations::Changed> Generations::go_back(JournalOp op) {
   if (!record) return std::unexpected(record.error());
   auto stats = publish_locked(std::move(layer), record->generation, hotfix_);
   if (!stats) return std::unexpected(stats.error());
-  touched_.insert(left.begin(), left.end());
   if (on_changed_) on_changed_(left);
   return Changed{record->generation, *stats};
 }
@@ -190,7 +188,6 @@ Result<Generations::Changed> Generations::set_hotfix(std::optional<store::Tree> 
   if (auto e = refusal_locked()) return std::unexpected(*e);
   auto record = journal_.commit(JournalOp::hotfix, id, changed);
   if (!record) return std::unexpected(record.error());
-  touched_.insert(changed.begin(), changed.end());
   // Only the live hotfix layer is a durable gc root: an edit loop must not keep every
   // version across restarts. The layer it replaces stays pinned for this process's life: a
   // process may still have one of its files open (an open file keeps its old content), and
@@ -224,11 +221,6 @@ Generations::Report Generations::report(size_t history_limit) const {
   r.last_switch = last_switch_;
   r.hotfix_entries = hotfix_ ? hotfix_->size() : 0;
   return r;
-}
-
-std::set<std::string> Generations::touched() const {
-  std::lock_guard lock(mutex_);
-  return touched_;
 }
 
 }  // namespace livefs::overlay

@@ -17,7 +17,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -84,8 +83,7 @@ class Generations {
   Result<Changed> set_hotfix(std::optional<store::Tree> hotfix, const store::ObjectId& id,
                              const std::vector<std::string>& changed);
 
-  // For `status`: the journal as it stands and the paths every switch so far changed (what
-  // processes started earlier may still hold old versions of).
+  // For `status`: the journal as it stands.
   struct Report {
     uint64_t live_generation = 0;
     std::vector<Generation> stack;
@@ -99,7 +97,6 @@ class Generations {
     size_t hotfix_entries = 0;
   };
   Report report(size_t history_limit) const;
-  std::set<std::string> touched() const;
 
  private:
   Generations(std::shared_ptr<store::ObjectStore> store, store::Tree empty_layer, Journal journal);
@@ -120,7 +117,6 @@ class Generations {
   std::optional<store::Tree> hotfix_;
   uint64_t live_ = 0;
   std::optional<SwitchStats> last_switch_;
-  std::set<std::string> touched_;
 };
 
 }  // namespace livefs::overlay
