@@ -13,6 +13,7 @@
 // The files the scan looks for are under kRoot, a fixed path, so that seeds taken from a real
 // process that mapped them (fuzz/corpus/proc_holders) name them.
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -143,7 +144,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string mountinfo = files["mountinfo"];
   write_file(pid_dir / "mountinfo", mountinfo);
   for (const auto& [name, content] : files) {
-    if (!name.starts_with("fdinfo/") || name.size() <= 7 ||
+    // A name the file system cannot hold (longer than NAME_MAX) is no fdinfo file either.
+    if (!name.starts_with("fdinfo/") || name.size() <= 7 || name.size() - 7 > NAME_MAX ||
         name.find_first_of("/\0", 7, 2) != std::string::npos || name == "fdinfo/." ||
         name == "fdinfo/..")
       continue;
