@@ -156,8 +156,8 @@ json reply_error(const Failure& f) {
 }
 
 // The empty layer (generation 0) while the booted manifest is not read yet: the booted root
-// as a directory of the layer. The view takes a non-opaque layer directory's attributes from
-// the booted tree, so this serves exactly what the manifest's root would.
+// as a structural directory of the layer, so the view serves the booted root's own
+// attributes (xattrs included), exactly what the manifest's root would.
 Result<store::Tree> provisional_empty_layer(int booted_fd) {
   struct stat st {};
   if (::fstat(booted_fd, &st) != 0) return fail_errno("fstat(booted root)");
@@ -168,6 +168,7 @@ Result<store::Tree> provisional_empty_layer(int booted_fd) {
   root.gid = st.st_gid;
   root.mtime_sec = st.st_mtim.tv_sec;
   root.mtime_nsec = static_cast<uint32_t>(st.st_mtim.tv_nsec);
+  root.structural = true;
   return store::Tree::build({root});
 }
 

@@ -58,8 +58,10 @@ std::string view_path(const std::string& at, const std::string& rel) {
   return rel.empty() ? at : overlay::join_path(at, rel);
 }
 
-bool same_entry(const store::Entry& a, const store::Entry& b) {
-  return overlay::same_content(a, b) && a.size == b.size;
+// A source file's link count is not the layer's (which counts links within the layer).
+bool same_entry(const store::Entry& a, store::Entry b) {
+  b.nlink = a.nlink;
+  return overlay::same_entry(a, b) && a.size == b.size;
 }
 
 }  // namespace

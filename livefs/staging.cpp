@@ -133,7 +133,9 @@ bool Staging::same_booted_as_config() const {
 std::optional<store::Tree> Staging::cached_booted_manifest() {
   if (config_.booted_key != booted_key()) return std::nullopt;
   auto tree = store::Tree::load(args_.state / "booted.tree");
-  if (!tree) return std::nullopt;
+  // A manifest of an older format has directory digests that differ from a staged tree's
+  // for equal directories: every diff would walk the whole tree. Built again once.
+  if (!tree || tree->version() < 2) return std::nullopt;
   return std::move(*tree);
 }
 

@@ -56,8 +56,12 @@ Result<Tree> compose_layers(const Tree& /*booted*/, const Tree& lower, const Tre
     } else if (order > 0) {
       // Only upper has this path, so lower has nothing below it either (a lower entry below
       // would come with its parent directories).
+      // An upper directory here only carries its children: where the booted tree has a
+      // directory, its attributes stay what the view showed.
       EntryRef u = upper.entry(j);
-      out.push_back(from_upper(u));
+      Entry e = from_upper(u);
+      if (e.type == EntryType::dir) e.structural = true;
+      out.push_back(std::move(e));
       j = u.type() == EntryType::dir ? j + 1 : u.subtree_end();
     } else {
       EntryRef l = lower.entry(i);
@@ -75,6 +79,7 @@ Result<Tree> compose_layers(const Tree& /*booted*/, const Tree& lower, const Tre
         // directory that replaces it must keep hiding it.
         Entry e = from_upper(u);
         e.opaque = true;
+        e.structural = false;
         out.push_back(std::move(e));
         i = l.subtree_end();
         ++j;

@@ -22,8 +22,9 @@ namespace livefs::overlay {
 //    the view stays what lower showed there, plus upper's entries inside;
 //  - a directory over a lower whiteout or non-directory takes its place, opaque: what the
 //    booted tree has below P stays hidden;
-//  - a directory where lower has nothing is added as is (non-opaque: it merges with a
-//    booted directory if one is visible there).
+//  - a directory where lower has nothing is added structural (non-opaque: it merges with a
+//    booted directory if one is visible there, and the view keeps showing that directory's
+//    attributes).
 // Costs O(|lower| + |upper|) plus the sort of Tree::build; `booted` is never read (the
 // rules above only need lower's entries), it is a parameter for the contract.
 Result<store::Tree> compose_layers(const store::Tree& booted, const store::Tree& lower,

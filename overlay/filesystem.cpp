@@ -96,6 +96,10 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+  // POSIX ACLs (system.posix_acl_access / _default, as served by getxattr) are enforced by
+  // the kernel, as on the booted file system; without this, default_permissions checks the
+  // mode bits only.
+  if (conn->capable & FUSE_CAP_POSIX_ACL) conn->want |= FUSE_CAP_POSIX_ACL;
   // Always plus: in "auto" mode the kernel asks for attributes only in the first chunk of a
   // directory, and a `find` or `ls -l` then costs one LOOKUP round trip per later entry.
   // Attributes cost the daemon next to nothing, round trips do.

@@ -61,14 +61,14 @@ std::string join_paths(const std::vector<std::string>& paths, size_t max = 20) {
 
 }  // namespace
 
-bool same_content(const Entry& a, const Entry& b) {
+bool same_entry(const Entry& a, const Entry& b) {
   if (a.type != b.type || a.mode != b.mode || a.uid != b.uid || a.gid != b.gid ||
-      a.xattrs != b.xattrs) {
+      a.mtime_sec != b.mtime_sec || a.mtime_nsec != b.mtime_nsec || a.xattrs != b.xattrs) {
     return false;
   }
   switch (a.type) {
     case EntryType::file:
-      return a.object == b.object;
+      return a.object == b.object && a.nlink == b.nlink;
     case EntryType::symlink:
       return a.target == b.target;
     case EntryType::chardev:
@@ -95,9 +95,9 @@ std::optional<Entry> resolve_merged(const store::Tree& booted, const store::Tree
   }
   if (auto l = layer.find(path)) {
     if (l->type() == EntryType::whiteout) return std::nullopt;
-    // As overlay/view.h serves it: a non-opaque layer directory over a booted directory
-    // shows the booted directory's attributes.
-    if (l->type() == EntryType::dir && !l->opaque() && booted_visible) {
+    // As overlay/view.h serves it: a structural layer directory over a booted directory
+    // shows the booted directory's attributes; any other shows its own.
+    if (l->type() == EntryType::dir && l->structural() && !l->opaque() && booted_visible) {
       if (auto b = booted.find(path); b && b->type() == EntryType::dir) return b->to_entry();
     }
     return l->to_entry();
@@ -112,16 +112,10 @@ std::vector<Change> pending_changes(const SelectionInput& in) {
   std::vector<Change> computed;
   if (in.staged_diff == nullptr) computed = store::diff(in.booted, in.staged);
   for (const Change& c : in.staged_diff != nullptr ? *in.staged_diff : computed) {
-    // The view serves a booted directory's own attributes (overlay/view.h): a metadata
-    // change of a directory that stays a directory cannot go live, so it is not pending.
-    if (c.kind == ChangeKind::metadata && c.old_index && c.new_index &&
-        in.booted.entry(*c.old_index).type() == EntryType::dir) {
-      continue;
-    }
     std::optional<Entry> staged;
     if (c.new_index) staged = in.staged.entry(*c.new_index).to_entry();
     auto live = resolve_merged(in.booted, in.layer, c.path);
-    bool done = staged.has_value() == live.has_value() && (!staged || same_content(*staged, *live));
+    bool done = staged.has_value() == live.has_value() && (!staged || same_entry(*staged, *live));
     if (!done) out.push_back(c);
   }
   return out;
@@ -198,7 +192,11 @@ Result<Selection> select_changes(const SelectionInput& in, const std::vector<std
   std::vector<std::string> kernel, replaced;
   for (size_t i : chosen) {
     if (is_kernel_path(pending[i].path)) kernel.push_back(pending[i].path);
-    if (pending[i].kind != ChangeKind::added) replaced.push_back(pending[i].path);
+    // A directory's new attributes (its mtime moves with every name added) replace no
+    // content: no consent needed, as for additions.
+    bool dir_metadata = pending[i].kind == ChangeKind::metadata && pending[i].new_index &&
+                        in.staged.entry(*pending[i].new_index).type() == EntryType::dir;
+    if (pending[i].kind != ChangeKind::added && !dir_metadata) replaced.push_back(pending[i].path);
   }
   if (!kernel.empty()) {
     return fail(EPERM, "kernel update: needs a reboot: " + join_paths(kernel));
@@ -228,11 +226,16 @@ Result<Selection> select_changes(const SelectionInput& in, const std::vector<std
       e.mode = 0;
     } else {
       e = in.staged.entry(*c.new_index).to_entry();
+      auto b = in.booted.find(c.path);
       if (e.type == EntryType::dir) {
         // A directory where the booted tree has a non-directory must hide it entirely.
-        auto b = in.booted.find(c.path);
         e.opaque = b && b->type() != EntryType::dir;
       }
+      // Content the booted file at this path has (a change of metadata only) is read from
+      // there: the staged import did not copy it into the store.
+      e.content_booted =
+          e.type == EntryType::file && b && b->type() == EntryType::file && b->object() == e.object;
+      e.structural = false;
     }
     next.insert_or_assign(c.path, std::move(e));
     // Ancestors that the layer does not have yet are carried with their booted metadata,

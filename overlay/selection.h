@@ -29,9 +29,9 @@ struct SelectionInput {
 std::optional<store::Entry> resolve_merged(const store::Tree& booted, const store::Tree& layer,
                                            std::string_view path);
 
-// Two entries show the same thing (type, permissions, owner, content, target, device,
-// xattrs). Times are not compared: directory times are not a change (see store/diff.h).
-bool same_content(const store::Entry& a, const store::Entry& b);
+// Two entries show the same thing: type, permissions, owner, mtime (to the nanosecond),
+// xattrs, content, target, device, and a file's link count.
+bool same_entry(const store::Entry& a, const store::Entry& b);
 
 // The changes of diff(booted, staged) that the merged view does not show yet, in path order.
 // Each keeps its kind relative to the booted tree.

@@ -281,9 +281,21 @@ Result<Resolved> View::resolve(std::string_view path) const {
     if (e->type() == store::EntryType::whiteout)
       return fail(ENOENT, "resolve(" + std::string(path) + ")");
     if (e->type() == store::EntryType::dir && !e->opaque() && !booted_hidden) {
-      // Structure only: the booted directory's attributes where there is one.
+      // Over a booted directory: merged with it, and numbered as it is (the listing of the
+      // parent gives the booted number). A structural directory shows the booted
+      // directory's attributes, any other its own (a change of a directory's mode, owner,
+      // times or xattrs goes live).
       auto booted = resolve_booted(path);
-      if (booted && booted->is_dir()) return booted;
+      if (booted && booted->is_dir()) {
+        if (e->structural()) return booted;
+        booted->st.st_mode = S_IFDIR | e->mode();
+        booted->st.st_uid = e->uid();
+        booted->st.st_gid = e->gid();
+        booted->st.st_mtim.tv_sec = e->mtime_sec();
+        booted->st.st_mtim.tv_nsec = e->mtime_nsec();
+        booted->entry = std::make_shared<const store::Entry>(e->to_entry());
+        return booted;
+      }
     }
     return from_layer(*e);
   }
@@ -331,9 +343,14 @@ Result<std::vector<DirEntry>> View::list(const Resolved& dir) const {
         if (it != index.end()) out[it->second].name.clear();  // dropped below
         continue;
       }
-      bool structural = child.type() == store::EntryType::dir && !child.opaque();
+      bool merged = child.type() == store::EntryType::dir && !child.opaque();
       if (it != index.end()) {
-        if (structural && out[it->second].type == S_IFDIR) continue;  // booted dir serves
+        if (merged && out[it->second].type == S_IFDIR) {
+          // The booted directory, with the layer's attributes unless structural: then
+          // resolve() is asked for them, not a stat of the booted name.
+          if (!child.structural()) out[it->second].booted = false;
+          continue;
+        }
         out[it->second] =
             DirEntry{name, store::type_bits(child.type()), from_layer(child).st.st_ino};
       } else {
@@ -399,6 +416,9 @@ Result<UniqueFd> View::open(const Resolved& r) const {
   if (r.source == Source::layer) {
     if (!r.entry || r.entry->type != store::EntryType::file)
       return fail(EINVAL, "open(" + r.path + "): not a regular file");
+    // New metadata over the booted file's content: read from the booted file, like any
+    // booted path (the booted tree is immutable; the manifest says the content is equal).
+    if (r.entry->content_booted) return open_booted_entry(r.path, O_RDONLY);
     // Verified on its first open in this process (invariant 4: a corrupt object is EIO,
     // never wrong bytes); the store logs a mismatch once, with this path.
     auto fd = store_->open_verified(r.entry->object, r.path);
@@ -436,7 +456,8 @@ Result<std::string> View::readlink(const Resolved& r) const {
 // included), and nothing on the way to it is a followed symlink.
 Result<std::vector<std::string>> View::xattr_names(const Resolved& r) const {
   std::vector<std::string> names;
-  if (r.source == Source::layer) {
+  // A layer entry's xattrs (a layer directory over a booted one has its entry too).
+  if (r.entry) {
     for (const auto& x : r.entry->xattrs) names.push_back(x.name);
     return names;
   }
@@ -457,7 +478,7 @@ Result<std::vector<std::string>> View::xattr_names(const Resolved& r) const {
 }
 
 Result<std::string> View::xattr(const Resolved& r, const std::string& name) const {
-  if (r.source == Source::layer) {
+  if (r.entry) {
     for (const auto& x : r.entry->xattrs)
       if (x.name == name) return x.value;
     return fail(ENODATA, "getxattr(" + r.path + ", " + name + ")");

@@ -10,12 +10,14 @@
 //    symbolic link on the way: a booted path whose ancestor is a symlink (or not a
 //    directory) is absent. A layer directory over a booted `lnk -> /etc` must not make
 //    `lnk/shadow` the host's /etc/shadow.
-// A non-opaque layer directory is structure only: where the booted tree has a directory at
-// that path, it is served with the booted directory's attributes and a merged listing (so
-// the empty layer of generation 0 — a Tree holding only its root — serves the booted tree
-// unchanged). Where the booted tree has none, the layer entry's attributes are served.
-// Consequence, by design: a metadata-only change of a directory that exists in the booted
-// tree (chmod of a directory) is not made live; `diff` still lists it.
+// A non-opaque layer directory over a booted directory is merged with it (one listing) and
+// keeps the booted directory's inode number. Its attributes (mode, owner, mtime, xattrs) are
+// the layer entry's, so a metadata-only change of a directory goes live — unless the entry
+// is structural (store/tree.h: a hotfix directory, a parent Tree::build added): then the
+// booted directory's own are served. Where the booted tree has none, the layer entry's
+// attributes are served either way.
+// A layer file marked content_booted is read from the booted file at its path (a change of
+// its metadata only), with the layer entry's attributes and a layer inode.
 #pragma once
 
 #include <sys/stat.h>

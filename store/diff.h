@@ -14,8 +14,8 @@ enum class ChangeKind : uint8_t {
   added,
   removed,
   modified,  // same type, different content (file object id, symlink target, device rdev)
-  metadata,  // same type and content; mode, owner, xattrs differ (directory mtimes alone
-             // are not a change)
+  metadata,  // same type and content; mode, owner, mtime, xattrs or (files) link count
+             // differ
   type_changed,
 };
 

@@ -1,16 +1,18 @@
 // Tree manifests: building, serializing, parsing and querying.
 //
-// Format (version 1, little-endian, as the records are read in place on x86-64/aarch64):
+// Format (version 2, little-endian, as the records are read in place on x86-64/aarch64):
 //   Header  (64 bytes): magic "LVFSTREE", u32 version, u32 record size, u64 entry count,
 //           u64 string-table size, 16-byte XXH3-128 of everything after the header, padding.
 //   Records (entry count × sizeof(Record)), sorted by path_less; index 0 is the root ("").
 //   String table: paths, symlink targets and xattr blobs, referenced by (offset, length).
 //   An xattr blob is a sequence of [u32 name length][u32 value length][name][value],
 //   sorted by name.
-// Digests: an entry's digest hashes its type, mode, owner, size, rdev, link count, opaque
-// flag, target, xattrs, object id and (for non-directories) mtime. A directory's digest
-// also hashes each child's name and digest, and leaves out the directory's own mtime,
-// which changes whenever an entry is added — so equal digests mean equal subtrees.
+// Record flags (u16): bit 0 structural, bit 1 content_booted (layers only).
+// Digests: an entry's digest hashes its type, opaque and structural flags, mode, owner,
+// rdev, mtime, target, xattrs, object id and (for non-directories) size and link count. A
+// directory's digest also hashes each child's name and digest, so equal digests mean equal
+// subtrees, times included (version 1 left a directory's own mtime out: a change of it alone
+// was not seen). Versions 1 and 2 have the same layout; both are read.
 #include "store/tree.h"
 
 #include <fcntl.h>
@@ -33,7 +35,10 @@ namespace livefs::store {
 namespace {
 
 constexpr char kMagic[8] = {'L', 'V', 'F', 'S', 'T', 'R', 'E', 'E'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
+constexpr uint32_t kOldestVersion = 1;
+constexpr uint16_t kFlagStructural = 1;
+constexpr uint16_t kFlagContentBooted = 2;
 
 struct Header {
   char magic[8];
@@ -58,7 +63,7 @@ struct Record {
   uint32_t subtree_end;
   uint8_t type;
   uint8_t opaque;
-  uint16_t reserved0;
+  uint16_t flags;  // kFlag*
   uint32_t mode;
   uint32_t uid;
   uint32_t gid;
@@ -142,6 +147,7 @@ struct Tree::Impl {
   const char* strings = nullptr;
   size_t count = 0;
   size_t strings_size = 0;
+  uint32_t version = kVersion;
 
   const Record& rec(size_t i) const { return records[i]; }
   std::string_view str(uint64_t off, uint64_t len) const { return {strings + off, len}; }
@@ -222,6 +228,8 @@ uint64_t EntryRef::rdev() const { return LIVEFS_REC.rdev; }
 uint32_t EntryRef::nlink() const { return LIVEFS_REC.nlink; }
 uint32_t EntryRef::link_group() const { return LIVEFS_REC.link_group; }
 bool EntryRef::opaque() const { return LIVEFS_REC.opaque != 0; }
+bool EntryRef::structural() const { return (LIVEFS_REC.flags & kFlagStructural) != 0; }
+bool EntryRef::content_booted() const { return (LIVEFS_REC.flags & kFlagContentBooted) != 0; }
 std::string_view EntryRef::target() const {
   return tree_->impl_->str(LIVEFS_REC.target_off, LIVEFS_REC.target_len);
 }
@@ -274,6 +282,8 @@ Entry EntryRef::to_entry() const {
   e.nlink = nlink();
   e.link_group = link_group();
   e.opaque = opaque();
+  e.structural = structural();
+  e.content_booted = content_booted();
   e.target = std::string(target());
   e.xattrs = xattrs();
   e.object = object();
@@ -284,6 +294,7 @@ Entry EntryRef::to_entry() const {
 
 size_t Tree::size() const { return impl_->count; }
 std::string_view Tree::bytes() const { return impl_->bytes; }
+uint32_t Tree::version() const { return impl_->version; }
 
 std::optional<EntryRef> Tree::find(std::string_view path) const {
   size_t lo = 0, hi = impl_->count;
@@ -330,9 +341,9 @@ Result<Tree> Tree::parse_bytes(std::shared_ptr<const void> keeper, std::string_v
   Header h;
   std::memcpy(&h, b.data(), sizeof h);
   if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0) return bad_manifest("bad magic");
-  if (h.version != kVersion)
+  if (h.version < kOldestVersion || h.version > kVersion)
     return bad_manifest("unsupported version " + std::to_string(h.version) + " (expected " +
-                        std::to_string(kVersion) + ")");
+                        std::to_string(kOldestVersion) + " to " + std::to_string(kVersion) + ")");
   if (h.record_size != sizeof(Record)) return bad_manifest("unexpected record size");
   if (h.entry_count == 0 || h.entry_count > (b.size() - sizeof(Header)) / sizeof(Record))
     return bad_manifest("truncated (entry count " + std::to_string(h.entry_count) + ")");
@@ -354,6 +365,7 @@ Result<Tree> Tree::parse_bytes(std::shared_ptr<const void> keeper, std::string_v
   impl->count = h.entry_count;
   impl->strings = b.data() + sizeof(Header) + h.entry_count * sizeof(Record);
   impl->strings_size = h.strings_size;
+  impl->version = h.version;
   // Bounds are checked once here so that queries never read outside the buffer, whatever
   // the manifest says (the checksum guards against corruption, not against a bad writer).
   for (size_t i = 0; i < impl->count; ++i) {
@@ -434,6 +446,7 @@ Result<Tree> Tree::build(std::vector<Entry> entries) {
       dir.path = std::string(p);
       dir.type = EntryType::dir;
       dir.mode = 0755;
+      dir.structural = true;  // made up: in a layer, what is below shows through
       by_path.emplace(dir.path, entries.size());
       entries.push_back(std::move(dir));
     }
@@ -442,6 +455,7 @@ Result<Tree> Tree::build(std::vector<Entry> entries) {
     Entry root;
     root.type = EntryType::dir;
     root.mode = 0755;
+    root.structural = true;
     by_path.emplace("", entries.size());
     entries.push_back(std::move(root));
   }
@@ -509,6 +523,8 @@ Result<Tree> Tree::build(std::vector<Entry> entries) {
     r.subtree_end = subtree_end[i];
     r.type = static_cast<uint8_t>(e.type);
     r.opaque = e.opaque ? 1 : 0;
+    r.flags = static_cast<uint16_t>((e.structural ? kFlagStructural : 0) |
+                                    (e.content_booted ? kFlagContentBooted : 0));
     r.mode = e.mode & 07777;
     r.uid = e.uid;
     r.gid = e.gid;
@@ -529,15 +545,17 @@ Result<Tree> Tree::build(std::vector<Entry> entries) {
     auto add = [&](const void* p, size_t len) { h.update(p, len); };
     add(&r.type, 1);
     add(&r.opaque, 1);
+    uint8_t structural = e.structural ? 1 : 0;
+    add(&structural, 1);
     add(&r.mode, 4);
     add(&r.uid, 4);
     add(&r.gid, 4);
     add(&r.rdev, 8);
+    add(&r.mtime_sec, 8);
+    add(&r.mtime_nsec, 4);
     if (e.type != EntryType::dir) {
       add(&r.size, 8);
       add(&r.nlink, 4);
-      add(&r.mtime_sec, 8);
-      add(&r.mtime_nsec, 4);
     }
     uint64_t tlen = e.target.size();
     add(&tlen, 8);

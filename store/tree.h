@@ -60,6 +60,13 @@ struct Entry {
   // Layers: a directory that hides everything of the same path below it (a directory that
   // replaced a non-directory, or was removed and re-created).
   bool opaque = false;
+  // Layers: a directory that only carries its children. Where the booted tree has a
+  // directory at its path, the view shows that directory's own attributes, not this
+  // entry's (a hotfix directory, the provisional root while the booted tree is read).
+  bool structural = false;
+  // Layers: a file whose content is the booted tree's file at the same path (a change of
+  // its metadata only): the view reads the booted file, so the store never copies it.
+  bool content_booted = false;
   std::string target;         // symlinks
   std::vector<Xattr> xattrs;  // sorted by name
   ObjectId object;            // files: content id; others: zero
@@ -88,6 +95,8 @@ class EntryRef {
   uint32_t nlink() const;
   uint32_t link_group() const;
   bool opaque() const;
+  bool structural() const;
+  bool content_booted() const;
   std::string_view target() const;
   std::vector<Xattr> xattrs() const;
   std::optional<std::string> xattr(std::string_view name) const;
@@ -129,12 +138,16 @@ class Tree {
   std::vector<EntryRef> children(size_t dir_index) const;
   std::optional<EntryRef> child(size_t dir_index, std::string_view name) const;
 
+  // The format version it was written in. Version 1 left a directory's own mtime out of
+  // its digest; a version 1 tree still loads and diffs right, only without skipping
+  // directories whose digests were computed the other way.
+  uint32_t version() const;
   // The serialized form (what is stored; its ObjectId is the tree's id).
   std::string_view bytes() const;
   ObjectId id() const { return ObjectId::of(bytes()); }
 
   // Builds a Tree from entries in any order. Adds missing parent directories (0755,
-  // root-owned), computes parents, subtree ends, link counts and digests. EINVAL if two
+  // root-owned, structural), computes parents, subtree ends, link counts and digests. EINVAL if two
   // entries have the same path or a path is malformed.
   static Result<Tree> build(std::vector<Entry> entries);
   // Stores the manifest in `store` and returns its id.

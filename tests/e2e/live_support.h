@@ -123,6 +123,13 @@ class LiveWorld {
   LiveWorld(const LiveWorld&) = delete;
   LiveWorld& operator=(const LiveWorld&) = delete;
 
+  // Both trees' times set to one (settle_times): they then differ where the test wrote
+  // something different, not in the moment it was written.
+  void settle() {
+    livefs::testing::settle_times(booted);
+    livefs::testing::settle_times(staged);
+  }
+
   std::string state_arg() const { return "--state " + quote(state.string()); }
 
   Ran mount(const fs::path& mountpoint) {

@@ -28,6 +28,7 @@ void make_trees(LiveWorld& w) {
   write_file(w.staged / "etc/conf", "conf\n");
   write_file(w.staged / "lib/modules/6.1/vmlinuz", "kernel 2\n");
   write_file(w.staged / "share/new/doc", "doc\n");
+  w.settle();
 }
 
 TEST(Live, MountDiffApplyRollbackResetStatusUmount) {

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -17,6 +18,7 @@
 #include "inotify/inotify_test_util.h"
 #include "store/object_store.h"
 #include "support/http_server.h"
+#include "support/tree_dump.h"
 
 namespace livefs::e2e {
 namespace {
@@ -523,6 +525,50 @@ TEST_F(OstreeLive, StagePullFromAnArchiveRepositoryOverHttp) {
 }
 
 // Deploying changes the sysroot's deployments, so this test has its own.
+// Live equals rebooted, in OSTree mode: after `apply --all` the view equals `ostree checkout`
+// of the staged commit in every attribute OSTree records — content, type, mode (set-id bits
+// included), owner, link targets, xattrs (security.* too) and file times. Not compared:
+// times of directories and symlinks (OSTree records none: a checkout's are the time of the
+// checkout) and link counts (a deployment's files are hard links into the repository).
+TEST(OstreeFidelity, ApplyAllEqualsACheckoutOfTheStagedCommit) {
+  Sysroot s;
+  fs::path x = *s.dir / "tree-x";
+  make_tree_b(x);
+  ASSERT_EQ(::chmod((x / "usr/bin/bar").c_str(), 0700), 0);  // metadata only against A
+  ASSERT_EQ(::chown((x / "usr/share/foo/data").c_str(), 1000, 1000), 0);
+  ASSERT_EQ(::setxattr((x / "usr/lib/libbar.so.2").c_str(), "user.livefs", "x", 1, 0), 0);
+  ASSERT_EQ(::setxattr((x / "usr/bin/baz").c_str(), "security.livefs", "label", 5, 0), 0);
+  ASSERT_EQ(::symlink("bar", (x / "usr/bin/bar-alias").c_str()), 0);
+  write_file(x / "usr/sbin/tool", "set-uid tool\n", 0755);
+  ASSERT_EQ(::chmod((x / "usr/sbin/tool").c_str(), 04755), 0);
+  std::string commit_x = s.commit("tree-x", "testos/stable", "3.0");
+  ASSERT_EQ(commit_x.size(), 64u);
+  s.deploy();
+
+  OstreeMount m;
+  Ran mounted = m.mount(s, "2");  // A, below X and B now
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+  json st = m.status();
+  ASSERT_EQ(st["booted_origin"]["checksum"], s.commit_a);
+  ASSERT_EQ(st["staged_origin"]["checksum"], commit_x);
+  json applied = m.cmd_json("apply", "--all --allow-replace");
+  auto kinds = kinds_of(applied["applied"]);
+  EXPECT_TRUE(kinds.contains("bin/bar")) << applied.dump();
+  EXPECT_TRUE(kinds.contains("lib/libbar.so.2")) << applied.dump();
+
+  // Hard-linked to the repository's objects, as a deployment is (a copy would take the time
+  // of the checkout; the objects have OSTree's fixed file time).
+  fs::path checkout = *s.dir / "checkout-x";
+  ASSERT_TRUE(sh("ostree --repo=" + s.repo.string() + " checkout --subpath=/usr " + commit_x + " " +
+                 checkout.string()));
+  livefs::testing::DumpOptions options;
+  options.dir_and_symlink_mtimes = false;
+  options.nlink = false;
+  EXPECT_EQ(livefs::testing::compare_dumps(livefs::testing::dump_tree(checkout, options),
+                                           livefs::testing::dump_tree(m.mnt, options)),
+            "");
+}
+
 TEST(OstreeLiveDeploy, NewDeploymentIsStagedInTheBackground) {
   Sysroot s;
   OstreeMount m;

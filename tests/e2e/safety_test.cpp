@@ -75,6 +75,7 @@ TEST(Safety, NamesThatAreNotUtf8) {
   write_file(w.staged / ("share/" + cafe), "new\n");
   fs::path src = w.dir / "src";
   write_file(src / "keep", "keep\n");
+  w.settle();
   ASSERT_EQ(w.mount().status, 0);
 
   Ran d = w.cmd("diff", "--json");

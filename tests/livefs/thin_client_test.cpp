@@ -68,6 +68,8 @@ TEST(ThinClientTest, OtherCommandsRunInLivefsdWithArgvUnchanged) {
   ::mkdir((dir / "a").c_str(), 0755);
   ::mkdir((dir / "b").c_str(), 0755);
   testing::write_file(dir / "b/new", "x");
+  testing::settle_times(dir / "a");
+  testing::settle_times(dir / "b");
   ASSERT_EQ(run_cli("diff " + (dir / "a").string() + " " + (dir / "b").string(), &out), 0) << out;
   EXPECT_EQ(out, "A new\n");
   EXPECT_EQ(

@@ -93,7 +93,7 @@ void expect_same_view(const std::optional<Entry>& got, const std::optional<Entry
   ASSERT_EQ(got.has_value(), want.has_value())
       << "path '" << path << "': got " << describe(got) << ", want " << describe(want);
   if (got) {
-    EXPECT_TRUE(same_content(*got, *want))
+    EXPECT_TRUE(same_entry(*got, *want))
         << "path '" << path << "': got " << describe(got) << ", want " << describe(want);
   }
 }

@@ -132,6 +132,73 @@ TEST(Selection, KernelAndEmptySelectionsAreRefused) {
   EXPECT_FALSE(is_kernel_path("lib/modules/6.1/kernel/foo.ko"));
 }
 
+// booted and staged differ in metadata only: a directory's mtime and mode, a file's mtime
+// and xattrs, a symlink's mtime. Each is a pending change; going live, the directory keeps
+// merging with the booted one, and the file's content is read from the booted file.
+TEST(Selection, MetadataOnlyChangesArePendingAndGoLive) {
+  auto at = [](Entry e, int64_t sec, uint32_t nsec) {
+    e.mtime_sec = sec;
+    e.mtime_nsec = nsec;
+    return e;
+  };
+  Entry link;
+  link.path = "d/l";
+  link.type = EntryType::symlink;
+  link.mode = 0777;
+  link.target = "f";
+  Tree booted = build_tree({dir(""), at(dir("d"), 10, 0), at(file("d/f", "x"), 10, 0),
+                            at(link, 10, 0), file("d/same", "s")});
+  Entry f2 = at(file("d/f", "x"), 10, 1);
+  f2.xattrs = {{"user.k", "v"}};
+  Tree staged =
+      build_tree({dir(""), at(dir("d", 0750), 20, 5), f2, at(link, 11, 0), file("d/same", "s")});
+  Tree empty = build_tree({dir("")});
+
+  auto pending = pending_changes({booted, staged, empty});
+  EXPECT_EQ(paths_of(pending), (std::vector<std::string>{"d", "d/f", "d/l"}));
+  for (const auto& c : pending) EXPECT_EQ(c.kind, ChangeKind::metadata) << c.path;
+
+  // A directory's new attributes need no consent; a file's metadata does, as its content.
+  auto d_only = select_changes({booted, staged, empty}, {"d"}, {.literal = true});
+  ASSERT_TRUE(d_only) << d_only.error().message();
+  auto refused = select_changes({booted, staged, empty}, {"d/f"}, {});
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("--allow-replace: d/f"), std::string::npos);
+
+  auto all = select_changes({booted, staged, empty}, {}, {.all = true, .allow_replace = true});
+  ASSERT_TRUE(all) << all.error().message();
+  auto d = all->layer.find("d");
+  ASSERT_TRUE(d);
+  EXPECT_FALSE(d->opaque());
+  EXPECT_FALSE(d->structural());
+  auto f = all->layer.find("d/f");
+  ASSERT_TRUE(f);
+  EXPECT_TRUE(f->content_booted());
+  EXPECT_FALSE(all->layer.find("d/l")->content_booted());
+  for (size_t i = 0; i < staged.size(); ++i) {
+    auto m = resolve_merged(booted, all->layer, staged.entry(i).path());
+    ASSERT_TRUE(m) << staged.entry(i).path();
+    EXPECT_TRUE(same_entry(*m, staged.entry(i).to_entry())) << staged.entry(i).path();
+  }
+  EXPECT_TRUE(pending_changes({booted, staged, all->layer}).empty());
+  EXPECT_EQ(resolve_merged(booted, all->layer, "d")->mtime_nsec, 5u);
+}
+
+// A structural layer directory (a hotfix's, a parent Tree::build added) shows the booted
+// directory's attributes.
+TEST(Selection, AStructuralDirectoryShowsTheBootedOne) {
+  Entry booted_d = dir("d", 0700);
+  booted_d.mtime_sec = 7;
+  Tree booted = build_tree({dir(""), booted_d});
+  Entry layer_d = dir("d", 0755);
+  layer_d.structural = true;
+  Tree layer = build_tree({dir(""), layer_d, file("d/new", "n")});
+  auto m = resolve_merged(booted, layer, "d");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->mode, 0700u);
+  EXPECT_EQ(m->mtime_sec, 7);
+}
+
 TEST(Selection, GlobsAndAllThenNothingIsPending) {
   Fixture f;
   auto glob = select_changes({f.booted, f.staged, f.empty}, {"bin/n*"}, {});
@@ -150,7 +217,7 @@ TEST(Selection, GlobsAndAllThenNothingIsPending) {
     if (e.path() == "lib/modules/6.1/vmlinuz") continue;
     auto m = resolve_merged(f.booted, all->layer, e.path());
     ASSERT_TRUE(m) << e.path();
-    EXPECT_TRUE(same_content(*m, e.to_entry())) << e.path();
+    EXPECT_TRUE(same_entry(*m, e.to_entry())) << e.path();
   }
   EXPECT_FALSE(resolve_merged(f.booted, all->layer, "bin/cat"));
   EXPECT_FALSE(resolve_merged(f.booted, all->layer, "share/doc"));

@@ -11,6 +11,7 @@ namespace livefs {
 namespace {
 
 using livefs::testing::run;
+using livefs::testing::settle_times;
 using livefs::testing::TempDir;
 using livefs::testing::write_file;
 
@@ -22,6 +23,8 @@ TEST(CliStore, ImportDiffStatsVerifyGc) {
   write_file(tmp / "old/bin/gone", "g");
   write_file(tmp / "new/bin/tool", "v2");
   write_file(tmp / "new/bin/added", "a");
+  settle_times(tmp / "old");
+  settle_times(tmp / "new");
   std::string store = (tmp / "store").string();
   std::string old_id, new_id;
   ASSERT_EQ(run(cli() + " store import --store " + store + " " + (tmp / "old").string(), &old_id),

@@ -29,6 +29,7 @@ TEST(PathOrder, DirectoryIsFollowedByItsSubtree) {
 
 TEST(Tree, EveryFieldSurvivesTheRoundTrip) {
   Entry f = file("usr/bin/tool", "binary", 04755);
+  f.content_booted = true;
   f.uid = 12;
   f.gid = 34;
   f.mtime_sec = 1700000000;
@@ -75,11 +76,17 @@ TEST(Tree, EveryFieldSurvivesTheRoundTrip) {
   EXPECT_EQ(reparsed->find("dev/null")->rdev(), 0x103u);
   EXPECT_EQ(reparsed->find("usr/gone")->type(), EntryType::whiteout);
   EXPECT_TRUE(reparsed->find("usr/opaque")->opaque());
+  EXPECT_FALSE(reparsed->find("usr/opaque")->structural());
+  EXPECT_TRUE(t->content_booted());
+  EXPECT_FALSE(reparsed->find("usr/lib/a\nb")->content_booted());
   EXPECT_TRUE(reparsed->find("usr/lib/a\nb"));
-  // Parents were added.
+  EXPECT_EQ(reparsed->version(), 2u);
+  // Parents were added, as structure only (in a layer, what is below shows through).
   auto usr = reparsed->find("usr");
   ASSERT_TRUE(usr);
   EXPECT_EQ(usr->type(), EntryType::dir);
+  EXPECT_TRUE(usr->structural());
+  EXPECT_TRUE(usr->to_entry().structural);
   EXPECT_EQ(reparsed->entry(*t->parent()).path(), "usr/bin");
   EXPECT_FALSE(reparsed->find("usr/bin/nope"));
 }
@@ -130,10 +137,12 @@ TEST(Tree, DigestsCoverSubtrees) {
   ASSERT_TRUE(one && two);
   EXPECT_NE(one->find("a")->digest(), two->find("a")->digest());
   EXPECT_EQ(one->find("d")->digest(), two->find("d")->digest());
-  // A directory's own mtime does not matter.
+  // A directory's own mtime is one of its attributes: a change of it alone is a change of
+  // its subtree's digest and its parents'.
   Entry d1 = dir("x"), d2 = dir("x");
   d2.mtime_sec = 99;
-  EXPECT_EQ(Tree::build({d1})->find("x")->digest(), Tree::build({d2})->find("x")->digest());
+  EXPECT_NE(Tree::build({d1})->find("x")->digest(), Tree::build({d2})->find("x")->digest());
+  EXPECT_NE(Tree::build({d1})->root().digest(), Tree::build({d2})->root().digest());
 }
 
 std::string corrupted(std::string bytes, size_t at) {

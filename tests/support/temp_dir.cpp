@@ -1,6 +1,7 @@
 // Test support: temporary directories, small file helpers, running commands.
 #include "support/temp_dir.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -38,6 +39,17 @@ void write_file(const std::filesystem::path& path, const std::string& content, u
     if (!out) throw std::runtime_error("cannot write " + path.string());
   }
   chmod(path.c_str(), mode);
+}
+
+void settle_times(const std::filesystem::path& root) {
+  const struct timespec when[2] = {{1'700'000'000, 0}, {1'700'000'000, 0}};
+  auto set = [&](const std::filesystem::path& p) {
+    if (utimensat(AT_FDCWD, p.c_str(), when, AT_SYMLINK_NOFOLLOW) != 0)
+      throw std::runtime_error("utimensat " + p.string());
+  };
+  // Children first would not matter: setting a time does not change the parent's.
+  for (const auto& e : std::filesystem::recursive_directory_iterator(root)) set(e.path());
+  set(root);
 }
 
 std::string read_file(const std::filesystem::path& path) {

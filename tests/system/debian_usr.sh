@@ -27,6 +27,7 @@ step() { debian_log "== $*"; }
 [[ -x $LIVEFS ]] || fail "livefs CLI not executable: $LIVEFS"
 debian_need_tool python3 python3
 debian_need_tool findmnt util-linux
+debian_need_tool rsync rsync
 
 TEST_START=$SECONDS
 W=$(mktemp -d /var/tmp/livefs-debian-usr.XXXXXX)
@@ -282,6 +283,15 @@ debian_log "apply: $((SECONDS - t)) s"
 [[ $(live_generation) != 0 ]] || fail "live generation still 0 after apply"
 expect_new_package_live
 expect_programs_run "after apply"
+# Live equals rebooted: every attribute rsync sees (content, type, mode, owner, mtime to the
+# nanosecond, link targets, devices, hard links, ACLs, xattrs) equals the staged /usr.
+t=$SECONDS
+rsync -naicHAX --delete "$ROOT/usr/" "$STAGED/usr/" >"$W/rsync.out"
+debian_log "rsync -naicHAX --delete VIEW/ STAGED/: $(wc -l <"$W/rsync.out") entries differ ($((SECONDS - t)) s)"
+if [[ -s $W/rsync.out ]]; then
+  head -n 30 "$W/rsync.out" >&2
+  fail "after apply --all the view differs from the staged /usr"
+fi
 
 t=$SECONDS
 apply_ns=0
