@@ -71,7 +71,7 @@ bool at_or_below(std::string_view path, std::string_view dir) {
 }
 
 // Paths with a reason each, in path order, grouped by reason (in order of first appearance),
-// a path below one already listed with the same reason left out.
+// a path below one already listed left out (the image in a removed modules directory).
 class ReasonGroups {
  public:
   void add(const std::string& path, const std::string& reason) {
@@ -79,15 +79,13 @@ class ReasonGroups {
                            [&](const auto& g) { return g.first == reason; });
     if (it == groups_.end()) it = groups_.insert(groups_.end(), {reason, {}});
     for (auto a : ancestors(path)) {
-      if (!a.empty() && listed_.contains({reason, std::string(a)})) return;
+      if (!a.empty() && listed_.contains(std::string(a))) return;
     }
-    listed_.insert({reason, path});
+    listed_.insert(path);
     it->second.push_back(path);
   }
   bool empty() const { return groups_.empty(); }
-  bool listed(const std::string& path, const std::string& reason) const {
-    return listed_.contains({reason, path});
-  }
+  bool listed(const std::string& path) const { return listed_.contains(path); }
   const std::vector<std::pair<std::string, std::vector<std::string>>>& groups() const {
     return groups_;
   }
@@ -106,7 +104,7 @@ class ReasonGroups {
 
  private:
   std::vector<std::pair<std::string, std::vector<std::string>>> groups_;
-  std::set<std::pair<std::string, std::string>> listed_;
+  std::set<std::string> listed_;
 };
 
 }  // namespace
@@ -214,7 +212,7 @@ std::vector<std::string> booted_kernel_versions(const store::Tree& booted) {
 
 std::string reboot_reason(const store::Tree& booted, const Change& c,
                           const std::vector<std::string>& running_kernels) {
-  // The running kernel's directory first: its image and initramfs are listed with it.
+  if (is_kernel_path(c.path)) return std::string(ReasonGroups::kKernelReason);
   for (const std::string& version : running_kernels) {
     if (version.empty() || version.find('/') != std::string::npos) continue;
     for (const std::string& dir : modules_dirs(version)) {
@@ -228,7 +226,6 @@ std::string reboot_reason(const store::Tree& booted, const Change& c,
       if (kept) return "modules of the running kernel " + version + ": needs a reboot";
     }
   }
-  if (is_kernel_path(c.path)) return std::string(ReasonGroups::kKernelReason);
   return "";
 }
 
@@ -245,22 +242,22 @@ bool is_selinux_policy_path(std::string_view path) {
 std::vector<RebootNeed> reboot_needs(const store::Tree& booted,
                                      const std::vector<Change>& staged_diff,
                                      const std::vector<std::string>& running_kernels) {
-  ReasonGroups kernel, modules, policy;
+  ReasonGroups kernel, policy;
   for (const Change& c : staged_diff) {
-    std::string reason = reboot_reason(booted, c, running_kernels);
-    if (reason == ReasonGroups::kKernelReason) {
+    if (std::string reason = reboot_reason(booted, c, running_kernels); !reason.empty()) {
       kernel.add(c.path, reason);
-    } else if (!reason.empty()) {
-      modules.add(c.path, reason);
     } else if (is_selinux_policy_path(c.path)) {
       policy.add(c.path, "");
     }
   }
   std::vector<RebootNeed> out;
+  // The kernel first, then the modules of each running kernel.
   for (const auto& [reason, paths] : kernel.groups()) {
-    out.push_back({"kernel", "the staged kernel or initramfs boots only with a reboot", paths});
+    if (reason == ReasonGroups::kKernelReason)
+      out.push_back({"kernel", "the staged kernel or initramfs boots only with a reboot", paths});
   }
-  for (const auto& [reason, paths] : modules.groups()) {
+  for (const auto& [reason, paths] : kernel.groups()) {
+    if (reason == ReasonGroups::kKernelReason) continue;
     // "modules of the running kernel VER: needs a reboot" without its tail.
     std::string what = reason.substr(0, reason.rfind(": needs a reboot"));
     out.push_back({"kernel_modules", what + " stay as booted until the reboot", paths});
@@ -291,7 +288,7 @@ Result<Selection> select_changes(const SelectionInput& in, const std::vector<std
         continue;
       }
       kept_all.add(pending[i].path, reason);
-      if (kept_all.listed(pending[i].path, reason)) {
+      if (kept_all.listed(pending[i].path)) {
         result.kept.push_back({pending[i].path, pending[i].kind, reason});
         result.skipped_kernel.push_back(pending[i].path);
       }

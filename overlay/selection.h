@@ -58,8 +58,8 @@ struct KeptChange {
 struct Selection {
   store::Tree layer;                   // the next generation's layer
   std::vector<store::Change> applied;  // the selected changes, in path order
-  // --all only: what needs a reboot, left out, in path order; a path below one listed with
-  // the same reason is not listed (a removed modules directory is one line, not thousands).
+  // --all only: what needs a reboot, left out, in path order; a path below one listed is not
+  // listed (a removed modules directory is one line, not thousands).
   std::vector<KeptChange> kept;
   std::vector<std::string> skipped_kernel;  // the paths of `kept`
 };
@@ -74,13 +74,13 @@ bool is_kernel_path(std::string_view path);
 std::vector<std::string> booted_kernel_versions(const store::Tree& booted);
 
 // Why change `c` (of booted -> staged) cannot go live, "" when it can:
+//   "kernel: needs a reboot"  a kernel image or initramfs (is_kernel_path)
 //   "modules of the running kernel VER: needs a reboot"
 //       at or below lib/modules/VER or usr/lib/modules/VER (the served root may be / or /usr)
 //       for VER in `running_kernels`, or the removal or type change of an ancestor of such a
 //       directory that `booted` has: the running kernel loads its modules from there until
 //       the reboot. Another version's modules directory (the new kernel's) goes live: adding
 //       modules harms nothing, and removing an old kernel's is what the reboot does too.
-//   "kernel: needs a reboot"  another kernel image or initramfs (is_kernel_path)
 std::string reboot_reason(const store::Tree& booted, const store::Change& c,
                           const std::vector<std::string>& running_kernels);
 
