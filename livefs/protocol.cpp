@@ -750,6 +750,8 @@ Result<Reply> parse_reply(const json& response) {
   template Result<T> parse_reply<T>(const json& response);
 LIVEFS_INSTANTIATE(SwitchStats)
 LIVEFS_INSTANTIATE(Change)
+LIVEFS_INSTANTIATE(KeptChange)
+LIVEFS_INSTANTIATE(RebootNeed)
 LIVEFS_INSTANTIATE(ConfigChange)
 LIVEFS_INSTANTIATE(PackageGroup)
 LIVEFS_INSTANTIATE(Holder)
