@@ -1,6 +1,6 @@
-// The /proc readers of the holder scans: host::find_stale_holders (by path) and
-// host::find_holders (by device and inode) over a made-up /proc whose one process has the
-// input's maps, comm, cgroup, exe link, fd links, fdinfo and mountinfo.
+// The /proc reader of the holder scan, host::find_holders (by device and inode), over a
+// made-up /proc whose one process has the input's maps, comm, cgroup, exe link, fd links,
+// fdinfo and mountinfo.
 //
 // The input is in fuzz_support.h's split_files format:
 //   ==> maps <==       /proc/PID/maps (input without headers is taken as maps)
@@ -10,8 +10,8 @@
 //   ==> fd/3 <==       an fd link's target (one line)
 //   ==> fdinfo/3 <==   /proc/PID/fdinfo/3 ("mnt_id:" and "ino:" lines)
 //   ==> mountinfo <==  /proc/PID/mountinfo (mount ids to devices for find_holders)
-// The files the scan looks for are under kRoot, a fixed path, so that seeds taken from a real
-// process that mapped them (fuzz/corpus/proc_holders) name them.
+// The files the scan looks for are devices and inodes that the seeds (fuzz/corpus/proc_holders)
+// name.
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
@@ -34,18 +34,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kRoot = "/tmp/livefs-fuzz-holders";
 // What find_holders looks for: devices and inodes a seed's maps, fdinfo and mountinfo name.
 const livefs::host::HolderQuery kIdQuery = {
     .files = {{.dev = makedev(0, 0x63), .ino = 1234, .path = "usr/lib/libold.so.1"},
               {.dev = makedev(0, 99), .ino = 5678, .path = "usr/bin/tool"},
               {.dev = makedev(0xfe, 0), .ino = 247498, .path = "usr/bin/head"},
               {.dev = makedev(0xfe, 0), .ino = 5678, .path = "usr/lib/libold.so.1"}}};
-
-// Relative to kRoot; the last one does not exist (a file the update removed).
-const std::vector<std::string> kPaths = {"usr/lib/libold.so.1", "usr/bin/tool",
-                                         "usr/lib/with space.so", "usr/lib/new\nline.so",
-                                         "usr/lib/removed.so"};
 
 fs::path g_proc;  // this process's made-up /proc
 pid_t g_pid = 0;  // the one process in it
@@ -71,30 +65,13 @@ std::string trim(std::string_view s) {
   return std::string(s);
 }
 
-// How /proc/PID/maps shows a path (host/holders.cpp: a newline as "\012").
-std::string as_in_maps(std::string_view path) {
-  std::string out;
-  for (char c : path) out += c == '\n' ? std::string("\\012") : std::string(1, c);
-  return out;
-}
-
 std::string unit_of(std::string_view cgroup) { return livefs::host::unit_from_cgroup(cgroup); }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   livefs::fuzz::quiet_logs();
-  // Shared by every process fuzzing this target (created the same way by each); the made-up
-  // /proc is private to this process.
-  for (const std::string& p : kPaths) {
-    if (p == kPaths.back()) continue;
-    fs::path file = fs::path(kRoot) / p;
-    fs::create_directories(file.parent_path());
-    int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    FUZZ_CHECK(fd >= 0);
-    ::close(fd);
-  }
-  fs::remove(fs::path(kRoot) / kPaths.back());
+  // The made-up /proc is private to this process.
   // On tmpfs when there is one: ext4 makes each rewrite of a truncated file wait (several ms:
   // a tenth of the speed).
   std::string proc = fs::is_directory("/dev/shm") ? "/dev/shm" : "/tmp";
@@ -153,7 +130,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     write_file(infos.back(), content);
   }
 
-  auto holders = livefs::host::find_stale_holders(kRoot, kPaths, g_proc);
   auto by_id = livefs::host::find_holders(kIdQuery, g_proc);
   for (const fs::path& link : links) ::unlink(link.c_str());
   for (const fs::path& info : infos) ::unlink(info.c_str());
@@ -202,23 +178,5 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (maps.find("mnt_id:") == std::string::npos) FUZZ_CHECK(info.mnt_id == -1);
   if (maps.find("ino:") == std::string::npos) FUZZ_CHECK(info.ino == 0);
 
-  FUZZ_CHECK(holders.has_value());
-  std::string unit = unit_of(cgroup);
-  for (size_t i = 0; i < holders->size(); ++i) {
-    const livefs::host::Holder& h = (*holders)[i];
-    FUZZ_CHECK(h.pid == g_pid);
-    FUZZ_CHECK(std::find(kPaths.begin(), kPaths.end(), h.path) != kPaths.end());
-    FUZZ_CHECK(h.command == trim(comm));
-    FUZZ_CHECK(h.unit == unit);
-    FUZZ_CHECK(h.how == "exe" || h.how == "mapped" || h.how.starts_with("fd "));
-    // A mapping is reported only for a path the maps file names.
-    if (h.how == "mapped") {
-      FUZZ_CHECK(maps.find(as_in_maps(std::string(kRoot) + "/" + h.path)) != std::string::npos);
-    }
-    for (size_t j = 0; j < i; ++j) {
-      const livefs::host::Holder& o = (*holders)[j];
-      FUZZ_CHECK(!(o.path == h.path && o.how == h.how));
-    }
-  }
   return 0;
 }

@@ -1,17 +1,13 @@
-// find_stale_holders: one pass over /proc, reading each process's exe link, maps and fd
-// links, with the wanted files' path strings in a hash table so that a mapping or an fd costs
-// one lookup, and a stat only when its path names a wanted file.
-// find_holders: the same pass matching (device, inode) pairs instead, with nothing stat'ed.
+// find_holders: one pass over /proc, reading each process's exe, maps and fd links and
+// matching (device, inode) pairs against a hash table, with nothing stat'ed.
 #include "host/holders.h"
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <charconv>
 #include <memory>
 #include <optional>
@@ -24,141 +20,28 @@
 #include "common/text.h"
 #include "common/unique_fd.h"
 #include "host/mount_users.h"
+#include "host/proc_files.h"
 
 namespace livefs::host {
 namespace {
 
 namespace fs = std::filesystem;
 
-// What the kernel appends to the path of a file whose name was unlinked (or renamed over).
-constexpr std::string_view kDeleted = " (deleted)";
-
-// One file of `paths` and what its path names now.
-struct Wanted {
-  size_t index = 0;  // into `paths`
-  bool exists = false;
-  dev_t dev = 0;
-  ino_t ino = 0;
-
-  bool is_current(dev_t d, ino_t i) const { return exists && d == dev && i == ino; }
-};
-
-// Heterogeneous lookup, so a string_view into a maps line is looked up without a copy.
-struct StringHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-using PathTable = std::unordered_map<std::string, size_t, StringHash, std::equal_to<>>;
-
-// /proc/PID/maps shows a newline in a path as "\012" (and nothing else escaped); readlink
-// of exe and fd links shows the path as it is.
-std::string as_in_maps(std::string_view path) {
-  std::string out;
-  out.reserve(path.size());
-  for (char c : path) {
-    if (c == '\n') {
-      out += "\\012";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-class Targets {
- public:
-  static Result<Targets> make(const fs::path& root, const std::vector<std::string>& paths) {
-    Targets t;
-    std::string base = mount_point(root);
-    for (size_t i = 0; i < paths.size(); ++i) {
-      std::string rel = fs::path(paths[i]).lexically_normal().relative_path().string();
-      std::string abs = base == "/" ? "/" + rel : base + "/" + rel;
-      if (t.by_link_.contains(abs)) continue;  // the same file named twice: the first wins
-      Wanted w{.index = i};
-      struct stat st;
-      if (::stat(abs.c_str(), &st) == 0) {
-        w = Wanted{.index = i, .exists = true, .dev = st.st_dev, .ino = st.st_ino};
-      } else if (errno != ENOENT && errno != ENOTDIR) {
-        return fail_errno("stat(" + abs + ")");
-      }
-      t.wanted_.push_back(w);
-      t.by_link_.emplace(abs, t.wanted_.size() - 1);
-      t.by_maps_.emplace(as_in_maps(abs), t.wanted_.size() - 1);
-    }
-    return t;
-  }
-
-  // The wanted file a readlink of an exe or fd link names, or null.
-  const Wanted* find_link(std::string_view shown) const { return find(by_link_, shown); }
-  // The wanted file the path column of a maps line names, or null.
-  const Wanted* find_mapped(std::string_view shown) const { return find(by_maps_, shown); }
-
- private:
-  // The kernel shows resolved paths, so a root reached through a symbolic link is resolved
-  // too; a root that cannot be resolved (gone) is taken as written.
-  static std::string mount_point(const fs::path& root) {
-    std::error_code ec;
-    fs::path p = fs::canonical(root, ec);
-    if (ec) p = fs::absolute(root, ec).lexically_normal();
-    std::string s = p.string();
-    while (s.size() > 1 && s.back() == '/') s.pop_back();
-    return s;
-  }
-
-  const Wanted* find(const PathTable& table, std::string_view shown) const {
-    auto it = table.find(shown);
-    if (it == table.end() && shown.ends_with(kDeleted)) {
-      it = table.find(shown.substr(0, shown.size() - kDeleted.size()));
-    }
-    return it == table.end() ? nullptr : &wanted_[it->second];
-  }
-
-  std::vector<Wanted> wanted_;
-  PathTable by_link_;
-  PathTable by_maps_;
-};
-
-// A process's hold on a wanted file; the kinds are in report order.
+// A process's hold on a file looked for; the kinds are in report order.
 enum class HoldKind { exe, mapped, fd };
 
 struct Hold {
   HoldKind kind;
   int fd = -1;       // for HoldKind::fd
-  size_t index = 0;  // into `paths`
+  size_t index = 0;  // into the query's paths
 
   auto key() const { return std::tuple(kind, fd, index); }
 };
-
-// Errors that mean the process exited, is a kernel thread or is not ours to read: skipped.
-bool expected_while_scanning(int err) {
-  return err == ENOENT || err == ESRCH || err == EACCES || err == EPERM;
-}
 
 void note_unexpected(pid_t pid, const char* what, int err) {
   if (expected_while_scanning(err)) return;
   logger("host")->debug("read /proc/{}/{}: {} (process skipped)", pid, what,
                         make_error(err, "").code_name());
-}
-
-// Whole contents of a /proc file (their size is not known before reading).
-std::optional<std::string> read_all_at(int dirfd, const char* name, int* err) {
-  UniqueFd fd(::openat(dirfd, name, O_RDONLY | O_CLOEXEC));
-  if (!fd) {
-    *err = errno;
-    return std::nullopt;
-  }
-  std::string out;
-  std::array<char, 16384> buf;
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf.data(), buf.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      *err = errno;
-      return std::nullopt;
-    }
-    if (n == 0) return out;
-    out.append(buf.data(), static_cast<size_t>(n));
-  }
 }
 
 std::optional<std::string> read_link_at(int dirfd, const char* name, int* err) {
@@ -184,128 +67,11 @@ std::string trim(std::string_view s) {
   return std::string(s);
 }
 
-// The whitespace-separated words of `s` (maps pads its columns with several spaces).
-std::vector<std::string_view> words(std::string_view s) {
-  std::vector<std::string_view> out;
-  size_t pos = 0;
-  while (pos < s.size()) {
-    size_t start = s.find_first_not_of(' ', pos);
-    if (start == std::string_view::npos) break;
-    size_t end = s.find(' ', start);
-    if (end == std::string_view::npos) end = s.size();
-    out.push_back(s.substr(start, end - start));
-    pos = end;
-  }
-  return out;
-}
-
 template <class T>
 bool parse_number(std::string_view s, int base, T* out) {
   auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), *out, base);
   return ec == std::errc() && ptr == s.data() + s.size();
 }
-
-// "start-end perms offset MAJ:MIN INODE   PATH": device (hex major:minor) and inode of the
-// columns before the path. The path is the rest of the line from its first '/' (the columns
-// before it hold none), which keeps spaces in file names.
-bool parse_maps_file_id(std::string_view columns, dev_t* dev, ino_t* ino) {
-  std::vector<std::string_view> w = words(columns);
-  if (w.size() != 5) return false;
-  size_t colon = w[3].find(':');
-  if (colon == std::string_view::npos) return false;
-  unsigned major_no = 0;
-  unsigned minor_no = 0;
-  unsigned long long inode = 0;
-  if (!parse_number(w[3].substr(0, colon), 16, &major_no) ||
-      !parse_number(w[3].substr(colon + 1), 16, &minor_no) || !parse_number(w[4], 10, &inode)) {
-    return false;
-  }
-  *dev = makedev(major_no, minor_no);
-  *ino = static_cast<ino_t>(inode);
-  return true;
-}
-
-// Reads one process through a descriptor of its /proc directory, so that every file read is
-// about the same process even if the pid is reused meanwhile (reads then fail with ESRCH).
-class ProcessScan {
- public:
-  ProcessScan(int pid_dir, pid_t pid, const Targets& targets)
-      : pid_dir_(pid_dir), pid_(pid), targets_(targets) {}
-
-  std::vector<Hold> holds() {
-    scan_exe();
-    scan_maps();
-    scan_fds();
-    std::ranges::sort(holds_, {}, &Hold::key);
-    auto [first, last] = std::ranges::unique(holds_, {}, &Hold::key);
-    holds_.erase(first, last);
-    return std::move(holds_);
-  }
-
- private:
-  void add(HoldKind kind, size_t index, int fd = -1) {
-    holds_.push_back(Hold{.kind = kind, .fd = fd, .index = index});
-  }
-
-  void scan_exe() {
-    int err = 0;
-    auto link = read_link_at(pid_dir_, "exe", &err);
-    if (!link) return note_unexpected(pid_, "exe", err);
-    const Wanted* w = targets_.find_link(*link);
-    if (w == nullptr) return;
-    struct stat st;
-    if (::fstatat(pid_dir_, "exe", &st, 0) != 0) return note_unexpected(pid_, "exe", errno);
-    if (!w->is_current(st.st_dev, st.st_ino)) {
-      add(HoldKind::exe, w->index);
-      exe_index_ = w->index;
-    }
-  }
-
-  void scan_maps() {
-    int err = 0;
-    auto maps = read_all_at(pid_dir_, "maps", &err);
-    if (!maps) return note_unexpected(pid_, "maps", err);
-    std::string_view rest = *maps;
-    std::string_view line;
-    while (next_line(rest, line)) {
-      size_t slash = line.find('/');
-      if (slash == std::string_view::npos) continue;  // anonymous, [heap], [stack], ...
-      const Wanted* w = targets_.find_mapped(line.substr(slash));
-      if (w == nullptr || w->index == exe_index_) continue;
-      dev_t dev = 0;
-      ino_t ino = 0;
-      if (!parse_maps_file_id(line.substr(0, slash), &dev, &ino)) continue;
-      if (!w->is_current(dev, ino)) add(HoldKind::mapped, w->index);
-    }
-  }
-
-  void scan_fds() {
-    UniqueFd fd_dir(::openat(pid_dir_, "fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!fd_dir) return note_unexpected(pid_, "fd", errno);
-    // fdopendir takes the descriptor; closedir closes it.
-    std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(fd_dir.get()), &::closedir);
-    if (!dir) return note_unexpected(pid_, "fd", errno);
-    int dfd = fd_dir.release();
-    while (dirent* e = ::readdir(dir.get())) {
-      int fd = -1;
-      if (!parse_number(std::string_view(e->d_name), 10, &fd)) continue;  // "." and ".."
-      int err = 0;
-      auto link = read_link_at(dfd, e->d_name, &err);
-      if (!link) continue;  // closed meanwhile
-      const Wanted* w = targets_.find_link(*link);
-      if (w == nullptr) continue;
-      struct stat st;
-      if (::fstatat(dfd, e->d_name, &st, 0) != 0) continue;
-      if (!w->is_current(st.st_dev, st.st_ino)) add(HoldKind::fd, w->index, fd);
-    }
-  }
-
-  int pid_dir_;
-  pid_t pid_;
-  const Targets& targets_;
-  std::optional<size_t> exe_index_;
-  std::vector<Hold> holds_;
-};
 
 std::string describe(const Hold& h) {
   switch (h.kind) {
@@ -335,8 +101,6 @@ std::string_view unit_in_cgroup_path(std::string_view path) {
   }
   return {};
 }
-
-// ---- find_holders: by (device, inode) --------------------------------------------------
 
 struct FileKey {
   dev_t dev;
@@ -415,7 +179,8 @@ FdInfo own_fdinfo(int fd) {
   return text ? parse_fdinfo(*text) : FdInfo{};
 }
 
-// One process, read through a descriptor of its /proc directory (see ProcessScan).
+// Reads one process through a descriptor of its /proc directory, so that every file read is
+// about the same process even if the pid is reused meanwhile (reads then fail with ESRCH).
 class IdScan {
  public:
   IdScan(int pid_dir, pid_t pid, const FileIds& files, MountDevices& mounts)
@@ -583,46 +348,6 @@ std::string unit_from_cgroup(std::string_view contents) {
     }
   }
   return std::string(systemd_v1.empty() ? other_v1 : systemd_v1);
-}
-
-Result<std::vector<Holder>> find_stale_holders(const fs::path& root,
-                                               const std::vector<std::string>& paths,
-                                               const fs::path& proc, pid_t also_skip) {
-  auto targets = Targets::make(root, paths);
-  if (!targets) return std::unexpected(with_context(targets.error(), "find_stale_holders"));
-
-  UniqueFd proc_fd(::open(proc.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!proc_fd) return fail_errno("open(" + proc.string() + ")");
-  std::unique_ptr<DIR, int (*)(DIR*)> dir(::fdopendir(proc_fd.get()), &::closedir);
-  if (!dir) return fail_errno("fdopendir(" + proc.string() + ")");
-  int proc_dfd = proc_fd.release();
-
-  const pid_t self = ::getpid();
-  std::vector<Holder> holders;
-  while (dirent* e = ::readdir(dir.get())) {
-    pid_t pid = 0;
-    if (!parse_number(std::string_view(e->d_name), 10, &pid) || pid == self || pid == also_skip)
-      continue;
-    UniqueFd pid_dir(::openat(proc_dfd, e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!pid_dir) continue;  // exited since the listing
-    std::vector<Hold> holds = ProcessScan(pid_dir.get(), pid, *targets).holds();
-    if (holds.empty()) continue;
-
-    int err = 0;
-    std::string command = trim(read_all_at(pid_dir.get(), "comm", &err).value_or(""));
-    std::string unit = unit_from_cgroup(read_all_at(pid_dir.get(), "cgroup", &err).value_or(""));
-    for (const Hold& h : holds) {
-      holders.push_back(Holder{.pid = pid,
-                               .command = command,
-                               .path = paths[h.index],
-                               .how = describe(h),
-                               .unit = unit});
-    }
-  }
-  // Holds are sorted within a process; processes come in listing order, which need not be
-  // numeric for a non-procfs `proc`.
-  std::ranges::stable_sort(holders, {}, &Holder::pid);
-  return holders;
 }
 
 Result<std::vector<Holder>> find_holders(const HolderQuery& query, const fs::path& proc) {

@@ -17,34 +17,12 @@ namespace livefs::host {
 struct Holder {
   pid_t pid = 0;
   std::string command;  // /proc/PID/comm, trimmed
-  std::string path;     // the replaced file, exactly as given in `paths`
+  std::string path;     // the replaced file: HeldFile::path
   std::string how;      // "exe", "mapped" or "fd N"
   std::string unit;     // systemd unit from /proc/PID/cgroup, "" when none
 
   bool operator==(const Holder&) const = default;
 };
-
-// Processes other than this one that execute, map or hold open a file that is (or was) at
-// root/P for P in `paths` but is not what root/P names now: its (st_dev, st_ino) differ, or
-// root/P no longer exists. `root` is the mount point; paths are relative to it.
-//
-// One Holder per (pid, path, how): the many mappings of one file collapse into one "mapped",
-// and a process executing an old file is reported as "exe" only (its mapping of the same
-// file says nothing more). Sorted by pid, then exe / mapped / fd N (ascending), then the
-// order of `paths`.
-//
-// Processes that vanish or deny access while being read are skipped silently; the error
-// cases are an unreadable `proc` and a root/P that cannot be examined for a reason other
-// than not existing.
-//
-// Paths are matched as the kernel shows them (resolved, in this process's mount namespace and
-// root), so a process in another mount namespace or chroot is not seen through this root.
-// `also_skip` is one more process left out (the daemon, when a child of it scans: its
-// descriptors of the booted tree show the same paths as the view).
-Result<std::vector<Holder>> find_stale_holders(const std::filesystem::path& root,
-                                               const std::vector<std::string>& paths,
-                                               const std::filesystem::path& proc = "/proc",
-                                               pid_t also_skip = 0);
 
 // A file looked for by its identity as the kernel shows it in /proc, so that no path is
 // stat'ed or opened: the device and inode columns of /proc/PID/maps, and the "mnt_id:" (the
@@ -59,14 +37,16 @@ struct HeldFile {
 
 struct HolderQuery {
   std::vector<HeldFile> files;
-  // One more process left out besides this one.
+  // One more process left out besides this one (the daemon, when a child of it scans: its
+  // descriptors of the booted tree are the files looked for).
   pid_t also_skip = 0;
 };
 
-// Processes other than this one that execute, map or hold open one of `query.files`. Holders
-// as for find_stale_holders: one per (pid, path, how), "exe" hiding "mapped" of the same path,
-// sorted by pid, then exe / mapped / fd N, then the order in which paths first appear in
-// `query.files`.
+// Processes other than this one that execute, map or hold open one of `query.files`. One
+// Holder per (pid, path, how): the many mappings of one file collapse into one "mapped", and a
+// process executing an old file is reported as "exe" only (its mapping of the same file says
+// nothing more). Sorted by pid, then exe / mapped / fd N (ascending), then the order in which
+// paths first appear in `query.files`.
 //
 // Never stats, opens or reads a path of the files looked for: a process's exe is opened with
 // O_PATH through /proc (no request reaches its file system) and identified from this process's

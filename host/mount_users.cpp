@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <charconv>
 #include <optional>
 #include <vector>
@@ -16,30 +15,10 @@
 #include "common/log.h"
 #include "common/text.h"
 #include "common/unique_fd.h"
+#include "host/proc_files.h"
 
 namespace livefs::host {
 namespace {
-
-// Whole contents of a file whose size is not known before reading (/proc files).
-std::optional<std::string> read_all_at(int dirfd, const char* name, int* err) {
-  UniqueFd fd(::openat(dirfd, name, O_RDONLY | O_CLOEXEC));
-  if (!fd) {
-    *err = errno;
-    return std::nullopt;
-  }
-  std::string out;
-  std::array<char, 16384> buf;
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf.data(), buf.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      *err = errno;
-      return std::nullopt;
-    }
-    if (n == 0) return out;
-    out.append(buf.data(), static_cast<size_t>(n));
-  }
-}
 
 template <class T>
 bool parse_number(std::string_view s, int base, T* out) {
@@ -77,11 +56,6 @@ std::string unescape_octal(std::string_view s) {
     out.push_back(s[i]);
   }
   return out;
-}
-
-// Errors that mean the process exited, is a kernel thread or is not ours to read: skipped.
-bool expected_while_scanning(int err) {
-  return err == ENOENT || err == ESRCH || err == EACCES || err == EPERM;
 }
 
 // The "mnt_id:" of one fdinfo text, or -1.

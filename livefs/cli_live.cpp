@@ -90,10 +90,36 @@ std::string absolute_path(const std::string& p) {
   return a.string();
 }
 
+// "  (REASON)" of a change that needs a reboot, "" for one that can go live.
+std::string reboot_note(const proto::Change& c) {
+  if (!c.kernel) return "";
+  return "  (" + c.reboot.value_or("kernel: needs a reboot") + ")";
+}
+
 void print_changes(const std::vector<proto::Change>& changes) {
   for (const auto& c : changes) {
     std::printf("  %-12s %s%s\n", c.kind.c_str(), show_path(c.path).c_str(),
-                c.kernel ? "  (kernel: needs a reboot)" : "");
+                reboot_note(c).c_str());
+  }
+}
+
+// status: "reboot still needed for:" and what, at most `max` items each.
+void print_reboot_needs(const std::vector<proto::RebootNeed>& needs, size_t max = 10) {
+  if (needs.empty()) return;
+  std::printf("reboot still needed for:\n");
+  for (const auto& n : needs) {
+    std::printf("  %s: %s\n", n.what.c_str(), n.reason.c_str());
+    for (size_t i = 0; i < n.items.size() && i < max; ++i) {
+      if (n.what == "kernel_arguments") {
+        std::printf("    %s: %s\n", i == 0 ? "booted" : "next boot",
+                    n.items[i].empty() ? "(none)" : n.items[i].c_str());
+      } else if (n.what == "processes") {
+        std::printf("    pid %s\n", n.items[i].c_str());
+      } else {
+        std::printf("    %s\n", show_path(n.items[i]).c_str());
+      }
+    }
+    if (n.items.size() > max) std::printf("    ... (%zu more)\n", n.items.size() - max);
   }
 }
 
@@ -186,7 +212,7 @@ int live_diff(const fs::path& state, bool as_json, bool by_package) {
         auto it = by_path.find(path);
         const proto::Change* c = it == by_path.end() ? nullptr : it->second;
         std::printf("  %-12s /%s%s\n", c ? c->kind.c_str() : "", path.c_str(),
-                    c && c->kernel ? "  (kernel: needs a reboot)" : "");
+                    c ? reboot_note(*c).c_str() : "");
       }
     }
   } else {
@@ -287,8 +313,15 @@ void register_live_commands(CLI::App& app, int& status) {
                       applied.size() == 1 ? "" : "s");
         }
         print_changes(applied);
-        for (const auto& k : r->skipped_kernel)
-          std::printf("  skipped      /%s  (kernel: needs a reboot)\n", k.c_str());
+        if (r->kept) {
+          for (const auto& k : *r->kept) {
+            std::printf("  kept         %s  (%s %s)\n", show_path(k.path).c_str(), k.kind.c_str(),
+                        k.reason.c_str());
+          }
+        } else {
+          for (const auto& k : r->skipped_kernel)
+            std::printf("  kept         /%s  (kernel: needs a reboot)\n", k.c_str());
+        }
         if (r->switch_stats) print_switch(*r->switch_stats);
         if (r->holders) print_holders(*r->holders);
         if (!a->dry_run && !r->applied.empty())
@@ -385,6 +418,7 @@ void register_live_commands(CLI::App& app, int& status) {
         print_switch(*r->last_switch);
       }
       print_holders(r->holders);
+      if (r->reboot_needed_for) print_reboot_needs(*r->reboot_needed_for);
       if (r->holders_scan) {
         const proto::HolderScan& h = *r->holders_scan;
         if (h.error) std::printf("holder scan failed: %s\n", h.error->c_str());

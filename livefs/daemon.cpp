@@ -20,8 +20,10 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -548,6 +550,7 @@ class Daemon {
     for (const auto& h : holders.holders) list.push_back(protocol::to_json(h));
     out["holders"] = list;
     out["holders_scan"] = holders_scan_json(holders);
+    if (sides) out["reboot_needed_for"] = reboot_needed_for(*sides, holders);
     return out;
   }
 
@@ -563,10 +566,57 @@ class Daemon {
             {"error", r.error ? json(r.error->message()) : json(nullptr)}};
   }
 
-  static json change_json(const store::Change& c) {
-    return {{"path", c.path},
-            {"kind", store::change_name(c.kind)},
-            {"kernel", overlay::is_kernel_path(c.path)}};
+  // `reboot`: overlay::reboot_reason of the change, "" when it can go live.
+  static json change_json(const store::Change& c, const std::string& reboot) {
+    json j = {{"path", c.path}, {"kind", store::change_name(c.kind)}, {"kernel", !reboot.empty()}};
+    if (!reboot.empty()) j["reboot"] = reboot;
+    return j;
+  }
+
+  // The kernel versions whose modules stay as booted: this machine's (`uname -r`) and the
+  // booted tree's (an OSTree deployment's kernel; in tests, the booted tree is not this
+  // machine's).
+  static std::vector<std::string> running_kernels(const store::Tree& booted) {
+    std::vector<std::string> out = overlay::booted_kernel_versions(booted);
+    struct utsname u;
+    if (::uname(&u) == 0 && std::find(out.begin(), out.end(), u.release) == out.end())
+      out.emplace_back(u.release);
+    return out;
+  }
+
+  // status: what a reboot into the staged deployment brings that the live view cannot.
+  json reboot_needed_for(const Sides& sides, const host::HolderReport& holders) const {
+    json out = json::array();
+    std::vector<overlay::RebootNeed> needs;
+    if (sides.staged_diff) {
+      needs = overlay::reboot_needs(sides.booted_tree, *sides.staged_diff,
+                                    running_kernels(sides.booted_tree));
+    }
+    for (const auto& n : needs) {
+      out.push_back(
+          {{"what", n.what}, {"reason", n.reason}, {"items", n.paths}, {"restart", false}});
+    }
+    if (auto args = staging_->kernel_args(); args && args->booted != args->next) {
+      out.push_back(
+          {{"what", "kernel_arguments"},
+           {"reason", "the next boot's kernel arguments (second) differ from the booted ones"},
+           {"items", json::array({args->booted, args->next})},
+           {"restart", false}});
+    }
+    std::vector<std::string> processes;
+    std::set<pid_t> seen;
+    for (const auto& h : holders.holders) {
+      if (!seen.insert(h.pid).second) continue;
+      processes.push_back(std::to_string(h.pid) + " " + h.command +
+                          (h.unit.empty() ? "" : " (" + h.unit + ")"));
+    }
+    if (!processes.empty()) {
+      out.push_back({{"what", "processes"},
+                     {"reason", "they still use replaced files: restart them (no reboot needed)"},
+                     {"items", processes},
+                     {"restart", true}});
+    }
+    return out;
   }
 
   json diff(bool by_package) {
@@ -577,7 +627,9 @@ class Daemon {
     auto pending = overlay::pending_changes(
         {sides->booted_tree, sides->staged_tree, applied, sides->staged_diff.get()});
     json changes = json::array();
-    for (const auto& c : pending) changes.push_back(change_json(c));
+    std::vector<std::string> kernels = running_kernels(sides->booted_tree);
+    for (const auto& c : pending)
+      changes.push_back(change_json(c, overlay::reboot_reason(sides->booted_tree, c, kernels)));
     json config_changes = json::array();
     for (const auto& c : staging_->etc_changes())
       config_changes.push_back({{"path", "etc/" + c.path}, {"kind", store::change_name(c.kind)}});
@@ -631,6 +683,7 @@ class Daemon {
       patterns = std::move(*files);
       options.literal = true;
     }
+    options.running_kernels = running_kernels(sides->booted_tree);
     using Clock = std::chrono::steady_clock;
     auto t0 = Clock::now();
     store::Tree applied_layer = generations_->applied_layer();
@@ -646,13 +699,19 @@ class Daemon {
     json applied = json::array();
     std::vector<std::string> paths;
     for (const auto& c : selection->applied) {
-      applied.push_back(change_json(c));
+      applied.push_back(change_json(c, ""));
       paths.push_back(c.path);
+    }
+    json kept = json::array();
+    for (const auto& k : selection->kept) {
+      kept.push_back(
+          {{"path", k.path}, {"kind", store::change_name(k.kind)}, {"reason", k.reason}});
     }
     json out = {{"ok", true},
                 {"dry_run", dry_run},
                 {"applied", applied},
-                {"skipped_kernel", selection->skipped_kernel}};
+                {"skipped_kernel", selection->skipped_kernel},
+                {"kept", kept}};
     if (dry_run) return out;
     auto t1 = Clock::now();
     auto changed = generations_->apply(selection->layer, paths);

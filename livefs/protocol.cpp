@@ -148,6 +148,8 @@ Status optional_field(const json& obj, const char* key, T& out, const std::strin
 // in the protocol namespace itself (declared before their first use through Struct).
 Status read_fields(const json& j, SwitchStats& x, const std::string& w);
 Status read_fields(const json& j, Change& x, const std::string& w);
+Status read_fields(const json& j, KeptChange& x, const std::string& w);
+Status read_fields(const json& j, RebootNeed& x, const std::string& w);
 Status read_fields(const json& j, ConfigChange& x, const std::string& w);
 Status read_fields(const json& j, PackageGroup& x, const std::string& w);
 Status read_fields(const json& j, Origin& x, const std::string& w);
@@ -330,7 +332,19 @@ json to_json(const SwitchStats& x) {
           {"seconds", x.seconds}};
 }
 
-json to_json(const Change& x) { return {{"path", x.path}, {"kind", x.kind}, {"kernel", x.kernel}}; }
+json to_json(const Change& x) {
+  json j = {{"path", x.path}, {"kind", x.kind}, {"kernel", x.kernel}};
+  if (x.reboot) j["reboot"] = *x.reboot;
+  return j;
+}
+
+json to_json(const KeptChange& x) {
+  return {{"path", x.path}, {"kind", x.kind}, {"reason", x.reason}};
+}
+
+json to_json(const RebootNeed& x) {
+  return {{"what", x.what}, {"reason", x.reason}, {"items", x.items}, {"restart", x.restart}};
+}
 
 json to_json(const ConfigChange& x) { return {{"path", x.path}, {"kind", x.kind}}; }
 
@@ -422,6 +436,7 @@ json to_json(const StatusReply& x) {
             {"staging", x.staging ? to_json(*x.staging) : json(nullptr)},
             {"holders", array_of(x.holders)}};
   if (x.holders_scan) j["holders_scan"] = to_json(*x.holders_scan);
+  if (x.reboot_needed_for) j["reboot_needed_for"] = array_of(*x.reboot_needed_for);
   return j;
 }
 
@@ -439,6 +454,7 @@ json to_json(const ApplyReply& x) {
   json j = {{"dry_run", x.dry_run},
             {"applied", array_of(x.applied)},
             {"skipped_kernel", x.skipped_kernel}};
+  if (x.kept) j["kept"] = array_of(*x.kept);
   if (x.generation) j["generation"] = *x.generation;
   if (x.switch_stats) j["switch"] = to_json(*x.switch_stats);
   if (x.holders) j["holders"] = array_of(*x.holders);
@@ -507,7 +523,19 @@ Status read_fields(const json& j, SwitchStats& x, const std::string& w) {
 
 Status read_fields(const json& j, Change& x, const std::string& w) {
   LIVEFS_FIELDS(field(j, "path", x.path, w), field(j, "kind", x.kind, w),
-                field(j, "kernel", x.kernel, w));
+                field(j, "kernel", x.kernel, w), field(j, "reboot", x.reboot, w));
+  return {};
+}
+
+Status read_fields(const json& j, KeptChange& x, const std::string& w) {
+  LIVEFS_FIELDS(field(j, "path", x.path, w), field(j, "kind", x.kind, w),
+                field(j, "reason", x.reason, w));
+  return {};
+}
+
+Status read_fields(const json& j, RebootNeed& x, const std::string& w) {
+  LIVEFS_FIELDS(field(j, "what", x.what, w), field(j, "reason", x.reason, w),
+                field(j, "items", x.items, w), field(j, "restart", x.restart, w));
   return {};
 }
 
@@ -598,7 +626,8 @@ Status read_fields(const json& j, StatusReply& x, const std::string& w) {
       field(j, "journal_set_aside", x.journal_set_aside, w),
       field(j, "config_note", x.config_note, w), field(j, "loading", x.loading, w),
       field(j, "staging", x.staging, w), field(j, "holders", x.holders, w),
-      field(j, "holders_scan", x.holders_scan, w));
+      field(j, "holders_scan", x.holders_scan, w),
+      field(j, "reboot_needed_for", x.reboot_needed_for, w));
   return {};
 }
 
@@ -611,7 +640,7 @@ Status read_fields(const json& j, DiffReply& x, const std::string& w) {
 
 Status read_fields(const json& j, ApplyReply& x, const std::string& w) {
   LIVEFS_FIELDS(field(j, "dry_run", x.dry_run, w), field(j, "applied", x.applied, w),
-                field(j, "skipped_kernel", x.skipped_kernel, w),
+                field(j, "skipped_kernel", x.skipped_kernel, w), field(j, "kept", x.kept, w),
                 field(j, "generation", x.generation, w), field(j, "switch", x.switch_stats, w),
                 field(j, "holders", x.holders, w), field(j, "holders_scan", x.holders_scan, w));
   return {};
@@ -721,6 +750,8 @@ Result<Reply> parse_reply(const json& response) {
   template Result<T> parse_reply<T>(const json& response);
 LIVEFS_INSTANTIATE(SwitchStats)
 LIVEFS_INSTANTIATE(Change)
+LIVEFS_INSTANTIATE(KeptChange)
+LIVEFS_INSTANTIATE(RebootNeed)
 LIVEFS_INSTANTIATE(ConfigChange)
 LIVEFS_INSTANTIATE(PackageGroup)
 LIVEFS_INSTANTIATE(Holder)

@@ -105,8 +105,31 @@ struct SwitchStats {
 struct Change {
   std::string path;     // relative to the view
   std::string kind;     // store::change_name(): "added", "removed", "modified", ...
-  bool kernel = false;  // under a kernel path: never applied live
+  bool kernel = false;  // needs a reboot (reboot says why): never applied live
+  // Why it needs a reboot (overlay::reboot_reason), absent when it can go live.
+  std::optional<std::string> reboot;
   bool operator==(const Change&) const = default;
+};
+
+// A pending change `apply --all` left out because it needs a reboot. A path below one listed
+// with the same reason is not listed.
+struct KeptChange {
+  std::string path;
+  std::string kind;
+  std::string reason;  // "kernel: needs a reboot", "modules of the running kernel VER: ..."
+  bool operator==(const KeptChange&) const = default;
+};
+
+// Something a reboot into the staged deployment brings that the live view cannot (status).
+struct RebootNeed {
+  // "kernel", "kernel_modules", "kernel_arguments", "selinux_policy" or "processes"
+  std::string what;
+  std::string reason;  // for people
+  // The paths (relative to the view); kernel_arguments: the booted and the staged arguments;
+  // processes: "PID COMMAND" (and " (UNIT)").
+  std::vector<std::string> items;
+  bool restart = false;  // processes: restarting them is enough, no reboot
+  bool operator==(const RebootNeed&) const = default;
 };
 
 // A change of /etc between the deployments (shown, never applied).
@@ -236,6 +259,8 @@ struct StatusReply {
   std::optional<StagingNow> staging;  // null on the wire when no stage runs
   std::vector<Holder> holders;
   std::optional<HolderScan> holders_scan;  // absent until the journal is open
+  // "reboot still needed for": absent until the daemon is ready.
+  std::optional<std::vector<RebootNeed>> reboot_needed_for;
   bool operator==(const StatusReply&) const = default;
 };
 
@@ -252,7 +277,8 @@ struct DiffReply {
 struct ApplyReply {
   bool dry_run = false;
   std::vector<Change> applied;
-  std::vector<std::string> skipped_kernel;
+  std::vector<std::string> skipped_kernel;  // the paths of `kept`
+  std::optional<std::vector<KeptChange>> kept;
   // Absent in a dry run.
   std::optional<uint64_t> generation;
   std::optional<SwitchStats> switch_stats;  // "switch" on the wire
@@ -324,6 +350,8 @@ struct UmountReply {
 // to_json(x): the body of a reply (or a part) without "ok".
 nlohmann::json to_json(const SwitchStats& x);
 nlohmann::json to_json(const Change& x);
+nlohmann::json to_json(const KeptChange& x);
+nlohmann::json to_json(const RebootNeed& x);
 nlohmann::json to_json(const ConfigChange& x);
 nlohmann::json to_json(const PackageGroup& x);
 nlohmann::json to_json(const Holder& x);

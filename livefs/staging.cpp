@@ -65,6 +65,7 @@ Status Staging::resolve_origins() {
   }
   auto found = ostree::find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
   if (!found) return std::unexpected(with_context(found.error(), "sysroot"));
+  kernel_args_ = KernelArgs{found->booted_kernel_args, found->next_kernel_args};
   booted_origin_ = deployment_origin(found->booted, args_.subdir);
   if (auto st = require_dir(booted_origin_.dir, "booted deployment"); !st) return st;
   staged_origin_ = Origin{};
@@ -283,6 +284,11 @@ Sides Staging::sides_locked() const {
                *staged_tree_,  staged_version_, staged_diff_};
 }
 
+std::optional<Staging::KernelArgs> Staging::kernel_args() const {
+  std::lock_guard lock(mutex_);
+  return kernel_args_;
+}
+
 Outcome<Sides> Staging::ready() const {
   std::unique_lock lock(mutex_);
   loaded_cv_.wait(lock, [this] { return loaded_; });
@@ -401,6 +407,13 @@ void Staging::start_deployment_watch() {
 // On a watch loop's thread.
 void Staging::on_sysroot_change() {
   auto found = ostree::find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
+  if (found) {
+    // The next boot's arguments, even when nothing new is staged (a deployment of the same
+    // commit with other arguments). The booted ones stay as read at start: a booted spec that
+    // is an index may name another deployment by now.
+    std::lock_guard lock(mutex_);
+    if (kernel_args_) kernel_args_->next = found->next_kernel_args;
+  }
   if (!found || !found->pending) return;
   auto sides = ready();
   if (!sides) return;

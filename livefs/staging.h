@@ -116,6 +116,13 @@ class Staging {
   Result<std::vector<std::string>> package_files(const Sides& sides,
                                                  const std::vector<std::string>& names);
 
+  // The kernel arguments of the booted deployment and of the next boot's (read at start and
+  // at each change of the sysroot); nullopt outside a sysroot.
+  struct KernelArgs {
+    std::string booted, next;
+  };
+  std::optional<KernelArgs> kernel_args() const;
+
   // /etc of the two sides, when the view serves a part of the system (usr).
   std::vector<store::Change> etc_changes() const;
   std::string config_note() const;
@@ -168,6 +175,7 @@ class Staging {
   std::optional<store::Tree> booted_tree_, staged_tree_;
   std::string pending_at_stage_;
   std::string stage_error_;
+  std::optional<KernelArgs> kernel_args_;
   uint64_t staged_version_ = 0;  // counts set_staged_locked()
   // diff(booted, staged) of staged_version_; null until asked for.
   mutable std::shared_ptr<const std::vector<store::Change>> staged_diff_;

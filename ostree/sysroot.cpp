@@ -1,9 +1,73 @@
 // Deployments of a sysroot, the booted commit's manifest and staging of a commit.
 #include "ostree/sysroot.h"
 
+#include <ostree.h>
+
+#include <memory>
+#include <string_view>
+
 namespace livefs::ostree {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+struct Unref {
+  void operator()(gpointer p) const { g_object_unref(p); }
+};
+
+// The options of a deployment's bootloader entry without "ostree=PATH" (and the
+// "init=/ostree/PATH" set when there is no initramfs), which name the deployment itself (each
+// has its own), so that two deployments compare by what the operator set.
+std::string options_of(OstreeDeployment* d) {
+  OstreeBootconfigParser* config = ostree_deployment_get_bootconfig(d);
+  if (config == nullptr) return "";
+  const char* options = ostree_bootconfig_parser_get(config, "options");
+  if (options == nullptr) return "";
+  std::string out;
+  std::string_view rest = options;
+  while (!rest.empty()) {
+    size_t start = rest.find_first_not_of(' ');
+    if (start == std::string_view::npos) break;
+    size_t end = rest.find(' ', start);
+    std::string_view word = rest.substr(start, end == std::string_view::npos ? end : end - start);
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end);
+    if (word.starts_with("ostree=") || word.starts_with("init=/ostree/")) continue;
+    if (!out.empty()) out += ' ';
+    out += word;
+  }
+  return out;
+}
+
+// The kernel arguments of `booted` (found by OS, commit and serial) and of the next boot's
+// deployment. The sysroot is loaded again: list_deployments keeps no libostree object.
+Status read_kernel_args(const fs::path& sysroot_path, const Deployment& booted,
+                        SysrootDeployments& out) {
+  std::unique_ptr<GFile, Unref> file(g_file_new_for_path(sysroot_path.c_str()));
+  std::unique_ptr<OstreeSysroot, Unref> sysroot(ostree_sysroot_new(file.get()));
+  GError* error = nullptr;
+  if (!ostree_sysroot_load(sysroot.get(), nullptr, &error)) {
+    std::string message = error != nullptr ? error->message : "unknown error";
+    g_clear_error(&error);
+    return fail(EIO, "ostree: load sysroot " + sysroot_path.string() + ": " + message);
+  }
+  GPtrArray* all = ostree_sysroot_get_deployments(sysroot.get());
+  OstreeDeployment* next = ostree_sysroot_get_staged_deployment(sysroot.get());
+  if (next == nullptr && all->len > 0) next = static_cast<OstreeDeployment*>(all->pdata[0]);
+  for (guint i = 0; i < all->len; ++i) {
+    auto* d = static_cast<OstreeDeployment*>(all->pdata[i]);
+    if (booted.osname == ostree_deployment_get_osname(d) &&
+        booted.checksum == ostree_deployment_get_csum(d) &&
+        booted.deployserial == ostree_deployment_get_deployserial(d)) {
+      out.booted_kernel_args = options_of(d);
+    }
+  }
+  out.next_kernel_args = next != nullptr ? options_of(next) : out.booted_kernel_args;
+  g_ptr_array_unref(all);
+  return {};
+}
+
+}  // namespace
 
 Result<SysrootDeployments> find_deployments(const fs::path& sysroot, const std::string& os,
                                             const std::optional<std::string>& booted_spec) {
@@ -25,6 +89,7 @@ Result<SysrootDeployments> find_deployments(const fs::path& sysroot, const std::
       }
     }
   }
+  if (auto st = read_kernel_args(sysroot, *booted, out); !st) return std::unexpected(st.error());
   return out;
 }
 

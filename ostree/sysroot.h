@@ -20,6 +20,12 @@ namespace livefs::ostree {
 struct SysrootDeployments {
   Deployment booted;
   std::optional<Deployment> pending;
+  // The kernel arguments (the bootloader entry's "options") of the booted deployment and of
+  // the one the next boot would use (the staged one, else the first), whatever its commit:
+  // `ostree admin deploy --karg=...` of the booted commit changes only these. "" when a
+  // deployment has none.
+  std::string booted_kernel_args = {};
+  std::string next_kernel_args = {};
 };
 Result<SysrootDeployments> find_deployments(const std::filesystem::path& sysroot,
                                             const std::string& os,

@@ -4,6 +4,7 @@
 #include <fnmatch.h>
 
 #include <algorithm>
+#include <array>
 #include <map>
 #include <set>
 #include <unordered_map>
@@ -58,6 +59,53 @@ std::string join_paths(const std::vector<std::string>& paths, size_t max = 20) {
   if (paths.size() > max) out += ", ... (" + std::to_string(paths.size() - max) + " more)";
   return out;
 }
+
+// The modules directories of a kernel version, relative to a served root of / or /usr.
+std::array<std::string, 2> modules_dirs(const std::string& version) {
+  return {"lib/modules/" + version, "usr/lib/modules/" + version};
+}
+
+bool at_or_below(std::string_view path, std::string_view dir) {
+  return path == dir ||
+         (path.size() > dir.size() && path.starts_with(dir) && path[dir.size()] == '/');
+}
+
+// Paths with a reason each, in path order, grouped by reason (in order of first appearance),
+// a path below one already listed left out (the image in a removed modules directory).
+class ReasonGroups {
+ public:
+  void add(const std::string& path, const std::string& reason) {
+    auto it = std::find_if(groups_.begin(), groups_.end(),
+                           [&](const auto& g) { return g.first == reason; });
+    if (it == groups_.end()) it = groups_.insert(groups_.end(), {reason, {}});
+    for (auto a : ancestors(path)) {
+      if (!a.empty() && listed_.contains(std::string(a))) return;
+    }
+    listed_.insert(path);
+    it->second.push_back(path);
+  }
+  bool empty() const { return groups_.empty(); }
+  bool listed(const std::string& path) const { return listed_.contains(path); }
+  const std::vector<std::pair<std::string, std::vector<std::string>>>& groups() const {
+    return groups_;
+  }
+  // "REASON: PATH, PATH; REASON: PATH", with a kernel image's reason worded as a refusal.
+  std::string describe() const {
+    std::string out;
+    for (const auto& [reason, paths] : groups_) {
+      if (!out.empty()) out += "; ";
+      out += (reason == kKernelReason ? std::string("kernel update: needs a reboot") : reason) +
+             ": " + join_paths(paths);
+    }
+    return out;
+  }
+
+  static constexpr std::string_view kKernelReason = "kernel: needs a reboot";
+
+ private:
+  std::vector<std::pair<std::string, std::vector<std::string>>> groups_;
+  std::set<std::string> listed_;
+};
 
 }  // namespace
 
@@ -140,6 +188,80 @@ bool is_kernel_path(std::string_view path) {
   return name.starts_with("initramfs");
 }
 
+std::vector<std::string> booted_kernel_versions(const store::Tree& booted) {
+  std::vector<std::string> out;
+  for (const char* modules : {"lib/modules", "usr/lib/modules"}) {
+    auto dir = booted.find(modules);
+    if (!dir || dir->type() != EntryType::dir) continue;
+    for (const auto& version : booted.children(dir->index())) {
+      if (version.type() != EntryType::dir) continue;
+      auto image = booted.child(version.index(), "vmlinuz");
+      if (!image || image->type() != EntryType::file) continue;
+      std::string name(version.name());
+      if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(std::move(name));
+    }
+  }
+  return out;
+}
+
+std::string reboot_reason(const store::Tree& booted, const Change& c,
+                          const std::vector<std::string>& running_kernels) {
+  if (is_kernel_path(c.path)) return std::string(ReasonGroups::kKernelReason);
+  for (const std::string& version : running_kernels) {
+    if (version.empty() || version.find('/') != std::string::npos) continue;
+    for (const std::string& dir : modules_dirs(version)) {
+      bool kept = at_or_below(c.path, dir);
+      // Removing (or replacing) an ancestor takes the directory with it.
+      if (!kept && (c.kind == ChangeKind::removed || c.kind == ChangeKind::type_changed) &&
+          !c.path.empty() && at_or_below(dir, c.path)) {
+        auto b = booted.find(dir);
+        kept = b && b->type() == EntryType::dir;
+      }
+      if (kept) return "modules of the running kernel " + version + ": needs a reboot";
+    }
+  }
+  return "";
+}
+
+bool is_selinux_policy_path(std::string_view path) {
+  if (path.starts_with("usr/")) path.remove_prefix(4);
+  constexpr std::string_view kSelinux = "etc/selinux/";
+  if (!path.starts_with(kSelinux)) return false;
+  path.remove_prefix(kSelinux.size());
+  size_t slash = path.find('/');
+  if (slash == 0 || slash == std::string_view::npos) return false;
+  return at_or_below(path.substr(slash + 1), "policy");
+}
+
+std::vector<RebootNeed> reboot_needs(const store::Tree& booted,
+                                     const std::vector<Change>& staged_diff,
+                                     const std::vector<std::string>& running_kernels) {
+  ReasonGroups kernel, policy;
+  for (const Change& c : staged_diff) {
+    if (std::string reason = reboot_reason(booted, c, running_kernels); !reason.empty()) {
+      kernel.add(c.path, reason);
+    } else if (is_selinux_policy_path(c.path)) {
+      policy.add(c.path, "");
+    }
+  }
+  std::vector<RebootNeed> out;
+  // The kernel first, then the modules of each running kernel.
+  for (const auto& [reason, paths] : kernel.groups()) {
+    if (reason == ReasonGroups::kKernelReason)
+      out.push_back({"kernel", "the staged kernel or initramfs boots only with a reboot", paths});
+  }
+  for (const auto& [reason, paths] : kernel.groups()) {
+    if (reason == ReasonGroups::kKernelReason) continue;
+    // "modules of the running kernel VER: needs a reboot" without its tail.
+    std::string what = reason.substr(0, reason.rfind(": needs a reboot"));
+    out.push_back({"kernel_modules", what + " stay as booted until the reboot", paths});
+  }
+  for (const auto& [reason, paths] : policy.groups()) {
+    out.push_back({"selinux_policy", "the SELinux policy is loaded at boot", paths});
+  }
+  return out;
+}
+
 Result<Selection> select_changes(const SelectionInput& in, const std::vector<std::string>& patterns,
                                  const SelectOptions& options) {
   std::vector<Change> pending = pending_changes(in);
@@ -151,12 +273,18 @@ Result<Selection> select_changes(const SelectionInput& in, const std::vector<std
   if (!options.all && patterns.empty()) {
     return fail(EINVAL, "nothing selected: name paths or globs, or --all");
   }
+  ReasonGroups kept_all;
   if (options.all) {
     for (size_t i = 0; i < pending.size(); ++i) {
-      if (is_kernel_path(pending[i].path)) {
-        result.skipped_kernel.push_back(pending[i].path);
-      } else {
+      std::string reason = reboot_reason(in.booted, pending[i], options.running_kernels);
+      if (reason.empty()) {
         chosen.insert(i);
+        continue;
+      }
+      kept_all.add(pending[i].path, reason);
+      if (kept_all.listed(pending[i].path)) {
+        result.kept.push_back({pending[i].path, pending[i].kind, reason});
+        result.skipped_kernel.push_back(pending[i].path);
       }
     }
   }
@@ -175,6 +303,9 @@ Result<Selection> select_changes(const SelectionInput& in, const std::vector<std
     }
     if (!matched) return fail(EINVAL, "selection matches no pending change: " + raw);
   }
+  if (chosen.empty() && !kept_all.empty()) {
+    return fail(EPERM, "every pending change needs a reboot: " + kept_all.describe());
+  }
   if (chosen.empty()) return fail(EINVAL, "selection matches no pending change");
 
   // A change below a directory that is itself new (or replaced a non-directory) cannot
@@ -189,18 +320,18 @@ Result<Selection> select_changes(const SelectionInput& in, const std::vector<std
     }
   }
 
-  std::vector<std::string> kernel, replaced;
+  ReasonGroups kept;
+  std::vector<std::string> replaced;
   for (size_t i : chosen) {
-    if (is_kernel_path(pending[i].path)) kernel.push_back(pending[i].path);
+    std::string reason = reboot_reason(in.booted, pending[i], options.running_kernels);
+    if (!reason.empty()) kept.add(pending[i].path, reason);
     // A directory's new attributes (its mtime moves with every name added) replace no
     // content: no consent needed, as for additions.
     bool dir_metadata = pending[i].kind == ChangeKind::metadata && pending[i].new_index &&
                         in.staged.entry(*pending[i].new_index).type() == EntryType::dir;
     if (pending[i].kind != ChangeKind::added && !dir_metadata) replaced.push_back(pending[i].path);
   }
-  if (!kernel.empty()) {
-    return fail(EPERM, "kernel update: needs a reboot: " + join_paths(kernel));
-  }
+  if (!kept.empty()) return fail(EPERM, kept.describe());
   if (!replaced.empty() && !options.allow_replace) {
     return fail(
         EPERM, "replacing or removing booted files needs --allow-replace: " + join_paths(replaced));

@@ -1,6 +1,6 @@
-// find_stale_holders with real processes on real files: an executable, an open descriptor and
-// a mapping of files that are then replaced (rename over) or removed; the maps parser on a
-// made-up /proc; unit_from_cgroup on v2 and v1 contents.
+// find_holders with real processes on real files: an executable, an open descriptor and a
+// mapping of files that are then replaced (rename over); the /proc parsers on a made-up /proc;
+// unit_from_cgroup on v2 and v1 contents.
 #include "host/holders.h"
 
 #include <fcntl.h>
@@ -162,9 +162,10 @@ std::vector<std::string> hows(const std::vector<Holder>& hs) {
   return out;
 }
 
-class StaleHoldersTest : public ::testing::Test {
+// Files in a temporary directory and three processes holding them.
+class FindHoldersTest : public ::testing::Test {
  protected:
-  StaleHoldersTest() : tmp_("livefs-holders") {
+  FindHoldersTest() : tmp_("livefs-holders") {
     fs::create_directories(tmp_ / "bin");
     fs::copy_file("/bin/sleep", tmp_ / "bin/sleep");
     fs::permissions(tmp_ / "bin/sleep", fs::perms(0755));
@@ -182,161 +183,8 @@ class StaleHoldersTest : public ::testing::Test {
     mapper_ = std::make_unique<Child>(spawn_mapper(tmp_ / "lib/libdata.so"));
   }
 
-  std::vector<Holder> find(const std::vector<std::string>& paths) {
-    auto found = find_stale_holders(tmp_.path(), paths);
-    EXPECT_TRUE(found.has_value()) << found.error().message();
-    return found.value_or(std::vector<Holder>{});
-  }
-
-  const std::vector<std::string> all_ = {"bin/sleep", "data", "lib/libdata.so", "unused"};
-  TempDir tmp_;
-  // Declared after tmp_: killed before the directory goes.
-  std::unique_ptr<Child> runner_;
-  std::unique_ptr<Child> opener_;
-  std::unique_ptr<Child> mapper_;
-};
-
-TEST_F(StaleHoldersTest, NothingWhileTheHeldFilesAreCurrent) {
-  start_holders();
-  EXPECT_EQ(hows(find(all_)), std::vector<std::string>{});
-}
-
-TEST_F(StaleHoldersTest, ReplacedFilesAreReportedWithTheirHolders) {
-  start_holders();
-  replace(tmp_ / "bin/sleep", "/bin/sleep");
-  replace(tmp_ / "data", tmp_ / "new-content");
-  replace(tmp_ / "lib/libdata.so", tmp_ / "new-content");
-  replace(tmp_ / "unused", tmp_ / "new-content");
-
-  std::vector<Holder> found = find(all_);
-  std::string expected_unit = unit_from_cgroup(read_file("/proc/self/cgroup"));
-
-  std::vector<Holder> runner = holders_of(found, runner_->pid());
-  ASSERT_EQ(hows(runner), std::vector<std::string>{"bin/sleep: exe"});
-  EXPECT_EQ(runner[0].command, "sleep");
-  EXPECT_EQ(runner[0].unit, expected_unit);
-
-  std::vector<Holder> opener = holders_of(found, opener_->pid());
-  ASSERT_EQ(hows(opener), std::vector<std::string>{"data: fd 3"});
-  EXPECT_EQ(opener[0].command, "sleep");
-
-  std::vector<Holder> mapper = holders_of(found, mapper_->pid());
-  ASSERT_EQ(hows(mapper), std::vector<std::string>{"lib/libdata.so: mapped"});
-  EXPECT_EQ(mapper[0].command, read_file("/proc/self/comm").substr(0, mapper[0].command.size()));
-
-  // Nobody else holds these temporary files, and "unused" was never held.
-  EXPECT_EQ(found.size(), 3u) << ::testing::PrintToString(hows(found));
-}
-
-TEST_F(StaleHoldersTest, AFileNeverHeldGivesNothing) {
-  start_holders();
-  replace(tmp_ / "unused", tmp_ / "new-content");
-  EXPECT_EQ(hows(find({"unused"})), std::vector<std::string>{});
-}
-
-TEST_F(StaleHoldersTest, RemovedFilesStillHeldAreReported) {
-  start_holders();
-  fs::remove(tmp_ / "bin/sleep");
-  fs::remove(tmp_ / "data");
-  fs::remove_all(tmp_ / "lib");
-
-  std::vector<Holder> found = find(all_);
-  EXPECT_EQ(hows(holders_of(found, runner_->pid())), std::vector<std::string>{"bin/sleep: exe"});
-  EXPECT_EQ(hows(holders_of(found, opener_->pid())), std::vector<std::string>{"data: fd 3"});
-  EXPECT_EQ(hows(holders_of(found, mapper_->pid())),
-            std::vector<std::string>{"lib/libdata.so: mapped"});
-}
-
-TEST_F(StaleHoldersTest, AProcessHoldingTheNewVersionIsNotReported) {
-  start_holders();
-  replace(tmp_ / "data", tmp_ / "new-content");
-  Child current(spawn("/bin/sleep", {"sleep", "60"}, tmp_ / "data"));
-
-  std::vector<Holder> found = find({"data"});
-  EXPECT_EQ(hows(holders_of(found, opener_->pid())), std::vector<std::string>{"data: fd 3"});
-  EXPECT_EQ(hows(holders_of(found, current.pid())), std::vector<std::string>{});
-}
-
-TEST_F(StaleHoldersTest, RootIsTakenInItsNormalFormAndPathsAsGiven) {
-  start_holders();
-  replace(tmp_ / "data", tmp_ / "new-content");
-  auto found = find_stale_holders(tmp_.path().string() + "/bin/.././", {"./data"});
-  ASSERT_TRUE(found.has_value()) << found.error().message();
-  std::vector<Holder> opener = holders_of(*found, opener_->pid());
-  ASSERT_EQ(opener.size(), 1u);
-  EXPECT_EQ(opener[0].path, "./data");
-  EXPECT_EQ(opener[0].how, "fd 3");
-}
-
-// A made-up /proc: the maps columns, spaces in names, " (deleted)", several mappings of one
-// file collapsing into one, a mapping of the current file not reported, and a process whose
-// exe and fd entries are missing (as when access is denied) skipped without error.
-TEST(StaleHoldersFakeProcTest, MapsLinesAreParsedAndDeduplicated) {
-  TempDir tmp("livefs-holders");
-  fs::path root = tmp / "root";
-  write_file(root / "lib/a b.so", "new\n");
-  write_file(root / "lib/current.so", "current\n");
-  struct stat st;
-  ASSERT_EQ(::stat((root / "lib/current.so").c_str(), &st), 0);
-  char dev_buf[32];
-  std::snprintf(dev_buf, sizeof dev_buf, "%02x:%02x", major(st.st_dev), minor(st.st_dev));
-  std::string dev = dev_buf;
-  std::string r = fs::canonical(root).string();
-
-  pid_t pid = ::getpid() == 4242 ? 4243 : 4242;
-  fs::path p = tmp / "proc" / std::to_string(pid);
-  write_file(p / "comm", "fake daemon\n");
-  write_file(p / "cgroup",
-             "1:name=systemd:/system.slice/other.service\n0::/system.slice/fake.service\n");
-  // Columns as the kernel pads them; the path is whatever follows.
-  auto line = [&](std::string range, std::string perms, std::string id, std::string path) {
-    std::string l = range + " " + perms + " 00000000 " + id;
-    l.resize(std::max<size_t>(l.size() + 1, 73), ' ');
-    return l + path + "\n";
-  };
-  std::string ino = std::to_string(st.st_ino);
-  write_file(
-      p / "maps",
-      line("55d0c0000000-55d0c0001000", "r--p", dev + " 17", r + "/lib/a b.so (deleted)") +
-          line("55d0c0001000-55d0c0002000", "r-xp", dev + " 17", r + "/lib/a b.so (deleted)") +
-          line("55d0c0003000-55d0c0004000", "rw-p", "00:00 0", "[heap]") +
-          line("7f0000000000-7f0000001000", "r--p", dev + " " + ino, r + "/lib/current.so") +
-          line("7f0000002000-7f0000003000", "r--p", dev + " 99", r + "/lib/gone.so (deleted)") +
-          line("7f0000004000-7f0000005000", "rw-p", "00:00 0", "") +
-          line("7ffd00000000-7ffd00001000", "rw-p", "00:00 0", "[stack]"));
-  // Another process with nothing but unreadable entries.
-  fs::create_directories(tmp / "proc" / "4244");
-  fs::create_directories(tmp / "proc" / "self");
-
-  auto found =
-      find_stale_holders(root, {"lib/a b.so", "lib/current.so", "lib/gone.so"}, tmp / "proc");
-  ASSERT_TRUE(found.has_value()) << found.error().message();
-  std::vector<Holder> expected = {
-      {.pid = pid,
-       .command = "fake daemon",
-       .path = "lib/a b.so",
-       .how = "mapped",
-       .unit = "fake.service"},
-      {.pid = pid,
-       .command = "fake daemon",
-       .path = "lib/gone.so",
-       .how = "mapped",
-       .unit = "fake.service"},
-  };
-  EXPECT_EQ(*found, expected);
-}
-
-TEST(StaleHoldersFakeProcTest, AMissingProcIsAnError) {
-  TempDir tmp("livefs-holders");
-  auto found = find_stale_holders(tmp.path(), {"x"}, tmp / "no-proc");
-  ASSERT_FALSE(found.has_value());
-  EXPECT_EQ(found.error().code, ENOENT);
-}
-
-// find_holders: the same holders found by (device, inode) of the old versions, taken before
-// the files were replaced; nothing is looked up by path.
-class FindHoldersTest : public StaleHoldersTest {
- protected:
+  // The holders are found by (device, inode) of the old versions, taken before the files
+  // were replaced; nothing is looked up by path.
   HeldFile id_of(const std::string& path) {
     struct stat st;
     EXPECT_EQ(::stat((tmp_ / path).c_str(), &st), 0) << path;
@@ -348,6 +196,12 @@ class FindHoldersTest : public StaleHoldersTest {
     EXPECT_TRUE(found.has_value()) << found.error().message();
     return found.value_or(std::vector<Holder>{});
   }
+
+  TempDir tmp_;
+  // Declared after tmp_: killed before the directory goes.
+  std::unique_ptr<Child> runner_;
+  std::unique_ptr<Child> opener_;
+  std::unique_ptr<Child> mapper_;
 };
 
 TEST_F(FindHoldersTest, OldVersionsAreFoundByDeviceAndInode) {
