@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -333,6 +334,7 @@ class Daemon {
     auto g = overlay::Generations::open(store_, std::move(*empty), options);
     if (!g) return std::unexpected(g.error());
     generations_ = std::move(*g);
+    recover_etc(booted);
     hotfix_ = std::make_unique<HotfixService>(
         store_, *generations_, args_.state,
         [this](const std::string& given) { return view_path(given); });
@@ -371,7 +373,6 @@ class Daemon {
         return;
       }
       connect_generations();
-      recover_etc(sides->booted_tree);
       if (generations_->live_generation() != 0 || generations_->hotfix_layer()) {
         if (auto st = generations_->publish_live(); !st)
           log()->error("serving the journalled generation: {}", st.error().message());
@@ -698,6 +699,7 @@ class Daemon {
     if (etc_only && !etc_plan->changes()) return out;  // nothing to merge: no generation
     auto t1 = Clock::now();
     overlay::Generations::BeforeCommit merge_before;
+    fs::path merged_undo;
     if (merge_etc) {
       // The plan again, under the generations' lock: /etc as it is now.
       merge_before = [&](uint64_t generation) -> Status {
@@ -707,13 +709,26 @@ class Daemon {
             etc::plan(etc_sides->booted_default, etc_sides->staged_default, etc_sides->live);
         if (!planned) return std::unexpected(planned.error());
         etc_plan = std::move(*planned);
-        return etc::merge(*etc_plan, etc_sides->staged_default, etc_sides->live,
-                          *root / std::to_string(generation),
-                          staging_->booted_identity(sides->booted_tree));
+        auto merged = etc::merge(*etc_plan, etc_sides->staged_default, etc_sides->live,
+                                 *root / std::to_string(generation),
+                                 staging_->booted_identity(sides->booted_tree));
+        if (merged) merged_undo = *root / std::to_string(generation);
+        return merged;
       };
     }
     auto changed = generations_->apply(selection->layer, paths, merge_before);
-    if (!changed) return error_response(changed.error());
+    if (!changed) {
+      // Merged, but its generation was not journalled: /etc goes back now (else at the
+      // next start).
+      auto numbers = generations_->stack_numbers();
+      if (!merged_undo.empty() &&
+          std::find(numbers.begin(), numbers.end(),
+                    std::strtoull(merged_undo.filename().c_str(), nullptr, 10)) == numbers.end()) {
+        if (auto st = etc::undo(merged_undo); !st)
+          log()->error("etc undo after a failed apply: {}", st.error().message());
+      }
+      return error_response(changed.error());
+    }
     if (etc_plan) out["etc"] = protocol::to_json(etc_merge_reply(*etc_plan));
     auto ms = [](Clock::time_point a, Clock::time_point b) {
       return std::chrono::duration<double, std::milli>(b - a).count();

@@ -713,9 +713,16 @@ Result<std::vector<uint64_t>> recover(const fs::path& root,
     if (names.error().code == ENOENT) return undone;
     return std::unexpected(names.error());
   }
+  // The highest generation first: each merge was made over the ones below it.
+  std::vector<std::pair<uint64_t, std::string>> found;
   for (const auto& name : *names) {
-    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    uint64_t generation = std::strtoull(name.c_str(), nullptr, 10);
+    if (name.empty() || name.size() > 19 ||
+        name.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    found.emplace_back(std::strtoull(name.c_str(), nullptr, 10), name);
+  }
+  std::sort(found.rbegin(), found.rend());
+  for (const auto& [generation, name] : found) {
     fs::path dir = root / name;
     auto manifest = read_manifest(dir);
     if (!manifest) return std::unexpected(manifest.error());

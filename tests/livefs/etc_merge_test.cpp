@@ -221,6 +221,30 @@ TEST(EtcMerge, RecoveryFinishesAnUndoCutShort) {
   EXPECT_EQ(snapshot(w.l), before);
 }
 
+TEST(EtcMerge, RecoveryUndoesStackedMergesHighestFirst) {
+  Sides w;
+  auto before = snapshot(w.l);
+  fs::path root = w.tmp / "etc-undo";
+  fs::create_directories(root);
+  auto p1 = plan(w.b, w.s, w.l);
+  ASSERT_TRUE(p1);
+  ASSERT_TRUE(merge(*p1, w.s, w.l, root / "1", "tag"));
+  // A later deployment changes a default again; merged over the first merge.
+  fs::path s2 = w.tmp / "staged2";
+  fs::copy(w.s, s2, fs::copy_options::recursive | fs::copy_options::copy_symlinks);
+  write_file(s2 / "updated.conf", "v3\n");
+  write_file(s2 / "newer.conf", "newer\n");
+  auto p2 = plan(w.s, s2, w.l);
+  ASSERT_TRUE(p2);
+  ASSERT_TRUE(p2->changes());
+  ASSERT_TRUE(merge(*p2, s2, w.l, root / "2", "tag"));
+  EXPECT_EQ(testing::read_file(w.l / "updated.conf"), "v3\n");
+  auto undone = recover(root, {0}, "tag");
+  ASSERT_TRUE(undone) << undone.error().message();
+  EXPECT_EQ(*undone, (std::vector<uint64_t>{2, 1}));
+  EXPECT_EQ(snapshot(w.l), before);
+}
+
 TEST(EtcMerge, AnUndoWithoutManifestTouchedNothingAndAnotherTreesIsSetAside) {
   Sides w;
   auto before = snapshot(w.l);
