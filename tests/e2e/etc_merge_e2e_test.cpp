@@ -261,8 +261,10 @@ TEST(EtcMergeLive, AMergeWhoseGenerationWasNeverJournalledIsUndoneAtStart) {
   EtcMount m;
   Ran mounted = m.mount(s);
   ASSERT_EQ(mounted.status, 0) << mounted.out;
-  json merged = m.cmd_json("apply", "--etc");
+  // With a selection: the layer and /etc in one generation.
+  json merged = m.cmd_json("apply", "--etc --all --allow-replace");
   ASSERT_EQ(merged["generation"], 1) << merged.dump(2);
+  EXPECT_EQ(read_file(m.mnt / "bin/tool"), "tool 2\n");
   ASSERT_NE(snapshot(live), before);
   m.kill_daemon();
 
@@ -285,6 +287,7 @@ TEST(EtcMergeLive, AMergeWhoseGenerationWasNeverJournalledIsUndoneAtStart) {
     return r.status == 0 && !j.is_discarded() && j["loading"].is_null();
   }));
   EXPECT_EQ(m.cmd_json("status")["live_generation"], 0);
+  EXPECT_EQ(read_file(m.mnt / "bin/tool"), "tool 1\n");
   EXPECT_EQ(snapshot(live), before);
   EXPECT_FALSE(present(m.state / "etc-undo/1"));
 }
