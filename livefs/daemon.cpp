@@ -654,7 +654,8 @@ class Daemon {
     std::optional<EtcTrees> etc_sides;
     std::optional<etc::Plan> etc_plan;
     if (merge_etc) {
-      auto trees = etc_trees(sides->booted, sides->staged);
+      auto trees = etc_trees(sides->booted, sides->staged, args_.state,
+                             args_.sysroot ? *args_.sysroot / "ostree/repo" : fs::path());
       if (!trees) return refusal(trees.error());
       etc_sides = *trees;
       auto planned = etc::plan(trees->booted_default, trees->staged_default, trees->live);

@@ -20,8 +20,11 @@ struct EtcTrees {
 };
 
 // The three trees of the merge; a clear refusal when a side has none (a plain root without
-// usr/etc, a staged commit without a checkout, nothing staged, a view of the whole tree).
-Result<EtcTrees> etc_trees(const Origin& booted, const Origin& staged);
+// usr/etc, nothing staged, a view of the whole tree). A staged commit with no deployment
+// has its usr/etc checked out of `repo` (the sysroot's repository) once, to
+// STATE/etc-staged/CHECKSUM (the checkout of an earlier commit is dropped).
+Result<EtcTrees> etc_trees(const Origin& booted, const Origin& staged,
+                           const std::filesystem::path& state, const std::filesystem::path& repo);
 
 // Where the undo of generation N's merge is kept: STATE/etc-undo/N (0700, like the state
 // directory); created when missing.

@@ -292,6 +292,35 @@ TEST(EtcMergeLive, AMergeWhoseGenerationWasNeverJournalledIsUndoneAtStart) {
   EXPECT_FALSE(present(m.state / "etc-undo/1"));
 }
 
+TEST(EtcMergeLive, AStagedCommitWithoutDeploymentIsMergedFromItsCommit) {
+  EtcSysroot s;
+  // A commit that is never deployed: its usr/etc exists only in the repository.
+  make_tree_b(*s.dir / "tree-c");
+  write_file(*s.dir / "tree-c/usr/etc/changed.conf", "changed = c\n");
+  write_file(*s.dir / "tree-c/usr/etc/from-commit.conf", "commit only\n");
+  std::string commit_c = s.commit("tree-c", "3.0");
+  fs::path live = s.deployment(s.commit_a) / "etc";
+  auto before = snapshot(live);
+  EtcMount m;
+  Ran mounted = m.mount(s);
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+  json staged = m.cmd_json("stage", "--commit " + commit_c);
+  ASSERT_EQ(m.cmd_json("status")["staged_origin"]["kind"], "commit") << staged.dump(2);
+
+  json merged = m.cmd_json("apply", "--etc");
+  ASSERT_EQ(merged["generation"], 1) << merged.dump(2);
+  EXPECT_EQ(read_file(live / "changed.conf"), "changed = c\n");
+  EXPECT_EQ(read_file(live / "from-commit.conf"), "commit only\n");
+  EXPECT_FALSE(present(live / "removed.conf"));
+  struct stat st {};
+  ASSERT_EQ(::stat((m.state / "etc-staged").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+
+  json back = m.cmd_json("reset");
+  EXPECT_EQ(back["etc_restored"], json({1})) << back.dump(2);
+  EXPECT_EQ(snapshot(live), before);
+}
+
 TEST(EtcMergeLive, ARootWithoutDefaultConfigurationIsRefused) {
   TempDir dir("livefs-etc-plain");
   // A plain root's /usr (with a package database beside it, so the view serves its usr).
