@@ -2,13 +2,18 @@
 // merge or undo cut short.
 #include "livefs/etc_merge.h"
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <fstream>
 #include <map>
+#include <thread>
 
 #include "support/temp_dir.h"
 
@@ -281,6 +286,77 @@ TEST(EtcMerge, AFailedStepUndoesTheStepsBefore) {
   EXPECT_NE(st.error().message().find("newlink"), std::string::npos) << st.error().message();
   EXPECT_EQ(snapshot(w.l), before);
   EXPECT_FALSE(fs::exists(w.undo));
+}
+
+// Polls `done` (a condition on the file system another process changes).
+template <class F>
+bool wait_for(F&& done) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < until) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  return done();
+}
+
+// Runs `fn` in a child process and SIGKILLs it once `started` holds (or it has ended).
+template <class Fn, class Started>
+void kill_during(Fn&& fn, Started&& started) {
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) _exit(fn() ? 0 : 1);
+  int status = 0;
+  EXPECT_TRUE(wait_for([&] { return started() || ::waitpid(pid, &status, WNOHANG) == pid; }));
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, &status, 0);
+}
+
+size_t count_content(const fs::path& dir, size_t files, const std::string& prefix) {
+  size_t n = 0;
+  for (size_t i = 0; i < files; ++i) {
+    std::string text;
+    std::ifstream in(dir / ("f" + std::to_string(i)));
+    std::getline(in, text);
+    n += text.starts_with(prefix);
+  }
+  return n;
+}
+
+TEST(EtcMerge, AProcessKilledMidMergeOrMidUndoIsRecoveredToTheOriginal) {
+  TempDir tmp("livefs-etc-kill");
+  fs::path b = tmp / "booted", s = tmp / "staged", l = tmp / "live", root = tmp / "etc-undo";
+  constexpr size_t kFiles = 120;
+  for (size_t i = 0; i < kFiles; ++i) {
+    std::string name = "f" + std::to_string(i);
+    write_file(b / name, "old " + name + "\n");
+    write_file(s / name, "new " + name + "\n", 0600);
+    write_file(l / name, "old " + name + "\n");
+  }
+  write_file(s / "added/one", "added\n");
+  fs::create_directories(root);
+  auto before = snapshot(l);
+  auto p = plan(b, s, l);
+  ASSERT_TRUE(p);
+  ASSERT_EQ(p->count(ActionKind::update), kFiles);
+
+  // Killed once the merge has begun to change /etc.
+  kill_during([&] { return bool(merge(*p, s, l, root / "1", "tag")); },
+              [&] { return count_content(l, kFiles, "new") > 0; });
+  size_t merged = count_content(l, kFiles, "new");
+  RecordProperty("merged_before_kill", std::to_string(merged));
+  auto undone = recover(root, {0}, "tag");
+  ASSERT_TRUE(undone) << undone.error().message();
+  EXPECT_EQ(snapshot(l), before) << merged << " files were merged when it was killed";
+
+  // A whole merge, then its undo killed once it has begun to restore.
+  ASSERT_TRUE(merge(*p, s, l, root / "2", "tag"));
+  ASSERT_EQ(count_content(l, kFiles, "new"), kFiles);
+  kill_during([&] { return bool(undo(root / "2")); },
+              [&] { return count_content(l, kFiles, "old") > 0; });
+  undone = recover(root, {0}, "tag");
+  ASSERT_TRUE(undone) << undone.error().message();
+  EXPECT_EQ(snapshot(l), before);
+  EXPECT_TRUE(fs::is_empty(root));
 }
 
 TEST(EtcMerge, MissingDefaultsAreAClearError) {
