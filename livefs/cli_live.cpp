@@ -220,12 +220,19 @@ int live_diff(const fs::path& state, bool as_json, bool by_package) {
   }
   const auto& config = r->config_changes;
   if (!config.empty()) {
-    std::printf("configuration: %zu change%s in /etc between the deployments (not applied: %s)\n",
-                config.size(), config.size() == 1 ? "" : "s",
-                "merge them yourself or reboot into the new deployment");
+    std::printf("configuration: %zu change%s in /etc between the deployments (%s)\n", config.size(),
+                config.size() == 1 ? "" : "s", "`livefs apply --etc` merges them");
     for (const auto& c : config) std::printf("  %-12s /%s\n", c.kind.c_str(), c.path.c_str());
   }
   return kExitOk;
+}
+
+void print_etc_merge(const proto::EtcMerge& m) {
+  for (const auto& p : m.updated) std::printf("  %-12s /%s\n", "etc updated", p.c_str());
+  for (const auto& p : m.added) std::printf("  %-12s /%s\n", "etc added", p.c_str());
+  for (const auto& p : m.removed) std::printf("  %-12s /%s\n", "etc removed", p.c_str());
+  for (const auto& c : m.conflicts)
+    std::printf("  %-12s /%s  (kept: %s)\n", "etc conflict", c.path.c_str(), c.reason.c_str());
 }
 
 }  // namespace
@@ -275,7 +282,7 @@ void register_live_commands(CLI::App& app, int& status) {
       std::string state;
       std::vector<std::string> patterns;
       std::vector<std::string> packages;
-      bool all = false, allow_replace = false, dry_run = false, json = false;
+      bool all = false, allow_replace = false, dry_run = false, json = false, etc = false;
     };
     auto a = std::make_shared<ApplyArgs>();
     auto* cmd = app.add_subcommand("apply", "Make selected staged changes live");
@@ -286,6 +293,9 @@ void register_live_commands(CLI::App& app, int& status) {
                     "Select what the package owns in the staged tree (repeatable)");
     cmd->add_flag("--allow-replace", a->allow_replace, "Allow replacing or removing booted files");
     cmd->add_flag("--dry-run", a->dry_run, "Show what would be applied");
+    cmd->add_flag("--etc", a->etc,
+                  "Also merge /etc: the staged default configuration where the administrator "
+                  "did not change it (alone: only /etc)");
     cmd->add_flag("--json", a->json, "JSON output");
     cmd->callback([a, &status] {
       auto r = request_showing_progress<proto::ApplyReply>(a->state,
@@ -295,6 +305,7 @@ void register_live_commands(CLI::App& app, int& status) {
                                                                .all = a->all,
                                                                .allow_replace = a->allow_replace,
                                                                .dry_run = a->dry_run,
+                                                               .etc = a->etc,
                                                            });
       if (!r) {
         status = kExitError;
@@ -304,7 +315,16 @@ void register_live_commands(CLI::App& app, int& status) {
         print_reply(*r);
       } else {
         const auto& applied = r->applied;
-        if (a->dry_run) {
+        bool etc_only = a->etc && a->patterns.empty() && a->packages.empty() && !a->all;
+        if (etc_only) {
+          if (a->dry_run)
+            std::printf("would merge /etc:\n");
+          else if (r->generation)
+            std::printf("applied generation %llu: /etc merged\n",
+                        static_cast<unsigned long long>(*r->generation));
+          else
+            std::printf("nothing to merge in /etc\n");
+        } else if (a->dry_run) {
           std::printf("would apply %zu change%s:\n", applied.size(),
                       applied.size() == 1 ? "" : "s");
         } else {
@@ -312,7 +332,8 @@ void register_live_commands(CLI::App& app, int& status) {
                       static_cast<unsigned long long>(r->generation.value_or(0)), applied.size(),
                       applied.size() == 1 ? "" : "s");
         }
-        print_changes(applied);
+        if (!etc_only) print_changes(applied);
+        if (r->etc) print_etc_merge(*r->etc);
         if (r->kept) {
           for (const auto& k : *r->kept) {
             std::printf("  kept         %s  (%s %s)\n", show_path(k.path).c_str(), k.kind.c_str(),
@@ -337,13 +358,16 @@ void register_live_commands(CLI::App& app, int& status) {
   for (const char* name : {"rollback", "reset"}) {
     auto state = std::make_shared<std::string>();
     auto as_json = std::make_shared<bool>(false);
+    auto to = std::make_shared<std::optional<uint64_t>>();
     std::string op = name;
     auto* cmd = app.add_subcommand(
         name, op == "rollback" ? "Back one generation" : "Back to the booted tree (generation 0)");
     cmd->add_option("--state", *state, "State directory")->required();
     cmd->add_flag("--json", *as_json, "JSON output");
-    cmd->callback([state, as_json, op, &status] {
-      proto::Request req = op == "rollback" ? proto::Request(proto::RollbackRequest{})
+    if (op == "rollback")
+      cmd->add_option("--to", *to, "Back to this earlier generation, in one switch");
+    cmd->callback([state, as_json, to, op, &status] {
+      proto::Request req = op == "rollback" ? proto::Request(proto::RollbackRequest{.to = *to})
                                             : proto::Request(proto::ResetRequest{});
       auto r = request<proto::GoBackReply>(*state, req);
       if (!r) {
@@ -356,6 +380,12 @@ void register_live_commands(CLI::App& app, int& status) {
         std::printf("%s: live generation is now %llu\n", op.c_str(),
                     static_cast<unsigned long long>(r->generation));
         print_switch(r->switch_stats);
+        if (r->etc_restored) {
+          for (uint64_t g : *r->etc_restored)
+            std::printf("/etc: the merge of generation %llu undone\n",
+                        static_cast<unsigned long long>(g));
+        }
+        if (r->etc_error) std::printf("/etc: undo failed: %s\n", r->etc_error->c_str());
       }
       status = kExitOk;
     });

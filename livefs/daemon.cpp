@@ -44,6 +44,8 @@
 #include "inotify/watch_loop.h"
 #include "livefs/control.h"
 #include "livefs/control_server.h"
+#include "livefs/etc_live.h"
+#include "livefs/etc_merge.h"
 #include "livefs/hotfix.h"
 #include "livefs/hotfix_service.h"
 #include "livefs/outcome.h"
@@ -334,6 +336,7 @@ class Daemon {
     auto g = overlay::Generations::open(store_, std::move(*empty), options);
     if (!g) return std::unexpected(g.error());
     generations_ = std::move(*g);
+    recover_etc(booted);
     hotfix_ = std::make_unique<HotfixService>(
         store_, *generations_, args_.state,
         [this](const std::string& given) { return view_path(given); });
@@ -386,6 +389,25 @@ class Daemon {
     staging_->start_deployment_watch();
   }
 
+  // An /etc merge whose generation is not on the stack (the daemon died before its journal
+  // record, or after a rollback's record but before its undo) is undone now. Not while the
+  // journal is refused: what is live is then unknown, and /etc is left as it is.
+  void recover_etc(const store::Tree& booted) {
+    if (generations_->refusal()) return;
+    auto root = etc_undo_root(args_.state);
+    if (!root) {
+      log()->error("etc undo: {}", root.error().message());
+      return;
+    }
+    auto numbers = generations_->stack_numbers();
+    auto undone = etc::recover(*root, std::set<uint64_t>(numbers.begin(), numbers.end()),
+                               staging_->booted_identity(booted));
+    if (!undone)
+      log()->error("etc undo at start: {}", undone.error().message());
+    else if (!undone->empty())
+      log()->warn("etc: undid the /etc merge of {} generation(s) no longer live", undone->size());
+  }
+
   void mark_ready(std::optional<Error> error) {
     std::lock_guard lock(ready_mutex_);
     ready_ = true;
@@ -433,8 +455,13 @@ class Daemon {
          shared([this](const json& r, bool&) { return diff(r.value("by_package", false)); })},
         {"hotfix_list", shared([this](const json&, bool&) { return hotfix_list(); })},
         {"apply", exclusive([this](const json& r, bool&) { return apply(r); })},
-        {"rollback",
-         exclusive([this](const json&, bool&) { return go_back(overlay::JournalOp::rollback); })},
+        {"rollback", exclusive([this](const json& r, bool&) {
+           auto to = r.find("to");
+           if (to == r.end() || to->is_null()) return go_back(overlay::JournalOp::rollback);
+           if (!to->is_number_unsigned())
+             return refusal(make_error(EINVAL, "rollback --to: a generation number expected"));
+           return go_back(overlay::JournalOp::rollback, to->get<uint64_t>());
+         })},
         {"reset",
          exclusive([this](const json&, bool&) { return go_back(overlay::JournalOp::reset); })},
         {"stage", exclusive([this](const json& r, bool&) { return stage(r); })},
@@ -672,9 +699,23 @@ class Daemon {
     options.all = request.value("all", false);
     options.allow_replace = request.value("allow_replace", false);
     bool dry_run = request.value("dry_run", false);
+    bool merge_etc = request.value("etc", false);
     if (auto f = wait_ready()) return reply_error(*f);
     auto sides = staging_->ready();
     if (!sides) return reply_error(sides.error());
+    std::optional<EtcTrees> etc_sides;
+    std::optional<etc::Plan> etc_plan;
+    if (merge_etc) {
+      auto trees = etc_trees(sides->booted, sides->staged, args_.state,
+                             args_.sysroot ? *args_.sysroot / "ostree/repo" : fs::path());
+      if (!trees) return refusal(trees.error());
+      etc_sides = *trees;
+      auto planned = etc::plan(trees->booted_default, trees->staged_default, trees->live);
+      if (!planned) return refusal(with_context(planned.error(), "apply --etc"));
+      etc_plan = std::move(*planned);
+    }
+    // --etc alone: a generation whose layer is the live one, with the /etc merge.
+    bool etc_only = merge_etc && patterns.empty() && package_names.empty() && !options.all;
     if (!package_names.empty()) {
       if (!patterns.empty() || options.all)
         return refusal(make_error(EINVAL, "--package cannot be combined with paths or --all"));
@@ -687,9 +728,10 @@ class Daemon {
     using Clock = std::chrono::steady_clock;
     auto t0 = Clock::now();
     store::Tree applied_layer = generations_->applied_layer();
-    auto selection = overlay::select_changes(
-        {sides->booted_tree, sides->staged_tree, applied_layer, sides->staged_diff.get()}, patterns,
-        options);
+    auto selection = etc_only ? Result<overlay::Selection>(nothing_selected(applied_layer))
+                              : overlay::select_changes({sides->booted_tree, sides->staged_tree,
+                                                         applied_layer, sides->staged_diff.get()},
+                                                        patterns, options);
     if (!selection) {
       Error e = selection.error();
       if (!package_names.empty() && e.code == EINVAL)
@@ -712,10 +754,42 @@ class Daemon {
                 {"applied", applied},
                 {"skipped_kernel", selection->skipped_kernel},
                 {"kept", kept}};
+    if (etc_plan) out["etc"] = protocol::to_json(etc_merge_reply(*etc_plan));
     if (dry_run) return out;
+    if (etc_only && !etc_plan->changes()) return out;  // nothing to merge: no generation
     auto t1 = Clock::now();
-    auto changed = generations_->apply(selection->layer, paths);
-    if (!changed) return error_response(changed.error());
+    overlay::Generations::BeforeCommit merge_before;
+    fs::path merged_undo;
+    if (merge_etc) {
+      // The plan again, under the generations' lock: /etc as it is now.
+      merge_before = [&](uint64_t generation) -> Status {
+        auto root = etc_undo_root(args_.state);
+        if (!root) return std::unexpected(root.error());
+        auto planned =
+            etc::plan(etc_sides->booted_default, etc_sides->staged_default, etc_sides->live);
+        if (!planned) return std::unexpected(planned.error());
+        etc_plan = std::move(*planned);
+        auto merged = etc::merge(*etc_plan, etc_sides->staged_default, etc_sides->live,
+                                 *root / std::to_string(generation),
+                                 staging_->booted_identity(sides->booted_tree));
+        if (merged) merged_undo = *root / std::to_string(generation);
+        return merged;
+      };
+    }
+    auto changed = generations_->apply(selection->layer, paths, merge_before);
+    if (!changed) {
+      // Merged, but its generation was not journalled: /etc goes back now (else at the
+      // next start).
+      auto numbers = generations_->stack_numbers();
+      if (!merged_undo.empty() &&
+          std::find(numbers.begin(), numbers.end(),
+                    std::strtoull(merged_undo.filename().c_str(), nullptr, 10)) == numbers.end()) {
+        if (auto st = etc::undo(merged_undo); !st)
+          log()->error("etc undo after a failed apply: {}", st.error().message());
+      }
+      return error_response(changed.error());
+    }
+    if (etc_plan) out["etc"] = protocol::to_json(etc_merge_reply(*etc_plan));
     auto ms = [](Clock::time_point a, Clock::time_point b) {
       return std::chrono::duration<double, std::milli>(b - a).count();
     };
@@ -729,20 +803,53 @@ class Daemon {
     return out;
   }
 
+  // `apply --etc` alone: no change selected, the live layer again. (Whatever else a
+  // Selection says is empty.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+  static overlay::Selection nothing_selected(const store::Tree& layer) {
+    return overlay::Selection{layer};
+  }
+#pragma GCC diagnostic pop
+
   static std::string join_words(const std::vector<std::string>& words) {
     std::string s;
     for (const auto& w : words) s += (s.empty() ? "" : " ") + w;
     return s;
   }
 
-  json go_back(overlay::JournalOp op) {
+  json go_back(overlay::JournalOp op, std::optional<uint64_t> to = std::nullopt) {
     if (auto f = wait_ready()) return reply_error(*f);
-    auto changed = generations_->go_back(op);
-    if (!changed) return error_response(changed.error());
+    auto changed = generations_->go_back(op, to);
+    if (!changed) {
+      if (to && changed.error().code == EINVAL) return refusal(changed.error());
+      return error_response(changed.error());
+    }
     json out = {{"ok", true},
                 {"op", overlay::op_name(op)},
                 {"generation", changed->generation},
                 {"switch", switch_json(changed->stats)}};
+    // The /etc merges of the generations popped, the highest first (each undo assumes the
+    // ones above it are undone). One that fails stops the rest: the next start retries them
+    // all, in the same order.
+    std::vector<uint64_t> restored;
+    auto root = etc_undo_root(args_.state);
+    for (uint64_t g : changed->popped) {
+      if (!root) {
+        out["etc_error"] = root.error().message();
+        break;
+      }
+      fs::path dir = *root / std::to_string(g);
+      if (::access(dir.c_str(), F_OK) != 0) continue;
+      if (auto st = etc::undo(dir); !st) {
+        log()->error("etc undo of generation {}: {}", g, st.error().message());
+        out["etc_error"] = "generation " + std::to_string(g) + ": " + st.error().message() +
+                           " (retried at the next start)";
+        break;
+      }
+      restored.push_back(g);
+    }
+    if (!restored.empty()) out["etc_restored"] = restored;
     if (generations_->hotfix_layer())
       out["note"] = "the hotfix layer stays on top (livefs hotfix reset drops it)";
     return out;

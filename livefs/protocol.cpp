@@ -151,6 +151,8 @@ Status read_fields(const json& j, Change& x, const std::string& w);
 Status read_fields(const json& j, KeptChange& x, const std::string& w);
 Status read_fields(const json& j, RebootNeed& x, const std::string& w);
 Status read_fields(const json& j, ConfigChange& x, const std::string& w);
+Status read_fields(const json& j, EtcConflict& x, const std::string& w);
+Status read_fields(const json& j, EtcMerge& x, const std::string& w);
 Status read_fields(const json& j, PackageGroup& x, const std::string& w);
 Status read_fields(const json& j, Origin& x, const std::string& w);
 Status read_fields(const json& j, Generation& x, const std::string& w);
@@ -213,6 +215,10 @@ void put_fields(json& j, const ApplyRequest& r) {
   j["all"] = r.all;
   j["allow_replace"] = r.allow_replace;
   j["dry_run"] = r.dry_run;
+  if (r.etc) j["etc"] = true;
+}
+void put_fields(json& j, const RollbackRequest& r) {
+  if (r.to) j["to"] = *r.to;
 }
 void put_fields(json& j, const StageRequest& r) {
   if (r.commit) j["commit"] = *r.commit;
@@ -240,8 +246,11 @@ Status get_fields(const json& j, ApplyRequest& r, const std::string& w) {
   LIVEFS_FIELDS(optional_field(j, "patterns", r.patterns, w),
                 optional_field(j, "packages", r.packages, w), optional_field(j, "all", r.all, w),
                 optional_field(j, "allow_replace", r.allow_replace, w),
-                optional_field(j, "dry_run", r.dry_run, w));
+                optional_field(j, "dry_run", r.dry_run, w), optional_field(j, "etc", r.etc, w));
   return {};
+}
+Status get_fields(const json& j, RollbackRequest& r, const std::string& w) {
+  return field(j, "to", r.to, w);
 }
 Status get_fields(const json& j, StageRequest& r, const std::string& w) {
   LIVEFS_FIELDS(field(j, "commit", r.commit, w), field(j, "remote", r.remote, w),
@@ -347,6 +356,15 @@ json to_json(const RebootNeed& x) {
 }
 
 json to_json(const ConfigChange& x) { return {{"path", x.path}, {"kind", x.kind}}; }
+
+json to_json(const EtcConflict& x) { return {{"path", x.path}, {"reason", x.reason}}; }
+
+json to_json(const EtcMerge& x) {
+  return {{"updated", x.updated},
+          {"added", x.added},
+          {"removed", x.removed},
+          {"conflicts", array_of(x.conflicts)}};
+}
 
 json to_json(const PackageGroup& x) {
   return {{"package", x.package},
@@ -459,12 +477,15 @@ json to_json(const ApplyReply& x) {
   if (x.switch_stats) j["switch"] = to_json(*x.switch_stats);
   if (x.holders) j["holders"] = array_of(*x.holders);
   if (x.holders_scan) j["holders_scan"] = to_json(*x.holders_scan);
+  if (x.etc) j["etc"] = to_json(*x.etc);
   return j;
 }
 
 json to_json(const GoBackReply& x) {
   json j = {{"op", x.op}, {"generation", x.generation}, {"switch", to_json(x.switch_stats)}};
   if (x.note) j["note"] = *x.note;
+  if (x.etc_restored) j["etc_restored"] = *x.etc_restored;
+  if (x.etc_error) j["etc_error"] = *x.etc_error;
   return j;
 }
 
@@ -541,6 +562,17 @@ Status read_fields(const json& j, RebootNeed& x, const std::string& w) {
 
 Status read_fields(const json& j, ConfigChange& x, const std::string& w) {
   LIVEFS_FIELDS(field(j, "path", x.path, w), field(j, "kind", x.kind, w));
+  return {};
+}
+
+Status read_fields(const json& j, EtcConflict& x, const std::string& w) {
+  LIVEFS_FIELDS(field(j, "path", x.path, w), field(j, "reason", x.reason, w));
+  return {};
+}
+
+Status read_fields(const json& j, EtcMerge& x, const std::string& w) {
+  LIVEFS_FIELDS(field(j, "updated", x.updated, w), field(j, "added", x.added, w),
+                field(j, "removed", x.removed, w), field(j, "conflicts", x.conflicts, w));
   return {};
 }
 
@@ -642,13 +674,15 @@ Status read_fields(const json& j, ApplyReply& x, const std::string& w) {
   LIVEFS_FIELDS(field(j, "dry_run", x.dry_run, w), field(j, "applied", x.applied, w),
                 field(j, "skipped_kernel", x.skipped_kernel, w), field(j, "kept", x.kept, w),
                 field(j, "generation", x.generation, w), field(j, "switch", x.switch_stats, w),
-                field(j, "holders", x.holders, w), field(j, "holders_scan", x.holders_scan, w));
+                field(j, "holders", x.holders, w), field(j, "holders_scan", x.holders_scan, w),
+                field(j, "etc", x.etc, w));
   return {};
 }
 
 Status read_fields(const json& j, GoBackReply& x, const std::string& w) {
   LIVEFS_FIELDS(field(j, "op", x.op, w), field(j, "generation", x.generation, w),
-                field(j, "switch", x.switch_stats, w), field(j, "note", x.note, w));
+                field(j, "switch", x.switch_stats, w), field(j, "note", x.note, w),
+                field(j, "etc_restored", x.etc_restored, w), field(j, "etc_error", x.etc_error, w));
   return {};
 }
 
@@ -753,6 +787,8 @@ LIVEFS_INSTANTIATE(Change)
 LIVEFS_INSTANTIATE(KeptChange)
 LIVEFS_INSTANTIATE(RebootNeed)
 LIVEFS_INSTANTIATE(ConfigChange)
+LIVEFS_INSTANTIATE(EtcConflict)
+LIVEFS_INSTANTIATE(EtcMerge)
 LIVEFS_INSTANTIATE(PackageGroup)
 LIVEFS_INSTANTIATE(Holder)
 LIVEFS_INSTANTIATE(Origin)

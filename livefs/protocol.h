@@ -41,9 +41,11 @@ struct ApplyRequest {
   bool all = false;
   bool allow_replace = false;
   bool dry_run = false;
+  bool etc = false;  // also merge /etc (alone: a generation with the same layer)
   bool operator==(const ApplyRequest&) const = default;
 };
 struct RollbackRequest {
+  std::optional<uint64_t> to;  // any generation below the live one; nullopt: one down
   bool operator==(const RollbackRequest&) const = default;
 };
 struct ResetRequest {
@@ -132,11 +134,27 @@ struct RebootNeed {
   bool operator==(const RebootNeed&) const = default;
 };
 
-// A change of /etc between the deployments (shown, never applied).
+// A change of /etc between the deployments (shown by diff; `apply --etc` merges them).
 struct ConfigChange {
   std::string path;  // "etc/..."
   std::string kind;
   bool operator==(const ConfigChange&) const = default;
+};
+
+// A default of /etc the merge left alone because the administrator changed it.
+struct EtcConflict {
+  std::string path;  // "etc/..."
+  std::string reason;
+  bool operator==(const EtcConflict&) const = default;
+};
+
+// The /etc merge of `apply --etc` (the plan, in a dry run): paths "etc/...".
+struct EtcMerge {
+  std::vector<std::string> updated;
+  std::vector<std::string> added;
+  std::vector<std::string> removed;
+  std::vector<EtcConflict> conflicts;
+  bool operator==(const EtcMerge&) const = default;
 };
 
 // The changes of one package (diff --by-package); package "" holds the unowned paths.
@@ -284,6 +302,7 @@ struct ApplyReply {
   std::optional<SwitchStats> switch_stats;  // "switch" on the wire
   std::optional<std::vector<Holder>> holders;
   std::optional<HolderScan> holders_scan;  // the scan as it stood when the switch was made
+  std::optional<EtcMerge> etc;             // with --etc only
   bool operator==(const ApplyReply&) const = default;
 };
 
@@ -293,6 +312,10 @@ struct GoBackReply {
   uint64_t generation = 0;
   SwitchStats switch_stats;
   std::optional<std::string> note;
+  // The generations whose /etc merge was undone (absent when none was); an undo that
+  // failed is retried at the next start (etc_error says why).
+  std::optional<std::vector<uint64_t>> etc_restored;
+  std::optional<std::string> etc_error;
   bool operator==(const GoBackReply&) const = default;
 };
 
@@ -353,6 +376,8 @@ nlohmann::json to_json(const Change& x);
 nlohmann::json to_json(const KeptChange& x);
 nlohmann::json to_json(const RebootNeed& x);
 nlohmann::json to_json(const ConfigChange& x);
+nlohmann::json to_json(const EtcConflict& x);
+nlohmann::json to_json(const EtcMerge& x);
 nlohmann::json to_json(const PackageGroup& x);
 nlohmann::json to_json(const Holder& x);
 nlohmann::json to_json(const Origin& x);

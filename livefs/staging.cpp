@@ -537,7 +537,7 @@ std::vector<store::Change> Staging::etc_changes() const {
 std::string Staging::config_note() const {
   if (booted_origin_.subdir.empty()) return "";
   return "the view serves /" + booted_origin_.subdir +
-         " only: configuration (/etc) differences are shown by diff and never applied";
+         " only: configuration (/etc) differences are shown by diff and merged by `apply --etc`";
 }
 
 }  // namespace livefs::cli

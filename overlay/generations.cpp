@@ -137,12 +137,18 @@ Result<SwitchStats> Generations::publish_live() {
 }
 
 Result<Generations::Changed> Generations::apply(const store::Tree& layer,
-                                                const std::vector<std::string>& paths) {
+                                                const std::vector<std::string>& paths,
+                                                const BeforeCommit& before_commit) {
   std::lock_guard lock(mutex_);
   if (auto e = refusal_locked()) return std::unexpected(*e);
   // Durable before visible: the layer object, then the journal record, then the switch.
   auto id = layer.save_rooted(*store_);
   if (!id) return std::unexpected(with_context(id.error(), "save layer"));
+  if (before_commit) {
+    auto planned = journal_.prepare(JournalOp::apply, *id, {});
+    if (!planned) return std::unexpected(planned.error());
+    if (auto st = before_commit(planned->generation); !st) return std::unexpected(st.error());
+  }
   auto record = journal_.commit(JournalOp::apply, *id, paths);
   if (!record) return std::unexpected(record.error());
   auto stats = publish_locked(layer, record->generation, hotfix_);
@@ -152,13 +158,14 @@ Result<Generations::Changed> Generations::apply(const store::Tree& layer,
                                                            " is journalled but the switch failed"));
   }
   if (on_changed_) on_changed_(paths);
-  return Changed{record->generation, *stats};
+  return Changed{record->generation, *stats, {}};
 }
 
-Result<Generations::Changed> Generations::go_back(JournalOp op) {
+Result<Generations::Changed> Generations::go_back(JournalOp op, std::optional<uint64_t> to) {
   std::lock_guard lock(mutex_);
   if (auto e = refusal_locked()) return std::unexpected(*e);
-  auto planned = journal_.prepare(op, {}, {});
+  if (to && op != JournalOp::rollback) return fail(EINVAL, "a target generation is for rollback");
+  auto planned = to ? journal_.prepare_rollback_to(*to) : journal_.prepare(op, {}, {});
   if (!planned) return std::unexpected(planned.error());
   store::Tree layer = empty_layer_;
   if (planned->generation != 0) {
@@ -171,14 +178,18 @@ Result<Generations::Changed> Generations::go_back(JournalOp op) {
   }
   // What leaves the view: the generations popped.
   std::vector<std::string> left;
-  for (const auto& g : journal_.state().stack)
-    if (g.number > planned->generation) left.insert(left.end(), g.paths.begin(), g.paths.end());
-  auto record = journal_.commit(op, {}, {});
+  std::vector<uint64_t> popped;
+  for (const auto& g : journal_.state().stack) {
+    if (g.number <= planned->generation) continue;
+    left.insert(left.end(), g.paths.begin(), g.paths.end());
+    popped.insert(popped.begin(), g.number);
+  }
+  auto record = journal_.commit_prepared(std::move(*planned));
   if (!record) return std::unexpected(record.error());
   auto stats = publish_locked(std::move(layer), record->generation, hotfix_);
   if (!stats) return std::unexpected(stats.error());
   if (on_changed_) on_changed_(left);
-  return Changed{record->generation, *stats};
+  return Changed{record->generation, *stats, std::move(popped)};
 }
 
 Result<Generations::Changed> Generations::set_hotfix(std::optional<store::Tree> hotfix,
@@ -201,7 +212,14 @@ Result<Generations::Changed> Generations::set_hotfix(std::optional<store::Tree> 
   auto stats = publish_locked(applied_, live_, std::move(hotfix));
   if (!stats) return std::unexpected(stats.error());
   if (on_changed_) on_changed_(changed);
-  return Changed{live_, *stats};
+  return Changed{live_, *stats, {}};
+}
+
+std::vector<uint64_t> Generations::stack_numbers() const {
+  std::lock_guard lock(mutex_);
+  std::vector<uint64_t> out;
+  for (const auto& g : journal_.state().stack) out.push_back(g.number);
+  return out;
 }
 
 Generations::Report Generations::report(size_t history_limit) const {

@@ -70,12 +70,23 @@ class Generations {
   struct Changed {
     uint64_t generation = 0;
     SwitchStats stats;
+    // go_back: the generations it popped, the highest first (what the caller undoes
+    // outside the view: the /etc merges tied to them).
+    std::vector<uint64_t> popped;
   };
 
+  // Runs once the new generation's number is known and its layer is durable, before its
+  // journal record is written: a failure commits nothing (and it must leave nothing done).
+  // The daemon's /etc merge, which keeps its undo under that number.
+  using BeforeCommit = std::function<Status(uint64_t generation)>;
   // A new generation with `layer` (the whole applied layer) that changed `paths`.
-  Result<Changed> apply(const store::Tree& layer, const std::vector<std::string>& paths);
-  // rollback (one generation down) or reset (to generation 0). The hotfix layer stays on top.
-  Result<Changed> go_back(JournalOp op);
+  Result<Changed> apply(const store::Tree& layer, const std::vector<std::string>& paths,
+                        const BeforeCommit& before_commit = {});
+  // rollback (one generation down, or to `to`: any generation below the live one, in one
+  // record and one switch) or reset (to generation 0). The hotfix layer stays on top.
+  Result<Changed> go_back(JournalOp op, std::optional<uint64_t> to = std::nullopt);
+  // The generation numbers on the stack, generation 0 first.
+  std::vector<uint64_t> stack_numbers() const;
   // Replaces the hotfix layer (nullopt: none). `id` is the layer's id, already saved and
   // rooted by the caller (zero for none); `changed` are the paths it touched. The layer it
   // replaces is pinned for this process's life (a process may still read an old file of

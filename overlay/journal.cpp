@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -177,14 +178,19 @@ Status apply_record(JournalState& state, const JournalRecord& r) {
       state.stack.push_back(Generation{r.generation, r.layer, r.time_ns, r.paths});
       state.next_generation = r.generation + 1;
       break;
-    case JournalOp::rollback:
-      if (state.stack.size() < 2 || state.stack[state.stack.size() - 2].number != r.generation) {
+    case JournalOp::rollback: {
+      // To any generation below the live one (`rollback --to N`); records written before
+      // that existed always name the one right below, which this reads the same way.
+      auto it = std::find_if(state.stack.begin(), state.stack.end(),
+                             [&](const Generation& g) { return g.number == r.generation; });
+      if (state.stack.size() < 2 || it == state.stack.end() || it + 1 == state.stack.end()) {
         return fail(EBADMSG, "journal record " + std::to_string(r.seq) +
                                  ": rollback to generation " + std::to_string(r.generation) +
                                  " does not match the generation stack");
       }
-      state.stack.pop_back();
+      state.stack.erase(it + 1, state.stack.end());
       break;
+    }
     case JournalOp::reset:
       if (r.generation != 0) {
         return fail(EBADMSG, "journal record " + std::to_string(r.seq) + ": reset to " +
@@ -526,8 +532,39 @@ Result<JournalRecord> Journal::commit(JournalOp op, const store::ObjectId& layer
                                       std::vector<std::string> paths) {
   auto r = prepare(op, layer, std::move(paths));
   if (!r) return r;
-  if (auto st = append(encode_record(*r) + '\n'); !st) return std::unexpected(st.error());
-  if (auto st = apply_record(state_, *r); !st) return std::unexpected(st.error());
+  return commit_prepared(std::move(*r));
+}
+
+Result<JournalRecord> Journal::prepare_rollback_to(uint64_t target) const {
+  auto r = prepare(JournalOp::rollback, {}, {});
+  if (!r) return r;
+  const auto& stack = state_.stack;
+  auto it = std::find_if(stack.begin(), stack.end(),
+                         [&](const Generation& g) { return g.number == target; });
+  if (it == stack.end() || it + 1 == stack.end()) {
+    std::string on;
+    for (auto g = stack.begin(); g + 1 != stack.end(); ++g)
+      on += (on.empty() ? "" : ", ") + std::to_string(g->number);
+    return fail(
+        EINVAL,
+        "rollback --to " + std::to_string(target) + ": generation " + std::to_string(target) +
+            (it == stack.end() ? " is not on the generation stack" : " is the live generation") +
+            " (below the live generation " + std::to_string(stack.back().number) + ": " + on + ")");
+  }
+  r->generation = it->number;
+  r->layer = it->layer;
+  return r;
+}
+
+Result<JournalRecord> Journal::commit_rollback_to(uint64_t target) {
+  auto r = prepare_rollback_to(target);
+  if (!r) return r;
+  return commit_prepared(std::move(*r));
+}
+
+Result<JournalRecord> Journal::commit_prepared(JournalRecord r) {
+  if (auto st = append(encode_record(r) + '\n'); !st) return std::unexpected(st.error());
+  if (auto st = apply_record(state_, r); !st) return std::unexpected(st.error());
   return r;
 }
 

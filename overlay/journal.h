@@ -35,7 +35,8 @@ std::optional<JournalOp> parse_op(std::string_view name);
 struct JournalRecord {
   uint64_t seq = 0;
   JournalOp op = JournalOp::apply;
-  // apply: the generation created; rollback: the generation returned to; reset: 0;
+  // apply: the generation created; rollback: the generation returned to (any generation
+  // below the live one, every generation above it is popped); reset: 0;
   // hotfix, booted: the live generation.
   uint64_t generation = 0;
   // The layer Tree's id (saved to the store as a tree root); zero for generation 0.
@@ -129,6 +130,13 @@ class Journal {
   // Fails as commit() would for a corrupt or broken journal.
   Result<JournalRecord> prepare(JournalOp op, const store::ObjectId& layer,
                                 std::vector<std::string> paths) const;
+
+  // `rollback --to target`: one rollback record that pops every generation above `target`
+  // (EINVAL naming the stack when `target` is not a generation below the live one).
+  Result<JournalRecord> prepare_rollback_to(uint64_t target) const;
+  Result<JournalRecord> commit_rollback_to(uint64_t target);
+  // Appends a record made by prepare*() (nothing committed since) and applies it.
+  Result<JournalRecord> commit_prepared(JournalRecord r);
 
  private:
   // Writes and syncs `line` at the end, or leaves the file as it was.

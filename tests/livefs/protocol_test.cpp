@@ -41,6 +41,14 @@ TEST(ProtocolTest, EveryRequestRoundTripsOverTheWire) {
                    .allow_replace = false,
                    .dry_run = false},
       RollbackRequest{},
+      RollbackRequest{.to = 0},
+      RollbackRequest{.to = 12},
+      ApplyRequest{.patterns = {},
+                   .packages = {},
+                   .all = false,
+                   .allow_replace = false,
+                   .dry_run = true,
+                   .etc = true},
       ResetRequest{},
       StageRequest{},
       StageRequest{.commit = "abc123", .remote = {}, .ref = {}},
@@ -302,12 +310,21 @@ TEST(ProtocolTest, EveryOtherReplyAsTheDaemonSendsItParsesAndReprints) {
   applied["switch"] = daemon_switch();
   applied["holders"] = daemon_holders();
   expect_reprints_unchanged<ApplyReply>(applied);
+  applied["etc"] = {
+      {"updated", {"etc/a.conf"}},
+      {"added", {"etc/new", "etc/new/" + kOddBytes}},
+      {"removed", json::array()},
+      {"conflicts", {{{"path", "etc/b.conf"}, {"reason", "changed by the administrator"}}}}};
+  expect_reprints_unchanged<ApplyReply>(applied);
 
   json back = {
       {"ok", true}, {"op", "rollback"}, {"generation", uint64_t{3}}, {"switch", daemon_switch()}};
   expect_reprints_unchanged<GoBackReply>(back);
   back["op"] = "reset";
   back["note"] = "the hotfix layer stays on top (livefs hotfix reset drops it)";
+  expect_reprints_unchanged<GoBackReply>(back);
+  back["etc_restored"] = {uint64_t{5}, uint64_t{2}};
+  back["etc_error"] = "generation 1: EIO (retried at the next start)";
   expect_reprints_unchanged<GoBackReply>(back);
 
   expect_reprints_unchanged<StageReply>({{"ok", true},

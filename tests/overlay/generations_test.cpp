@@ -158,5 +158,80 @@ TEST(Generations, ACorruptJournalServesGenerationZeroAndRefusesChanges) {
   EXPECT_TRUE(w.switches.empty());
 }
 
+TEST(Generations, RollbackToAnEarlierGenerationIsOneRecordAndOneSwitch) {
+  World w;
+  auto g = w.open();
+  ASSERT_TRUE(g);
+  store::Tree one = build_tree({dir(""), file("a", "1")});
+  store::Tree two = build_tree({dir(""), file("a", "1"), file("b", "2")});
+  store::Tree three = build_tree({dir(""), file("a", "1"), file("b", "2"), file("c", "3")});
+  ASSERT_TRUE(g->apply(one, {"a"}));
+  ASSERT_TRUE(g->apply(two, {"b"}));
+  ASSERT_TRUE(g->apply(three, {"c"}));
+  w.switches.clear();
+  w.changed.clear();
+  size_t records = g->report(100).history_records;
+
+  // Not on the stack, and the live generation itself: refused, nothing recorded or switched.
+  auto missing = g->go_back(JournalOp::rollback, 7);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, EINVAL);
+  EXPECT_NE(missing.error().message().find("not on the generation stack"), std::string::npos)
+      << missing.error().message();
+  EXPECT_FALSE(g->go_back(JournalOp::rollback, 3));
+  EXPECT_EQ(g->report(100).history_records, records);
+  EXPECT_TRUE(w.switches.empty());
+
+  auto back = g->go_back(JournalOp::rollback, 1);
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->generation, 1u);
+  EXPECT_EQ(back->popped, (std::vector<uint64_t>{3, 2}));
+  ASSERT_EQ(w.switches.size(), 1u);
+  EXPECT_EQ(w.switches[0].first, 1u);
+  EXPECT_EQ(w.switches[0].second, one.id());
+  EXPECT_EQ(w.changed, (std::set<std::string>{"b", "c"}));
+  EXPECT_EQ(g->report(100).history_records, records + 1);
+  EXPECT_EQ(g->stack_numbers(), (std::vector<uint64_t>{0, 1}));
+
+  // The one record replays to the same stack; generation numbers are not reused.
+  g.reset();
+  auto again = w.open();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->live_generation(), 1u);
+  EXPECT_EQ(again->applied_layer().id(), one.id());
+  auto next = again->apply(two, {"b"});
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->generation, 4u);
+  // --to 0 goes back to the booted tree.
+  auto zero = again->go_back(JournalOp::rollback, 0);
+  ASSERT_TRUE(zero) << zero.error().message();
+  EXPECT_EQ(zero->generation, 0u);
+  EXPECT_EQ(zero->popped, (std::vector<uint64_t>{4, 1}));
+  EXPECT_EQ(again->applied_layer().id(), w.empty.id());
+}
+
+TEST(Generations, ABeforeCommitFailureCommitsNothing) {
+  World w;
+  auto g = w.open();
+  ASSERT_TRUE(g);
+  store::Tree one = build_tree({dir(""), file("a", "1")});
+  uint64_t seen = 0;
+  auto refused = g->apply(one, {"a"}, [&](uint64_t generation) -> Status {
+    seen = generation;
+    return fail(EIO, "etc merge");
+  });
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(seen, 1u);
+  EXPECT_EQ(g->live_generation(), 0u);
+  EXPECT_TRUE(w.switches.empty());
+  auto ok = g->apply(one, {"a"}, [&](uint64_t generation) -> Status {
+    seen = generation;
+    return {};
+  });
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(seen, 1u);
+  EXPECT_EQ(ok->generation, 1u);
+}
+
 }  // namespace
 }  // namespace livefs::overlay

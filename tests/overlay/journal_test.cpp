@@ -174,6 +174,35 @@ TEST(Journal, RecordThatDoesNotFitTheStackIsAnError) {
   EXPECT_TRUE(gap.error);
 }
 
+TEST(Journal, RollbackToAnyGenerationBelowTheLiveOnePopsAllAbove) {
+  std::string three = encode_record(record(1, JournalOp::apply, 1, layer_id(1))) + "\n" +
+                      encode_record(record(2, JournalOp::apply, 2, layer_id(2))) + "\n" +
+                      encode_record(record(3, JournalOp::apply, 3, layer_id(3))) + "\n";
+  JournalState s = replay(three + encode_record(record(4, JournalOp::rollback, 1, {})) + "\n");
+  ASSERT_FALSE(s.error) << s.error->message();
+  ASSERT_EQ(s.stack.size(), 2u);
+  EXPECT_EQ(s.stack.back().number, 1u);
+  // A rollback "to" the live generation is not a rollback.
+  JournalState live = replay(three + encode_record(record(4, JournalOp::rollback, 3, {})) + "\n" +
+                             encode_record(record(5, JournalOp::apply, 4, layer_id(4))) + "\n");
+  EXPECT_TRUE(live.error);
+
+  TempDir dir;
+  auto j = Journal::open(dir / "journal");
+  ASSERT_TRUE(j);
+  for (int i = 1; i <= 3; ++i) ASSERT_TRUE(j->commit(JournalOp::apply, layer_id(i), {"x"}));
+  auto bad = j->commit_rollback_to(9);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().context.find("0, 1, 2"), std::string::npos) << bad.error().context;
+  auto r = j->commit_rollback_to(2);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(r->layer, layer_id(2));
+  auto reopened = Journal::open(dir / "journal");
+  ASSERT_TRUE(reopened);
+  EXPECT_FALSE(reopened->state().error);
+  EXPECT_EQ(reopened->live().number, 2u);
+}
+
 // ---- the booted tree a journal belongs to ---------------------------------------------
 
 const std::string kTreeA = "ostree:aaaa1111:usr";

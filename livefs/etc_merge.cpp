@@ -1,0 +1,746 @@
+// The /etc merge: plan (a read-only walk of the two defaults), merge (backups and manifest
+// first, then /etc), undo (reverse order, idempotent) and start-up recovery.
+#include "livefs/etc_merge.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <optional>
+
+#include "common/atomic_file.h"
+#include "common/log.h"
+#include "common/unique_fd.h"
+
+namespace livefs::etc {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::shared_ptr<spdlog::logger> log() { return livefs::logger("etc"); }
+
+constexpr const char* kTempPrefix = ".livefs-etc-";
+constexpr const char* kManifestHeader = "livefs-etc-undo 1";
+
+// ---- reading an entry ----------------------------------------------------------------------
+
+struct Meta {
+  struct stat st {};
+  std::string target;                         // symlinks
+  std::map<std::string, std::string> xattrs;  // name -> value
+};
+
+Result<std::map<std::string, std::string>> read_xattrs(const fs::path& p) {
+  std::map<std::string, std::string> out;
+  std::string names(1024, '\0');
+  ssize_t n;
+  for (;;) {
+    n = ::llistxattr(p.c_str(), names.data(), names.size());
+    if (n >= 0) break;
+    if (errno == ENOTSUP) return out;
+    if (errno != ERANGE) return fail_errno("llistxattr(" + p.string() + ")");
+    ssize_t want = ::llistxattr(p.c_str(), nullptr, 0);
+    if (want < 0) return fail_errno("llistxattr(" + p.string() + ")");
+    names.resize(static_cast<size_t>(want) + 1);
+  }
+  for (size_t i = 0; i < static_cast<size_t>(n);) {
+    std::string name(names.c_str() + i);
+    i += name.size() + 1;
+    if (name.empty()) continue;
+    std::string value(256, '\0');
+    for (;;) {
+      ssize_t v = ::lgetxattr(p.c_str(), name.c_str(), value.data(), value.size());
+      if (v >= 0) {
+        value.resize(static_cast<size_t>(v));
+        break;
+      }
+      if (errno == ENODATA) break;
+      if (errno != ERANGE) return fail_errno("lgetxattr(" + p.string() + ", " + name + ")");
+      ssize_t want = ::lgetxattr(p.c_str(), name.c_str(), nullptr, 0);
+      if (want < 0) return fail_errno("lgetxattr(" + p.string() + ", " + name + ")");
+      value.resize(static_cast<size_t>(want));
+    }
+    out[name] = std::move(value);
+  }
+  return out;
+}
+
+// nullopt when nothing is there.
+Result<std::optional<Meta>> read_meta(const fs::path& p) {
+  Meta m;
+  if (::lstat(p.c_str(), &m.st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) return std::optional<Meta>();
+    return fail_errno("lstat(" + p.string() + ")");
+  }
+  if (S_ISLNK(m.st.st_mode)) {
+    std::string buf(static_cast<size_t>(m.st.st_size) + 1, '\0');
+    ssize_t n = ::readlink(p.c_str(), buf.data(), buf.size());
+    if (n < 0) return fail_errno("readlink(" + p.string() + ")");
+    buf.resize(static_cast<size_t>(n));
+    m.target = std::move(buf);
+  }
+  auto x = read_xattrs(p);
+  if (!x) return std::unexpected(x.error());
+  m.xattrs = std::move(*x);
+  return std::optional<Meta>(std::move(m));
+}
+
+Result<bool> same_content(const fs::path& a, const fs::path& b) {
+  UniqueFd fa(::open(a.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fa) return fail_errno("open(" + a.string() + ")");
+  UniqueFd fb(::open(b.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fb) return fail_errno("open(" + b.string() + ")");
+  std::string ba(1 << 16, '\0'), bb(1 << 16, '\0');
+  for (;;) {
+    ssize_t na = ::read(fa.get(), ba.data(), ba.size());
+    if (na < 0) return fail_errno("read(" + a.string() + ")");
+    size_t got = 0;
+    while (got < static_cast<size_t>(na)) {
+      ssize_t nb = ::read(fb.get(), bb.data() + got, static_cast<size_t>(na) - got);
+      if (nb < 0) return fail_errno("read(" + b.string() + ")");
+      if (nb == 0) return false;
+      got += static_cast<size_t>(nb);
+    }
+    if (na == 0) {
+      char c;
+      ssize_t nb = ::read(fb.get(), &c, 1);
+      if (nb < 0) return fail_errno("read(" + b.string() + ")");
+      return nb == 0;
+    }
+    if (std::memcmp(ba.data(), bb.data(), static_cast<size_t>(na)) != 0) return false;
+  }
+}
+
+// Equal as the merge sees them: type, permissions, owner, xattrs, link target, content.
+// Times are not compared (a checkout's are not the booted deployment's).
+Result<bool> same_entry(const Meta& a, const fs::path& pa, const Meta& b, const fs::path& pb) {
+  if (a.st.st_mode != b.st.st_mode || a.st.st_uid != b.st.st_uid || a.st.st_gid != b.st.st_gid ||
+      a.xattrs != b.xattrs)
+    return false;
+  if (S_ISLNK(a.st.st_mode)) return a.target == b.target;
+  if (S_ISREG(a.st.st_mode)) {
+    if (a.st.st_size != b.st.st_size) return false;
+    return same_content(pa, pb);
+  }
+  if (S_ISCHR(a.st.st_mode) || S_ISBLK(a.st.st_mode)) return a.st.st_rdev == b.st.st_rdev;
+  return true;
+}
+
+Result<std::vector<std::string>> list_dir(const fs::path& p) {
+  std::vector<std::string> names;
+  DIR* d = ::opendir(p.c_str());
+  if (d == nullptr) return fail_errno("opendir(" + p.string() + ")");
+  errno = 0;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(std::move(n));
+    errno = 0;
+  }
+  int err = errno;
+  ::closedir(d);
+  if (err != 0) return std::unexpected(make_error(err, "readdir(" + p.string() + ")"));
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string join(const std::string& rel, const std::string& name) {
+  return rel.empty() ? name : rel + "/" + name;
+}
+
+fs::path at(const fs::path& root, const std::string& rel) {
+  return rel.empty() ? root : root / rel;
+}
+
+// ---- planning ------------------------------------------------------------------------------
+
+struct Planner {
+  fs::path b_root, s_root, l_root;
+  Plan plan;
+
+  void conflict(const std::string& rel, std::string why) {
+    plan.actions.push_back({ActionKind::conflict, rel, std::move(why)});
+  }
+
+  // `parent_dir`: whether the live parent is (or will be, after the merge) a directory.
+  // Returns whether `rel` is gone from /etc after the merge (for a removed directory: all
+  // of its entries went).
+  Result<bool> visit(const std::string& rel, bool parent_dir) {
+    fs::path bp = at(b_root, rel), sp = at(s_root, rel), lp = at(l_root, rel);
+    auto rb = read_meta(bp);
+    if (!rb) return std::unexpected(rb.error());
+    auto rs = read_meta(sp);
+    if (!rs) return std::unexpected(rs.error());
+    auto rl = read_meta(lp);
+    if (!rl) return std::unexpected(rl.error());
+    std::optional<Meta> b = std::move(*rb), s = std::move(*rs), l = std::move(*rl);
+    auto is_dir = [](const std::optional<Meta>& m) { return m && S_ISDIR(m->st.st_mode); };
+    auto supported = [](const std::optional<Meta>& m) {
+      return !m || S_ISDIR(m->st.st_mode) || S_ISREG(m->st.st_mode) || S_ISLNK(m->st.st_mode);
+    };
+    auto eq = [&](const std::optional<Meta>& x, const fs::path& px, const std::optional<Meta>& y,
+                  const fs::path& py) -> Result<bool> {
+      if (!x || !y) return !x && !y;
+      return same_entry(*x, px, *y, py);
+    };
+    auto b_eq_s = eq(b, bp, s, sp);
+    if (!b_eq_s) return std::unexpected(b_eq_s.error());
+    auto l_eq_b = eq(l, lp, b, bp);
+    if (!l_eq_b) return std::unexpected(l_eq_b.error());
+    auto l_eq_s = eq(l, lp, s, sp);
+    if (!l_eq_s) return std::unexpected(l_eq_s.error());
+
+    // Whether the live entry is a directory once this entry is merged, and what to do.
+    bool live_dir = is_dir(l);
+    std::optional<Action> act;  // pushed before the children (after them for a removal)
+    bool removal = false;
+    if (!rel.empty() && !*b_eq_s && !*l_eq_s) {
+      if (!supported(b) || !supported(s) || !supported(l)) {
+        conflict(rel, "not a file, symlink or directory: not merged");
+      } else if (!*l_eq_b) {
+        conflict(rel, !l   ? "removed by the administrator"
+                      : !b ? "a new default, but the administrator made this path"
+                           : "changed by the administrator");
+      } else if (!parent_dir) {
+        conflict(rel, "its directory is not a directory in /etc");
+      } else if (!s) {
+        removal = true;  // l equals b: a default that was never changed
+      } else if (l && (is_dir(l) != is_dir(s))) {
+        conflict(rel, "a directory would replace a file or the reverse: not merged");
+      } else {
+        act = Action{l ? ActionKind::update : ActionKind::add, rel, ""};
+        live_dir = is_dir(s);
+      }
+    }
+    if (act) plan.actions.push_back(*act);
+
+    // The entries of a directory of either default.
+    bool all_gone = true;
+    if (is_dir(b) || is_dir(s)) {
+      std::set<std::string> names;
+      for (const auto* side : {&b, &s}) {
+        if (!is_dir(*side)) continue;
+        auto list = list_dir(side == &b ? bp : sp);
+        if (!list) return std::unexpected(list.error());
+        names.insert(list->begin(), list->end());
+      }
+      for (const auto& name : names) {
+        auto gone = visit(join(rel, name), live_dir);
+        if (!gone) return std::unexpected(gone.error());
+        if (!*gone) all_gone = false;
+      }
+    }
+    if (removal) {
+      if (is_dir(l)) {
+        // Entries the administrator added (in no default) keep the directory.
+        auto list = list_dir(lp);
+        if (!list) return std::unexpected(list.error());
+        for (const auto& name : *list) {
+          auto bm = read_meta(bp / name);
+          if (!bm) return std::unexpected(bm.error());
+          if (!*bm) all_gone = false;
+        }
+        if (!all_gone) {
+          conflict(rel, "a removed default directory that still holds entries: kept");
+          return false;
+        }
+      }
+      plan.actions.push_back({ActionKind::remove, rel, ""});
+      return true;
+    }
+    if (!l) return !act;  // nothing there, and nothing added
+    return false;
+  }
+};
+
+// ---- writing -------------------------------------------------------------------------------
+
+std::string temp_name() {
+  static std::atomic<uint64_t> counter{0};
+  return std::string(kTempPrefix) + std::to_string(::getpid()) + "-" +
+         std::to_string(counter.fetch_add(1));
+}
+
+Status fsync_dir(const fs::path& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return fail_errno("open(" + dir.string() + ")");
+  if (::fsync(fd.get()) != 0) return fail_errno("fsync(" + dir.string() + ")");
+  return {};
+}
+
+// Makes the xattrs of `p` exactly `want` (an entry made here may have been given some, e.g.
+// a default ACL's or the file system's SELinux label).
+Status set_xattrs(const fs::path& p, const std::map<std::string, std::string>& want) {
+  auto have = read_xattrs(p);
+  if (!have) return std::unexpected(have.error());
+  for (const auto& [name, value] : *have) {
+    if (want.contains(name)) continue;
+    if (::lremovexattr(p.c_str(), name.c_str()) != 0 && errno != ENODATA) {
+      // A label the file system gives every file cannot be taken away: it stays.
+      if (name == "security.selinux") continue;
+      return fail_errno("lremovexattr(" + p.string() + ", " + name + ")");
+    }
+  }
+  for (const auto& [name, value] : want) {
+    auto it = have->find(name);
+    if (it != have->end() && it->second == value) continue;
+    if (::lsetxattr(p.c_str(), name.c_str(), value.data(), value.size(), 0) != 0)
+      return fail_errno("lsetxattr(" + p.string() + ", " + name + ")");
+  }
+  return {};
+}
+
+// Owner, then permissions (a chown clears set-id bits), xattrs, times: as `m` has them.
+Status set_meta(const fs::path& p, const Meta& m) {
+  if (::lchown(p.c_str(), m.st.st_uid, m.st.st_gid) != 0)
+    return fail_errno("lchown(" + p.string() + ")");
+  if (!S_ISLNK(m.st.st_mode) && ::chmod(p.c_str(), m.st.st_mode & 07777) != 0)
+    return fail_errno("chmod(" + p.string() + ")");
+  if (auto st = set_xattrs(p, m.xattrs); !st) return st;
+  timespec times[2] = {m.st.st_atim, m.st.st_mtim};
+  if (::utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0)
+    return fail_errno("utimensat(" + p.string() + ")");
+  return {};
+}
+
+Status copy_data(const fs::path& from, int out, const fs::path& to) {
+  UniqueFd in(::open(from.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!in) return fail_errno("open(" + from.string() + ")");
+  std::string buf(1 << 16, '\0');
+  for (;;) {
+    ssize_t n = ::read(in.get(), buf.data(), buf.size());
+    if (n < 0) return fail_errno("read(" + from.string() + ")");
+    if (n == 0) return {};
+    for (ssize_t done = 0; done < n;) {
+      ssize_t w = ::write(out, buf.data() + done, static_cast<size_t>(n - done));
+      if (w < 0) return fail_errno("write(" + to.string() + ")");
+      done += w;
+    }
+  }
+}
+
+// Puts a copy of `from` (described by `m`) at `to`: made under a temporary name in the same
+// directory with everything set and synced, then renamed over `to` (a directory is renamed
+// only onto nothing), and the directory synced.
+Status install(const fs::path& from, const Meta& m, const fs::path& to) {
+  fs::path dir = to.parent_path();
+  fs::path tmp = dir / temp_name();
+  auto made = [&]() -> Status {
+    if (S_ISREG(m.st.st_mode)) {
+      UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (!fd) return fail_errno("create(" + tmp.string() + ")");
+      if (auto st = copy_data(from, fd.get(), tmp); !st) return st;
+      if (auto st = set_meta(tmp, m); !st) return st;
+      if (::fsync(fd.get()) != 0) return fail_errno("fsync(" + tmp.string() + ")");
+      return {};
+    }
+    if (S_ISLNK(m.st.st_mode)) {
+      if (::symlink(m.target.c_str(), tmp.c_str()) != 0)
+        return fail_errno("symlink(" + tmp.string() + ")");
+      return set_meta(tmp, m);
+    }
+    if (S_ISDIR(m.st.st_mode)) {
+      if (::mkdir(tmp.c_str(), 0700) != 0) return fail_errno("mkdir(" + tmp.string() + ")");
+      if (auto st = set_meta(tmp, m); !st) return st;
+      return fsync_dir(tmp);
+    }
+    return fail(ENOTSUP, from.string() + ": not a file, symlink or directory");
+  }();
+  if (made && ::rename(tmp.c_str(), to.c_str()) != 0)
+    made = fail_errno("rename(" + to.string() + ")");
+  if (!made) {
+    if (::unlink(tmp.c_str()) != 0 && errno == EISDIR) ::rmdir(tmp.c_str());
+    ::rmdir(tmp.c_str());
+    return made;
+  }
+  return fsync_dir(dir);
+}
+
+// A directory whose metadata changes in place (its entries stay).
+Status update_dir(const fs::path& p, const Meta& m) {
+  if (auto st = set_meta(p, m); !st) return st;
+  return fsync_dir(p);
+}
+
+Status remove_entry(const fs::path& p) {
+  struct stat st {};
+  if (::lstat(p.c_str(), &st) != 0) {
+    if (errno == ENOENT) return {};
+    return fail_errno("lstat(" + p.string() + ")");
+  }
+  int rc = S_ISDIR(st.st_mode) ? ::rmdir(p.c_str()) : ::unlink(p.c_str());
+  if (rc != 0 && errno != ENOENT) return fail_errno("remove(" + p.string() + ")");
+  return fsync_dir(p.parent_path());
+}
+
+// Makes `to` what `m` (read from `from`) describes, atomically for a file or symlink.
+Status put(const fs::path& from, const Meta& m, const fs::path& to) {
+  auto now = read_meta(to);
+  if (!now) return std::unexpected(now.error());
+  if (*now && S_ISDIR((*now)->st.st_mode)) {
+    if (S_ISDIR(m.st.st_mode)) return update_dir(to, m);
+    if (::rmdir(to.c_str()) != 0) return fail_errno("rmdir(" + to.string() + ")");
+  } else if (*now && S_ISDIR(m.st.st_mode)) {
+    if (::unlink(to.c_str()) != 0) return fail_errno("unlink(" + to.string() + ")");
+  }
+  return install(from, m, to);
+}
+
+// ---- the manifest: "<op> <backup index> <hex path>" lines ----------------------------------
+
+std::string hex(const std::string& bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+std::optional<std::string> unhex(const std::string& text) {
+  if (text.size() % 2 != 0) return std::nullopt;
+  std::string out;
+  auto val = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < text.size(); i += 2) {
+    int a = val(text[i]), b = val(text[i + 1]);
+    if (a < 0 || b < 0) return std::nullopt;
+    out += static_cast<char>(a * 16 + b);
+  }
+  return out;
+}
+
+struct Step {
+  ActionKind kind;
+  size_t index;
+  std::string path;
+};
+
+// A directory's time before the merge changed its entries (put back last by undo).
+struct DirTime {
+  timespec mtime{};
+  std::string path;  // "" for the live directory itself
+};
+
+struct Manifest {
+  fs::path live;
+  std::string tag;
+  std::vector<Step> steps;
+  std::vector<DirTime> dir_times;
+};
+
+std::string encode(const Manifest& m) {
+  std::string out = std::string(kManifestHeader) + "\nlive " + hex(m.live.string()) + "\ntag " +
+                    hex(m.tag) + "\n";
+  for (const auto& s : m.steps)
+    out +=
+        std::string(action_name(s.kind)) + " " + std::to_string(s.index) + " " + hex(s.path) + "\n";
+  for (const auto& d : m.dir_times)
+    out += "dirtime " + std::to_string(d.mtime.tv_sec) + "." + std::to_string(d.mtime.tv_nsec) +
+           " " + hex(d.path) + "\n";
+  return out + "end\n";
+}
+
+Result<Manifest> decode(const std::string& text, const fs::path& where) {
+  auto bad = [&](const std::string& why) {
+    return fail(EBADMSG, "undo manifest " + where.string() + ": " + why);
+  };
+  Manifest m;
+  std::vector<std::string> lines;
+  for (size_t i = 0; i < text.size();) {
+    size_t nl = text.find('\n', i);
+    if (nl == std::string::npos) return bad("no final newline");
+    lines.push_back(text.substr(i, nl - i));
+    i = nl + 1;
+  }
+  if (lines.size() < 4 || lines[0] != kManifestHeader || lines.back() != "end")
+    return bad("not an undo manifest");
+  auto word = [](const std::string& line, const std::string& key) -> std::optional<std::string> {
+    if (!line.starts_with(key + " ")) return std::nullopt;
+    return unhex(line.substr(key.size() + 1));
+  };
+  auto live = word(lines[1], "live");
+  auto tag = word(lines[2], "tag");
+  if (!live || !tag) return bad("no live directory or tag");
+  m.live = *live;
+  m.tag = *tag;
+  for (size_t i = 3; i + 1 < lines.size(); ++i) {
+    const std::string& l = lines[i];
+    size_t sp1 = l.find(' '), sp2 = l.find(' ', sp1 + 1);
+    if (sp1 == std::string::npos || sp2 == std::string::npos)
+      return bad("line " + std::to_string(i + 1));
+    std::string op = l.substr(0, sp1);
+    if (op == "dirtime") {
+      std::string t = l.substr(sp1 + 1, sp2 - sp1 - 1);
+      size_t dot = t.find('.');
+      auto p = unhex(l.substr(sp2 + 1));
+      if (dot == std::string::npos || !p) return bad("line " + std::to_string(i + 1));
+      DirTime d;
+      d.mtime.tv_sec = std::strtoll(t.substr(0, dot).c_str(), nullptr, 10);
+      d.mtime.tv_nsec = std::strtol(t.substr(dot + 1).c_str(), nullptr, 10);
+      d.path = *p;
+      m.dir_times.push_back(std::move(d));
+      continue;
+    }
+    Step s{};
+    if (op == "update")
+      s.kind = ActionKind::update;
+    else if (op == "add")
+      s.kind = ActionKind::add;
+    else if (op == "remove")
+      s.kind = ActionKind::remove;
+    else
+      return bad("line " + std::to_string(i + 1) + ": unknown step");
+    s.index = std::strtoull(l.substr(sp1 + 1, sp2 - sp1 - 1).c_str(), nullptr, 10);
+    auto p = unhex(l.substr(sp2 + 1));
+    if (!p || p->empty()) return bad("line " + std::to_string(i + 1) + ": bad path");
+    s.path = *p;
+    m.steps.push_back(std::move(s));
+  }
+  return m;
+}
+
+Result<std::optional<Manifest>> read_manifest(const fs::path& undo_dir) {
+  auto text = read_file_limited(undo_dir / "manifest", size_t{1} << 30);
+  if (!text) {
+    if (text.error().code == ENOENT) return std::optional<Manifest>();
+    return std::unexpected(text.error());
+  }
+  auto m = decode(*text, undo_dir / "manifest");
+  if (!m) return std::unexpected(m.error());
+  return std::optional<Manifest>(std::move(*m));
+}
+
+// Removes an undo directory: the manifest first (durably), so that what is left of a removal
+// cut short is never read as an undo to do again.
+Status drop_undo_dir(const fs::path& undo_dir) {
+  if (::unlink((undo_dir / "manifest").c_str()) != 0 && errno != ENOENT)
+    return fail_errno("unlink(" + (undo_dir / "manifest").string() + ")");
+  if (auto st = fsync_dir(undo_dir); !st) return st;
+  std::error_code ec;
+  fs::remove_all(undo_dir, ec);
+  if (ec) return fail(ec.value(), "remove(" + undo_dir.string() + ")");
+  return fsync_dir(undo_dir.parent_path());
+}
+
+// Leftover temporaries of a merge or undo that was cut short.
+void sweep_temps(const fs::path& dir) {
+  auto names = list_dir(dir);
+  if (!names) return;
+  for (const auto& n : *names) {
+    if (!n.starts_with(kTempPrefix)) continue;
+    fs::path p = dir / n;
+    if (::unlink(p.c_str()) != 0 && errno == EISDIR) {
+      std::error_code ec;
+      fs::remove_all(p, ec);
+    }
+  }
+}
+
+}  // namespace
+
+const char* action_name(ActionKind kind) {
+  switch (kind) {
+    case ActionKind::update:
+      return "update";
+    case ActionKind::add:
+      return "add";
+    case ActionKind::remove:
+      return "remove";
+    case ActionKind::conflict:
+      return "conflict";
+  }
+  return "?";
+}
+
+size_t Plan::count(ActionKind kind) const {
+  return static_cast<size_t>(std::count_if(actions.begin(), actions.end(),
+                                           [&](const Action& a) { return a.kind == kind; }));
+}
+
+bool Plan::changes() const { return actions.size() != count(ActionKind::conflict); }
+
+Result<Plan> plan(const fs::path& booted_default, const fs::path& staged_default,
+                  const fs::path& live) {
+  for (const auto& [p, what] : {std::pair{booted_default, "booted default configuration"},
+                                std::pair{staged_default, "staged default configuration"},
+                                std::pair{live, "live configuration"}}) {
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0) return fail_errno(std::string(what) + " " + p.string());
+    if (!S_ISDIR(st.st_mode)) return fail(ENOTDIR, std::string(what) + " " + p.string());
+  }
+  Planner planner{booted_default, staged_default, live, {}};
+  auto done = planner.visit("", true);
+  if (!done) return std::unexpected(done.error());
+  return std::move(planner.plan);
+}
+
+Status merge(const Plan& plan, const fs::path& staged_default, const fs::path& live,
+             const fs::path& undo_dir, const std::string& tag) {
+  if (::mkdir(undo_dir.c_str(), 0700) != 0) return fail_errno("mkdir(" + undo_dir.string() + ")");
+  fs::path backups = undo_dir / "b";
+  Manifest manifest{live, tag, {}, {}};
+  // The backups, then the manifest that names them: durable before /etc is touched.
+  auto prepare = [&]() -> Status {
+    if (auto st = fsync_dir(undo_dir.parent_path()); !st) return st;
+    if (::mkdir(backups.c_str(), 0700) != 0) return fail_errno("mkdir(" + backups.string() + ")");
+    size_t index = 0;
+    for (const auto& a : plan.actions) {
+      if (a.kind == ActionKind::conflict) continue;
+      Step step{a.kind, index++, a.path};
+      if (a.kind != ActionKind::add) {
+        fs::path lp = live / a.path;
+        auto m = read_meta(lp);
+        if (!m) return std::unexpected(m.error());
+        if (!*m) return fail(ENOENT, "etc merge: " + lp.string() + " went away since the plan");
+        if (auto st = install(lp, **m, backups / std::to_string(step.index)); !st) return st;
+      }
+      manifest.steps.push_back(std::move(step));
+      std::string parent = a.path.find('/') == std::string::npos
+                               ? std::string()
+                               : a.path.substr(0, a.path.rfind('/'));
+      if (std::none_of(manifest.dir_times.begin(), manifest.dir_times.end(),
+                       [&](const DirTime& d) { return d.path == parent; })) {
+        struct stat st {};
+        fs::path pp = parent.empty() ? live : live / parent;
+        // A parent the merge adds has no time to put back.
+        if (::lstat(pp.c_str(), &st) == 0) manifest.dir_times.push_back({st.st_mtim, parent});
+      }
+    }
+    if (auto st = fsync_dir(backups); !st) return st;
+    return write_file_atomic(undo_dir / "manifest", encode(manifest), 0600);
+  }();
+  if (!prepare) {
+    std::error_code ec;
+    fs::remove_all(undo_dir, ec);
+    return prepare;
+  }
+  for (const auto& s : manifest.steps) {
+    fs::path lp = live / s.path;
+    Status done;
+    if (s.kind == ActionKind::remove) {
+      done = remove_entry(lp);
+    } else {
+      fs::path sp = staged_default / s.path;
+      auto m = read_meta(sp);
+      if (!m)
+        done = std::unexpected(m.error());
+      else if (!*m)
+        done = fail(ENOENT, "etc merge: " + sp.string() + " went away");
+      else
+        done = put(sp, **m, lp);
+    }
+    if (!done) {
+      Error e = with_context(done.error(), "etc merge");
+      if (auto st = undo(undo_dir); !st)
+        log()->error("undoing the failed merge: {} (kept in {})", st.error().message(),
+                     undo_dir.string());
+      return std::unexpected(e);
+    }
+  }
+  return {};
+}
+
+Status undo(const fs::path& undo_dir) {
+  auto manifest = read_manifest(undo_dir);
+  if (!manifest) return std::unexpected(manifest.error());
+  if (!*manifest) return drop_undo_dir(undo_dir);
+  const Manifest& m = **manifest;
+  Status first;
+  std::set<fs::path> dirs;
+  for (auto it = m.steps.rbegin(); it != m.steps.rend(); ++it) {
+    fs::path lp = m.live / it->path;
+    dirs.insert(lp.parent_path());
+    Status done;
+    if (it->kind == ActionKind::add) {
+      done = remove_entry(lp);
+    } else {
+      fs::path bp = undo_dir / "b" / std::to_string(it->index);
+      auto bm = read_meta(bp);
+      if (!bm)
+        done = std::unexpected(bm.error());
+      else if (!*bm)
+        done = fail(ENOENT, "backup " + bp.string() + " is missing");
+      else
+        done = put(bp, **bm, lp);
+    }
+    if (!done) {
+      log()->error("undo {}: {}", lp.string(), done.error().message());
+      if (first) first = std::unexpected(with_context(done.error(), "etc undo"));
+    }
+  }
+  for (const auto& d : dirs) sweep_temps(d);
+  // Times last: restoring entries changed the times of the directories that hold them.
+  auto set_mtime = [](const fs::path& p, timespec mtime) {
+    timespec times[2] = {{0, UTIME_OMIT}, mtime};
+    if (::utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0 && errno != ENOENT)
+      log()->warn("undo: time of {}: {}", p.string(), std::strerror(errno));
+  };
+  for (const auto& s : m.steps) {
+    if (s.kind == ActionKind::add) continue;
+    struct stat st {};
+    fs::path bp = undo_dir / "b" / std::to_string(s.index);
+    if (::lstat(bp.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+      set_mtime(m.live / s.path, st.st_mtim);
+  }
+  for (const auto& d : m.dir_times) set_mtime(d.path.empty() ? m.live : m.live / d.path, d.mtime);
+  if (!first) return first;
+  return drop_undo_dir(undo_dir);
+}
+
+Result<std::string> undo_tag(const fs::path& undo_dir) {
+  auto m = read_manifest(undo_dir);
+  if (!m) return std::unexpected(m.error());
+  return *m ? (*m)->tag : std::string();
+}
+
+Result<std::vector<uint64_t>> recover(const fs::path& root,
+                                      const std::set<uint64_t>& live_generations,
+                                      const std::string& tag) {
+  std::vector<uint64_t> undone;
+  auto names = list_dir(root);
+  if (!names) {
+    if (names.error().code == ENOENT) return undone;
+    return std::unexpected(names.error());
+  }
+  // The highest generation first: each merge was made over the ones below it.
+  std::vector<std::pair<uint64_t, std::string>> found;
+  for (const auto& name : *names) {
+    if (name.empty() || name.size() > 19 ||
+        name.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    found.emplace_back(std::strtoull(name.c_str(), nullptr, 10), name);
+  }
+  std::sort(found.rbegin(), found.rend());
+  for (const auto& [generation, name] : found) {
+    fs::path dir = root / name;
+    auto manifest = read_manifest(dir);
+    if (!manifest) return std::unexpected(manifest.error());
+    if (*manifest && (*manifest)->tag != tag) {
+      fs::path aside = root / (name + ".aside-" + std::to_string(::time(nullptr)));
+      log()->warn("etc undo of generation {} belongs to another booted tree: kept as {}",
+                  generation, aside.string());
+      if (::rename(dir.c_str(), aside.c_str()) != 0)
+        return fail_errno("rename(" + dir.string() + ")");
+      continue;
+    }
+    if (live_generations.contains(generation) && *manifest) continue;
+    if (*manifest)
+      log()->warn("etc: generation {} is not live: its /etc merge is undone", generation);
+    if (auto st = undo(dir); !st) return std::unexpected(st.error());
+    if (*manifest) undone.push_back(generation);
+  }
+  return undone;
+}
+
+}  // namespace livefs::etc

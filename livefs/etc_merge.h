@@ -1,0 +1,77 @@
+// The /etc three-way merge, as OSTree does it at deploy, made live and undoable: between the
+// booted default configuration (usr/etc of the booted deployment), the staged default
+// (usr/etc of the staged one) and the live /etc.
+//
+// A default that changed takes effect where the administrator never changed the file (live
+// equals the booted default in type, content or link target, mode, owner and xattrs);
+// where the administrator did change it, the live file is kept and reported as a conflict.
+// New defaults are added where nothing is; removed ones go where they were never changed.
+//
+// Undo: before /etc is touched, every live entry the merge replaces or removes is copied
+// (with its mode, owner, xattrs and times) into an undo directory, synced, and a manifest
+// naming every step is written atomically; only then is /etc changed, one entry at a time,
+// each file atomically (a temporary in the same directory, fsync, rename, fsync of the
+// directory). undo() restores every backup and removes what the merge added, in reverse
+// order; it is idempotent, so a merge or an undo cut short by a crash is finished by running
+// undo() again: a merge that was not committed is undone whole, never left half-applied.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+
+namespace livefs::etc {
+
+enum class ActionKind : uint8_t { update, add, remove, conflict };
+const char* action_name(ActionKind kind);
+
+struct Action {
+  ActionKind kind = ActionKind::update;
+  std::string path;    // relative to /etc (bytes)
+  std::string reason;  // conflict: why the live entry is kept
+};
+
+// What merge() will do, in the order it does it (a directory before what it holds, a removed
+// directory after its entries). Conflicts are listed where they were found and skipped.
+struct Plan {
+  std::vector<Action> actions;
+  size_t count(ActionKind kind) const;
+  // Whether anything but conflicts is planned.
+  bool changes() const;
+};
+
+// Compares the three trees; reads only. The defaults and `live` must be directories.
+Result<Plan> plan(const std::filesystem::path& booted_default,
+                  const std::filesystem::path& staged_default, const std::filesystem::path& live);
+
+// Carries out the plan's update/add/remove actions on `live`, from `staged_default`, keeping
+// the undo in `undo_dir` (created here, 0700; must not exist). `tag` is stored with it (the
+// booted tree it belongs to). A failure part-way undoes what was done and removes
+// `undo_dir`; the error is returned.
+Status merge(const Plan& plan, const std::filesystem::path& staged_default,
+             const std::filesystem::path& live, const std::filesystem::path& undo_dir,
+             const std::string& tag);
+
+// Puts /etc back as it was before the merge that wrote `undo_dir`, then removes `undo_dir`.
+// An undo directory without a manifest (a merge that crashed before touching /etc) is just
+// removed. Restores what it can and returns the first failure (the undo directory is then
+// kept, for the next try).
+Status undo(const std::filesystem::path& undo_dir);
+
+// The tag an undo directory was written with ("" without a manifest).
+Result<std::string> undo_tag(const std::filesystem::path& undo_dir);
+
+// Start-up: under `root` (the daemon's etc-undo directory) each undo directory is named by
+// the generation whose merge it belongs to. One of a generation not in `live_generations`
+// (a merge whose generation was never committed, or a rollback whose undo was cut short)
+// is undone now; one of another booted tree (`tag` differs) is renamed aside, untouched.
+// Returns the generations undone.
+Result<std::vector<uint64_t>> recover(const std::filesystem::path& root,
+                                      const std::set<uint64_t>& live_generations,
+                                      const std::string& tag);
+
+}  // namespace livefs::etc
