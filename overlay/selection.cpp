@@ -320,6 +320,24 @@ Result<Selection> select_changes(const SelectionInput& in, const std::vector<std
     }
   }
 
+  // Hard links are one file: a change of one link of a staged group goes live with the
+  // group's other pending links (they share the new content or the new link count).
+  std::unordered_map<uint32_t, std::vector<size_t>> group_members;
+  for (size_t i = 0; i < pending.size(); ++i) {
+    if (!pending[i].new_index) continue;
+    auto e = in.staged.entry(*pending[i].new_index);
+    if (e.type() == EntryType::file && e.link_group() != 0)
+      group_members[e.link_group()].push_back(i);
+  }
+  if (!group_members.empty()) {
+    for (size_t i : std::vector<size_t>(chosen.begin(), chosen.end())) {
+      if (!pending[i].new_index) continue;
+      auto e = in.staged.entry(*pending[i].new_index);
+      if (e.type() != EntryType::file || e.link_group() == 0) continue;
+      for (size_t j : group_members[e.link_group()]) chosen.insert(j);
+    }
+  }
+
   ReasonGroups kept;
   std::vector<std::string> replaced;
   for (size_t i : chosen) {
@@ -347,6 +365,29 @@ Result<Selection> select_changes(const SelectionInput& in, const std::vector<std
     next.emplace(e.path, std::move(e));
   }
   if (!next.contains("")) next.emplace("", in.booted.root().to_entry());
+  // Hard-link groups are numbered per tree, and the layer holds links of earlier selections,
+  // maybe of another staged tree: a staged group takes the number its links already have in
+  // the layer, or a new one, so that Tree::build counts each group's links alone.
+  std::unordered_map<uint32_t, uint32_t> layer_group;  // staged group → layer group
+  uint32_t last_group = 0;
+  bool any_group = std::any_of(chosen.begin(), chosen.end(), [&](size_t i) {
+    return pending[i].new_index && in.staged.entry(*pending[i].new_index).link_group() != 0;
+  });
+  if (any_group) {
+    for (size_t i = 0; i < in.layer.size(); ++i) {
+      auto l = in.layer.entry(i);
+      if (l.type() != EntryType::file || l.link_group() == 0) continue;
+      last_group = std::max(last_group, l.link_group());
+      auto s = in.staged.find(l.path());
+      if (s && s->type() == EntryType::file && s->link_group() != 0 && s->object() == l.object())
+        layer_group.emplace(s->link_group(), l.link_group());
+    }
+  }
+  auto group_in_layer = [&](uint32_t staged_group) {
+    auto [it, added] = layer_group.emplace(staged_group, 0);
+    if (added) it->second = ++last_group;
+    return it->second;
+  };
 
   for (size_t i : chosen) {
     const Change& c = pending[i];
@@ -367,10 +408,13 @@ Result<Selection> select_changes(const SelectionInput& in, const std::vector<std
       e.content_booted =
           e.type == EntryType::file && b && b->type() == EntryType::file && b->object() == e.object;
       e.structural = false;
+      if (e.type == EntryType::file && e.link_group != 0)
+        e.link_group = group_in_layer(e.link_group);
     }
     next.insert_or_assign(c.path, std::move(e));
-    // Ancestors that the layer does not have yet are carried with their booted metadata,
-    // non-opaque, so they merge with the booted directory.
+    // Ancestors that the layer does not have yet are carried as structure (non-opaque,
+    // structural), so they merge with the booted directory and show its own attributes:
+    // a change of a directory's attributes is a change of its own, selected or not.
     for (auto a : ancestors(c.path)) {
       if (next.contains(std::string(a))) continue;
       Entry d;
@@ -383,6 +427,7 @@ Result<Selection> select_changes(const SelectionInput& in, const std::vector<std
                     "select: no directory for ancestor " + std::string(a) + " of " + c.path);
       }
       d.opaque = false;
+      d.structural = true;
       next.emplace(d.path, std::move(d));
     }
     result.applied.push_back(c);

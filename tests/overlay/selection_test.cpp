@@ -184,6 +184,36 @@ TEST(Selection, MetadataOnlyChangesArePendingAndGoLive) {
   EXPECT_EQ(resolve_merged(booted, all->layer, "d")->mtime_nsec, 5u);
 }
 
+// Hard links are one file: selecting one link takes the group's other pending links, and
+// groups of two staged trees applied one after the other keep their own link counts.
+TEST(Selection, HardLinkGroupsGoLiveWholeAndKeepTheirCounts) {
+  auto linked = [](Entry e, uint32_t group) {
+    e.link_group = group;
+    return e;
+  };
+  Tree booted = build_tree({dir(""), file("a", "1"), file("b", "1"), file("p", "p")});
+  Tree staged1 =
+      build_tree({dir(""), linked(file("a", "2"), 1), linked(file("b", "2"), 1), file("p", "p")});
+  Tree empty = build_tree({dir("")});
+  auto first = select_changes({booted, staged1, empty}, {"a"}, {.allow_replace = true});
+  ASSERT_TRUE(first) << first.error().message();
+  EXPECT_EQ(paths_of(first->applied), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(first->layer.find("a")->nlink(), 2u);
+  EXPECT_EQ(first->layer.find("a")->link_group(), first->layer.find("b")->link_group());
+
+  // A new staged tree numbers its groups from 1 again: p and q are a group of their own.
+  Tree staged2 = build_tree({dir(""), linked(file("a", "2"), 3), linked(file("b", "2"), 3),
+                             linked(file("p", "p2"), 1), linked(file("q", "p2"), 1)});
+  auto second = select_changes({booted, staged2, first->layer}, {"q"}, {.allow_replace = true});
+  ASSERT_TRUE(second) << second.error().message();
+  EXPECT_EQ(paths_of(second->applied), (std::vector<std::string>{"p", "q"}));
+  for (const char* path : {"a", "b", "p", "q"}) {
+    EXPECT_EQ(second->layer.find(path)->nlink(), 2u) << path;
+  }
+  EXPECT_NE(second->layer.find("a")->link_group(), second->layer.find("p")->link_group());
+  EXPECT_TRUE(pending_changes({booted, staged2, second->layer}).empty());
+}
+
 // A structural layer directory (a hotfix's, a parent Tree::build added) shows the booted
 // directory's attributes.
 TEST(Selection, AStructuralDirectoryShowsTheBootedOne) {
