@@ -750,8 +750,17 @@ std::vector<StaleFile> Filesystem::stale_files(
     std::optional<Resolved> booted;
     if (auto b = booted_only_->resolve(path); b && !b->is_dir() && !S_ISLNK(b->st.st_mode))
       booted = std::move(*b);
+    // A version whose content is what the path serves now (its metadata alone changed: a
+    // touched or chmod'ed file) is not stale: a process using it has the current content.
+    auto same_content = [&](const Resolved& version) {
+      if (!now || !now->entry || now->entry->type != store::EntryType::file) return false;
+      if (version.source == Source::booted)
+        return now->entry->content_booted;  // read from this very booted file
+      return version.entry && version.entry->type == store::EntryType::file &&
+             version.entry->object == now->entry->object;
+    };
     auto is_current = [&](const Resolved& version) {
-      return now && now->identity == version.identity;
+      return now && (now->identity == version.identity || same_content(version));
     };
 
     // (a) Nodes of old versions. The kernel shows only the inode number, so a version whose

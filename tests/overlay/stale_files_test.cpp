@@ -211,6 +211,33 @@ TEST_F(StaleFilesTest, NothingIsStaleBeforeASwitch) {
   EXPECT_EQ(holds_of(scan(touched_), runner), std::vector<std::string>{});
 }
 
+// A change of metadata only (the content is the booted file's) leaves nobody with an old
+// version: neither a process holding the booted file nor one holding the view's node of it.
+TEST_F(StaleFilesTest, AChangeOfMetadataOnlyLeavesNobodyStale) {
+  start(mnt_);
+  pid_t through_view = hold(Hold::open_fd3, mnt_ / "data");
+  pid_t direct = hold(Hold::open_fd3, booted_ / "data");
+  store::Entry touched;
+  touched.path = "data";
+  touched.type = store::EntryType::file;
+  touched.mode = 0600;
+  touched.mtime_sec = 1'700'000'000;
+  touched.size = read_file(booted_ / "data").size();
+  touched.object = store::ObjectId::of(std::string_view(read_file(booted_ / "data")));
+  touched.content_booted = true;
+  switch_to({touched}, 1);
+  struct stat st;
+  ASSERT_EQ(::stat((mnt_ / "data").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(st.st_mtim.tv_sec, 1'700'000'000);
+  EXPECT_EQ(read_file(mnt_ / "data"), "booted data\n");  // the booted file's, not the store's
+
+  EXPECT_EQ(fs_->stale_files({"data"}), std::vector<StaleFile>{});
+  std::vector<host::Holder> found = scan({"data"});
+  EXPECT_EQ(holds_of(found, through_view), std::vector<std::string>{});
+  EXPECT_EQ(holds_of(found, direct), std::vector<std::string>{});
+}
+
 TEST_F(StaleFilesTest, HoldersOfReplacedBootedFilesThroughTheView) {
   start(mnt_);
   pid_t runner = hold(Hold::exec, mnt_ / "bin/tool");
