@@ -228,7 +228,13 @@ uint64_t EntryRef::rdev() const { return LIVEFS_REC.rdev; }
 uint32_t EntryRef::nlink() const { return LIVEFS_REC.nlink; }
 uint32_t EntryRef::link_group() const { return LIVEFS_REC.link_group; }
 bool EntryRef::opaque() const { return LIVEFS_REC.opaque != 0; }
-bool EntryRef::structural() const { return (LIVEFS_REC.flags & kFlagStructural) != 0; }
+bool EntryRef::structural() const {
+  // Version 1 served every non-opaque layer directory over a booted one with the booted
+  // directory's attributes: a layer journalled then keeps being served that way.
+  if (tree_->impl_->version < 2)
+    return LIVEFS_REC.type == static_cast<uint8_t>(EntryType::dir) && LIVEFS_REC.opaque == 0;
+  return (LIVEFS_REC.flags & kFlagStructural) != 0;
+}
 bool EntryRef::content_booted() const { return (LIVEFS_REC.flags & kFlagContentBooted) != 0; }
 std::string_view EntryRef::target() const {
   return tree_->impl_->str(LIVEFS_REC.target_off, LIVEFS_REC.target_len);

@@ -95,7 +95,7 @@ class EntryRef {
   uint32_t nlink() const;
   uint32_t link_group() const;
   bool opaque() const;
-  bool structural() const;
+  bool structural() const;  // a version 1 tree: every non-opaque directory
   bool content_booted() const;
   std::string_view target() const;
   std::vector<Xattr> xattrs() const;

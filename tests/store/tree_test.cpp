@@ -2,7 +2,9 @@
 #include "store/tree.h"
 
 #include <gtest/gtest.h>
+
 #include <malloc.h>
+#include <cstring>
 
 #include <fstream>
 
@@ -89,6 +91,27 @@ TEST(Tree, EveryFieldSurvivesTheRoundTrip) {
   EXPECT_TRUE(usr->to_entry().structural);
   EXPECT_EQ(reparsed->entry(*t->parent()).path(), "usr/bin");
   EXPECT_FALSE(reparsed->find("usr/bin/nope"));
+}
+
+// A manifest written by the previous format still loads (a journal's layers outlive an
+// upgrade), and its layer directories keep the meaning they had: structure only.
+TEST(Tree, Version1ManifestsLoadWithTheirDirectoriesStructural) {
+  Entry odir = dir("o");
+  odir.opaque = true;
+  auto tree = Tree::build({dir("d"), odir, file("d/f", "x")});
+  ASSERT_TRUE(tree);
+  std::string bytes(tree->bytes());
+  uint32_t one = 1;
+  std::memcpy(bytes.data() + 8, &one, sizeof one);  // the header's version (not checksummed)
+  auto old = Tree::parse(std::make_shared<const std::string>(bytes));
+  ASSERT_TRUE(old) << old.error().message();
+  EXPECT_EQ(old->version(), 1u);
+  EXPECT_TRUE(old->find("d")->structural());
+  EXPECT_FALSE(old->find("o")->structural());
+  EXPECT_FALSE(old->find("d/f")->structural());
+  EXPECT_FALSE(tree->find("d")->structural());
+  std::memcpy(bytes.data() + 8, "\3\0\0\0", 4);
+  EXPECT_FALSE(Tree::parse(std::make_shared<const std::string>(bytes)));
 }
 
 TEST(Tree, ChildrenAndSubtrees) {
