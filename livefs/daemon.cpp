@@ -324,7 +324,10 @@ class Daemon {
   // aside. A journal from before identities were recorded is adopted when the cached
   // configuration says it was made over this same booted tree.
   Status open_generations(const store::Tree& booted) {
+    // Structural: the booted root's own attributes (an OSTree manifest's directory times
+    // are 0, not the deployment's).
     std::vector<store::Entry> root{booted.root().to_entry()};
+    root[0].structural = true;
     auto empty = store::Tree::build(std::move(root));
     if (!empty) return std::unexpected(with_context(empty.error(), "empty layer"));
     overlay::Generations::Options options;
@@ -600,6 +603,10 @@ class Daemon {
     return j;
   }
 
+  // Whether the trees record the file system's hard links (overlay::SelectionInput): a
+  // commit's manifest groups files by checksum instead.
+  bool link_counts() const { return !args_.sysroot.has_value(); }
+
   // The kernel versions whose modules stay as booted: this machine's (`uname -r`) and the
   // booted tree's (an OSTree deployment's kernel; in tests, the booted tree is not this
   // machine's).
@@ -652,7 +659,7 @@ class Daemon {
     if (!sides) return reply_error(sides.error());
     store::Tree applied = generations_->applied_layer();
     auto pending = overlay::pending_changes(
-        {sides->booted_tree, sides->staged_tree, applied, sides->staged_diff.get()});
+        {sides->booted_tree, sides->staged_tree, applied, sides->staged_diff.get(), link_counts()});
     json changes = json::array();
     std::vector<std::string> kernels = running_kernels(sides->booted_tree);
     for (const auto& c : pending)
@@ -728,10 +735,11 @@ class Daemon {
     using Clock = std::chrono::steady_clock;
     auto t0 = Clock::now();
     store::Tree applied_layer = generations_->applied_layer();
-    auto selection = etc_only ? Result<overlay::Selection>(nothing_selected(applied_layer))
-                              : overlay::select_changes({sides->booted_tree, sides->staged_tree,
-                                                         applied_layer, sides->staged_diff.get()},
-                                                        patterns, options);
+    auto selection =
+        etc_only ? Result<overlay::Selection>(nothing_selected(applied_layer))
+                 : overlay::select_changes({sides->booted_tree, sides->staged_tree, applied_layer,
+                                            sides->staged_diff.get(), link_counts()},
+                                           patterns, options);
     if (!selection) {
       Error e = selection.error();
       if (!package_names.empty() && e.code == EINVAL)
@@ -857,13 +865,14 @@ class Daemon {
 
   json stage(const json& request) {
     if (auto f = wait_ready()) return reply_error(*f);
-    auto staged = staging_->stage(request.value("commit", ""), request.value("remote", ""),
-                                  request.value("ref", ""), [this](const Sides& s) {
-                                    store::Tree applied = generations_->applied_layer();
-                                    return overlay::pending_changes({s.booted_tree, s.staged_tree,
-                                                                     applied, s.staged_diff.get()})
-                                        .size();
-                                  });
+    auto staged =
+        staging_->stage(request.value("commit", ""), request.value("remote", ""),
+                        request.value("ref", ""), [this](const Sides& s) {
+                          store::Tree applied = generations_->applied_layer();
+                          return overlay::pending_changes({s.booted_tree, s.staged_tree, applied,
+                                                           s.staged_diff.get(), link_counts()})
+                              .size();
+                        });
     if (!staged) return reply_error(staged.error());
     const auto& s = staged->stats;
     return {{"ok", true},

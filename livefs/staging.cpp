@@ -213,6 +213,18 @@ Status Staging::load_staged(const store::Tree& booted) {
     return write_config_locked();
   }
   Result<store::Tree> tree = fail(EINVAL, "no staged tree");
+  // A staged tree that cannot be read leaves nothing staged: the booted tree is still
+  // served, the failure is in `status`, and `livefs stage` can try again.
+  auto nothing_staged = [&](const Error& error) -> Status {
+    std::lock_guard lock(mutex_);
+    stage_error_ = with_context(error, "stage " + origin.describe()).message();
+    log()->error("{}; nothing is staged", stage_error_);
+    staged_origin_ = Origin{};
+    staged_origin_.kind = "none";
+    staged_tree_ = booted;
+    staged_diff_.reset();
+    return write_config_locked();
+  };
   // Held until the tree is rooted: gc must not take its new objects first.
   store::StoreLock unrooted;
   if (origin.kind == "directory") {
@@ -220,7 +232,7 @@ Status Staging::load_staged(const store::Tree& booted) {
     options.unchanged_from = &booted;
     options.entries_done = &entries_done_;
     auto imported = store::import_directory(args_.staged, store_.get(), options);
-    if (!imported) return std::unexpected(with_context(imported.error(), "import staged tree"));
+    if (!imported) return nothing_staged(with_context(imported.error(), "import staged tree"));
     log()->info("staged tree {}: {} files, {} unchanged, {} bytes stored in {:.3f}s",
                 args_.staged.string(), imported->stats.files, imported->stats.files_unchanged,
                 imported->stats.bytes_stored, imported->stats.seconds);
@@ -229,18 +241,7 @@ Status Staging::load_staged(const store::Tree& booted) {
   } else {
     auto staged = ostree::stage_commit(repo(), origin.checksum, args_.subdir, booted, *store_,
                                        false, &entries_done_);
-    std::lock_guard lock(mutex_);
-    if (!staged) {
-      // As in background staging: the booted tree is still served and the failure is in
-      // `status`; `livefs stage` can try again.
-      stage_error_ = with_context(staged.error(), "stage " + origin.describe()).message();
-      log()->error("{}; nothing is staged", stage_error_);
-      staged_origin_ = Origin{};
-      staged_origin_.kind = "none";
-      staged_tree_ = booted;
-      staged_diff_.reset();
-      return write_config_locked();
-    }
+    if (!staged) return nothing_staged(staged.error());  // as in background staging
     log_stage(origin, staged->stats);
     tree = std::move(staged->tree);
     unrooted = std::move(staged->lock);

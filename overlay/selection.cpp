@@ -75,12 +75,13 @@ bool at_or_below(std::string_view path, std::string_view dir) {
 class ReasonGroups {
  public:
   void add(const std::string& path, const std::string& reason) {
-    auto it = std::find_if(groups_.begin(), groups_.end(),
-                           [&](const auto& g) { return g.first == reason; });
-    if (it == groups_.end()) it = groups_.insert(groups_.end(), {reason, {}});
     for (auto a : ancestors(path)) {
       if (!a.empty() && listed_.contains(std::string(a))) return;
     }
+    // A group only once a path is listed in it: no reason is said with nothing after it.
+    auto it = std::find_if(groups_.begin(), groups_.end(),
+                           [&](const auto& g) { return g.first == reason; });
+    if (it == groups_.end()) it = groups_.insert(groups_.end(), {reason, {}});
     listed_.insert(path);
     it->second.push_back(path);
   }
@@ -109,14 +110,14 @@ class ReasonGroups {
 
 }  // namespace
 
-bool same_entry(const Entry& a, const Entry& b) {
+bool same_entry(const Entry& a, const Entry& b, bool link_counts) {
   if (a.type != b.type || a.mode != b.mode || a.uid != b.uid || a.gid != b.gid ||
       a.mtime_sec != b.mtime_sec || a.mtime_nsec != b.mtime_nsec || a.xattrs != b.xattrs) {
     return false;
   }
   switch (a.type) {
     case EntryType::file:
-      return a.object == b.object && a.nlink == b.nlink;
+      return a.object == b.object && (!link_counts || a.nlink == b.nlink);
     case EntryType::symlink:
       return a.target == b.target;
     case EntryType::chardev:
@@ -163,7 +164,8 @@ std::vector<Change> pending_changes(const SelectionInput& in) {
     std::optional<Entry> staged;
     if (c.new_index) staged = in.staged.entry(*c.new_index).to_entry();
     auto live = resolve_merged(in.booted, in.layer, c.path);
-    bool done = staged.has_value() == live.has_value() && (!staged || same_entry(*staged, *live));
+    bool done = staged.has_value() == live.has_value() &&
+                (!staged || same_entry(*staged, *live, in.link_counts));
     if (!done) out.push_back(c);
   }
   return out;
@@ -178,14 +180,20 @@ bool is_kernel_path(std::string_view path) {
       "boot/vmlinuz*",
       "boot/initrd*",
       "boot/initramfs*",
+      "boot/*/vmlinuz*",
+      "boot/*/initramfs*",
+      // OSTree keeps the deployment's kernel and initramfs here too.
+      "lib/ostree-boot/vmlinuz*",
+      "lib/ostree-boot/initramfs*",
+      "usr/lib/ostree-boot/vmlinuz*",
+      "usr/lib/ostree-boot/initramfs*",
   };
+  // Only these places: a name alone (usr/share/initramfs-tools, a man page) is no kernel.
   std::string p(path);
   for (const char* pattern : kPatterns) {
     if (fnmatch(pattern, p.c_str(), FNM_PATHNAME) == 0) return true;
   }
-  std::string_view name =
-      path.substr(path.rfind('/') == std::string_view::npos ? 0 : path.rfind('/') + 1);
-  return name.starts_with("initramfs");
+  return false;
 }
 
 std::vector<std::string> booted_kernel_versions(const store::Tree& booted) {
@@ -323,7 +331,7 @@ Result<Selection> select_changes(const SelectionInput& in, const std::vector<std
   // Hard links are one file: a change of one link of a staged group goes live with the
   // group's other pending links (they share the new content or the new link count).
   std::unordered_map<uint32_t, std::vector<size_t>> group_members;
-  for (size_t i = 0; i < pending.size(); ++i) {
+  for (size_t i = 0; in.link_counts && i < pending.size(); ++i) {
     if (!pending[i].new_index) continue;
     auto e = in.staged.entry(*pending[i].new_index);
     if (e.type() == EntryType::file && e.link_group() != 0)
@@ -338,16 +346,42 @@ Result<Selection> select_changes(const SelectionInput& in, const std::vector<std
     }
   }
 
+  // With --all, what a new ancestor or a hard-link group brought back in that needs a
+  // reboot is kept as the rest of it was, not a reason to refuse the whole apply.
+  if (options.all) {
+    for (size_t i : std::vector<size_t>(chosen.begin(), chosen.end())) {
+      std::string reason = reboot_reason(in.booted, pending[i], options.running_kernels);
+      if (reason.empty()) continue;
+      chosen.erase(i);
+      if (kept_all.listed(pending[i].path)) continue;
+      kept_all.add(pending[i].path, reason);
+      if (kept_all.listed(pending[i].path)) {
+        result.kept.push_back({pending[i].path, pending[i].kind, reason});
+        result.skipped_kernel.push_back(pending[i].path);
+      }
+    }
+    if (chosen.empty())
+      return fail(EPERM, "every pending change needs a reboot: " + kept_all.describe());
+  }
   ReasonGroups kept;
   std::vector<std::string> replaced;
   for (size_t i : chosen) {
     std::string reason = reboot_reason(in.booted, pending[i], options.running_kernels);
     if (!reason.empty()) kept.add(pending[i].path, reason);
-    // A directory's new attributes (its mtime moves with every name added) replace no
-    // content: no consent needed, as for additions.
-    bool dir_metadata = pending[i].kind == ChangeKind::metadata && pending[i].new_index &&
-                        in.staged.entry(*pending[i].new_index).type() == EntryType::dir;
-    if (pending[i].kind != ChangeKind::added && !dir_metadata) replaced.push_back(pending[i].path);
+    // A directory's new mtime (it moves with every name added or removed) replaces nothing:
+    // no consent needed, as for additions. Its mode, owner or xattrs do need it.
+    bool dir_mtime_only = false;
+    if (pending[i].kind == ChangeKind::metadata && pending[i].new_index) {
+      Entry staged = in.staged.entry(*pending[i].new_index).to_entry();
+      auto live = resolve_merged(in.booted, in.layer, pending[i].path);
+      if (staged.type == EntryType::dir && live && live->type == EntryType::dir) {
+        live->mtime_sec = staged.mtime_sec;
+        live->mtime_nsec = staged.mtime_nsec;
+        dir_mtime_only = same_entry(*live, staged);
+      }
+    }
+    if (pending[i].kind != ChangeKind::added && !dir_mtime_only)
+      replaced.push_back(pending[i].path);
   }
   if (!kept.empty()) return fail(EPERM, kept.describe());
   if (!replaced.empty() && !options.allow_replace) {
@@ -364,7 +398,11 @@ Result<Selection> select_changes(const SelectionInput& in, const std::vector<std
     auto e = in.layer.entry(i).to_entry();
     next.emplace(e.path, std::move(e));
   }
-  if (!next.contains("")) next.emplace("", in.booted.root().to_entry());
+  if (!next.contains("")) {
+    Entry root = in.booted.root().to_entry();
+    root.structural = true;  // the booted root's own attributes, unless its change is selected
+    next.emplace("", std::move(root));
+  }
   // Hard-link groups are numbered per tree, and the layer holds links of earlier selections,
   // maybe of another staged tree: a staged group takes the number its links already have in
   // the layer, or a new one, so that Tree::build counts each group's links alone.
@@ -389,48 +427,77 @@ Result<Selection> select_changes(const SelectionInput& in, const std::vector<std
     return it->second;
   };
 
+  std::vector<std::string> added;  // paths put into the layer below (their ancestors next)
+  // The staged entry at `path` into the next layer.
+  auto add_staged = [&](const std::string& path, size_t staged_index) -> Status {
+    added.push_back(path);
+    Entry e = in.staged.entry(staged_index).to_entry();
+    auto b = in.booted.find(path);
+    if (e.type == EntryType::dir) {
+      // A directory where the booted tree has a non-directory must hide it entirely.
+      e.opaque = b && b->type() != EntryType::dir;
+    }
+    // Content the booted file at this path has (a change of metadata only) is read from
+    // there: the staged import did not copy it into the store.
+    e.content_booted =
+        e.type == EntryType::file && b && b->type() == EntryType::file && b->object() == e.object;
+    e.structural = false;
+    if (e.type == EntryType::file && e.link_group != 0) e.link_group = group_in_layer(e.link_group);
+    next.insert_or_assign(path, std::move(e));
+    return {};
+  };
   for (size_t i : chosen) {
     const Change& c = pending[i];
-    Entry e;
     if (c.kind == ChangeKind::removed) {
+      Entry e;
       e.path = c.path;
       e.type = EntryType::whiteout;
       e.mode = 0;
+      next.insert_or_assign(c.path, std::move(e));
+      added.push_back(c.path);
     } else {
-      e = in.staged.entry(*c.new_index).to_entry();
-      auto b = in.booted.find(c.path);
-      if (e.type == EntryType::dir) {
-        // A directory where the booted tree has a non-directory must hide it entirely.
-        e.opaque = b && b->type() != EntryType::dir;
-      }
-      // Content the booted file at this path has (a change of metadata only) is read from
-      // there: the staged import did not copy it into the store.
-      e.content_booted =
-          e.type == EntryType::file && b && b->type() == EntryType::file && b->object() == e.object;
-      e.structural = false;
-      if (e.type == EntryType::file && e.link_group != 0)
-        e.link_group = group_in_layer(e.link_group);
+      (void)add_staged(c.path, *c.new_index);
     }
-    next.insert_or_assign(c.path, std::move(e));
-    // Ancestors that the layer does not have yet are carried as structure (non-opaque,
-    // structural), so they merge with the booted directory and show its own attributes:
-    // a change of a directory's attributes is a change of its own, selected or not.
-    for (auto a : ancestors(c.path)) {
+    result.applied.push_back(c);
+  }
+  // A selected link whose group has links that are live as they are (a new link to a file
+  // that did not change): those join the layer too, unchanged, so that all of the group is
+  // one inode there. Only then is the staged tree walked (its links are few).
+  if (in.link_counts) {
+    std::set<uint32_t> incomplete;
+    for (size_t i : chosen) {
+      if (!pending[i].new_index) continue;
+      auto e = in.staged.entry(*pending[i].new_index);
+      if (e.type() != EntryType::file || e.link_group() == 0) continue;
+      auto members = group_members.find(e.link_group());
+      if (members != group_members.end() && e.nlink() > members->second.size())
+        incomplete.insert(e.link_group());
+    }
+    for (size_t k = 0; !incomplete.empty() && k < in.staged.size(); ++k) {
+      auto e = in.staged.entry(k);
+      if (e.type() == EntryType::file && incomplete.contains(e.link_group()) &&
+          !by_path.contains(e.path()))
+        (void)add_staged(std::string(e.path()), k);
+    }
+  }
+  // Ancestors that the layer does not have yet are carried as structure (non-opaque,
+  // structural), so they merge with the booted directory and show its own attributes: a
+  // change of a directory's attributes is a change of its own, selected or not.
+  for (const std::string& path : added) {
+    for (auto a : ancestors(path)) {
       if (next.contains(std::string(a))) continue;
       Entry d;
       if (auto b = in.booted.find(a); b && b->type() == EntryType::dir) {
         d = b->to_entry();
-      } else if (auto s = in.staged.find(a); s && s->type() == EntryType::dir) {
-        d = s->to_entry();
+      } else if (auto st = in.staged.find(a); st && st->type() == EntryType::dir) {
+        d = st->to_entry();
       } else {
-        return fail(EINVAL,
-                    "select: no directory for ancestor " + std::string(a) + " of " + c.path);
+        return fail(EINVAL, "select: no directory for ancestor " + std::string(a) + " of " + path);
       }
       d.opaque = false;
       d.structural = true;
       next.emplace(d.path, std::move(d));
     }
-    result.applied.push_back(c);
   }
 
   // Entries below a whiteout or a non-directory of the layer are hidden by it: drop them

@@ -20,6 +20,12 @@ struct SelectionInput {
   // diff(booted, staged) when the caller keeps it (it changes only with a new stage);
   // computed here when null.
   const std::vector<store::Change>* staged_diff = nullptr;
+  // Whether the trees' hard-link groups are the file system's (trees imported from
+  // directories). An OSTree commit records no hard links: its manifests group the files of
+  // one checksum (as a deployment's links into the repository do), so a file's link count
+  // says nothing of the tree. Without, link counts are not compared and a selection does
+  // not take a file's whole group.
+  bool link_counts = true;
 };
 
 // How the merged view (booted under `layer`) resolves `path`: the entry it shows, or
@@ -30,8 +36,8 @@ std::optional<store::Entry> resolve_merged(const store::Tree& booted, const stor
                                            std::string_view path);
 
 // Two entries show the same thing: type, permissions, owner, mtime (to the nanosecond),
-// xattrs, content, target, device, and a file's link count.
-bool same_entry(const store::Entry& a, const store::Entry& b);
+// xattrs, content, target, device, and (with `link_counts`) a file's link count.
+bool same_entry(const store::Entry& a, const store::Entry& b, bool link_counts = true);
 
 // The changes of diff(booted, staged) that the merged view does not show yet, in path order.
 // Each keeps its kind relative to the booted tree.

@@ -34,7 +34,8 @@ class Differ {
     // A directory's link count follows from its subdirectories, which are compared
     // themselves; a file's is its hard-link group's size.
     return x.mode() == y.mode() && x.uid() == y.uid() && x.gid() == y.gid() &&
-           x.xattrs() == y.xattrs() && x.opaque() == y.opaque() && x.mtime_sec() == y.mtime_sec() &&
+           x.xattrs() == y.xattrs() && x.opaque() == y.opaque() &&
+           x.structural() == y.structural() && x.mtime_sec() == y.mtime_sec() &&
            x.mtime_nsec() == y.mtime_nsec() &&
            (x.type() == EntryType::dir || x.nlink() == y.nlink());
   }

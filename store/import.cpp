@@ -16,6 +16,7 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <set>
 #include <vector>
 
 #include "common/log.h"
@@ -342,9 +343,19 @@ class Importer {
 
   Result<ObjectId> file_content(int fd, const std::string& path, const std::string& what,
                                 const struct stat& st, uint32_t link_group) {
-    // A hard link already seen in this import has the same content.
+    // A hard link already seen in this import has the same content. It was not stored when
+    // that link was the same as the booted file at its path; this one may not be (a new
+    // link to an unchanged file): then it is stored now, from this descriptor (the inode).
     if (link_group != 0) {
-      if (auto it = group_ids_.find(link_group); it != group_ids_.end()) return it->second;
+      if (auto it = group_ids_.find(link_group); it != group_ids_.end()) {
+        ObjectId id = it->second;
+        if (batch_ && !groups_stored_.contains(link_group) && !unchanged(path, id)) {
+          if (auto st2 = store_content(fd, id, what, static_cast<uint64_t>(st.st_size)); !st2)
+            return std::unexpected(st2.error());
+          groups_stored_.insert(link_group);
+        }
+        return id;
+      }
     }
     Hasher hasher;
     uint64_t total = 0;
@@ -363,18 +374,26 @@ class Importer {
       return fail(EAGAIN, "read(" + what + "): file changed while being imported");
     stats_.bytes += total;
     ObjectId id = hasher.finish();
-    if (batch_ && !unchanged(path, id)) {
-      bool present = batch_->store().has(id);
-      // From the descriptor just hashed (copied, or linked: its inode, not a name).
-      auto stored = batch_->put_fd(fd, &id, what, PutOptions{.link = options_.link});
-      if (!stored) return std::unexpected(stored.error());
-      if (!present) stats_.bytes_stored += total;
-      if (batch_->pending() >= kBatchObjects) {
-        if (auto st2 = batch_->commit(); !st2) return std::unexpected(st2.error());
-      }
+    bool store_it = batch_ && !unchanged(path, id);
+    if (store_it) {
+      if (auto st2 = store_content(fd, id, what, total); !st2) return std::unexpected(st2.error());
     }
-    if (link_group != 0) group_ids_.emplace(link_group, id);
+    if (link_group != 0) {
+      group_ids_.emplace(link_group, id);
+      if (store_it) groups_stored_.insert(link_group);
+    }
     return id;
+  }
+
+  // Stores the content of `fd`, whose id is `id`, from the descriptor (copied, or linked:
+  // its inode, not a name).
+  Status store_content(int fd, const ObjectId& id, const std::string& what, uint64_t size) {
+    bool present = batch_->store().has(id);
+    auto stored = batch_->put_fd(fd, &id, what, PutOptions{.link = options_.link});
+    if (!stored) return std::unexpected(stored.error());
+    if (!present) stats_.bytes_stored += size;
+    if (batch_->pending() >= kBatchObjects) return batch_->commit();
+    return {};
   }
 
   bool unchanged(const std::string& path, const ObjectId& id) {
@@ -405,6 +424,7 @@ class Importer {
   std::vector<Entry> entries_;
   std::map<std::pair<dev_t, ino_t>, uint32_t> link_groups_;
   std::map<uint32_t, ObjectId> group_ids_;
+  std::set<uint32_t> groups_stored_;  // groups whose content this import stored
   ImportStats stats_;
   bool progress_ = false;
   std::chrono::steady_clock::time_point last_progress_{};

@@ -236,7 +236,9 @@ Specs random_staged(Rng& rng, Specs specs) {
           s.mode = s.mode == 0755 ? 0750 : (s.mode == 0644 ? 0640 : 0755);
         break;
       case 3:
-        s.uid = s.uid == 0 ? 1000 : 0;
+        // Not the root: a tree owned by another user may not hard-link what that user
+        // cannot read (the import refuses it).
+        if (&s != &specs[""]) s.uid = s.uid == 0 ? 1000 : 0;
         break;
       case 4:
         if (s.kind == Spec::file || s.kind == Spec::dir) {
@@ -261,13 +263,14 @@ Specs random_staged(Rng& rng, Specs specs) {
     s = copy;
     break;
   }
-  for (const auto& [path, s] : specs) {
-    if (s.kind == Spec::file && !s.content.empty()) {
-      Spec h = spec(Spec::hardlink, 0);
-      h.link_to = path;
-      specs["new-link"] = h;
-      break;
-    }
+  // New links to files whose content stays (the last ones: the first is rewritten below).
+  std::vector<std::string> targets;
+  for (auto it = specs.rbegin(); it != specs.rend() && targets.size() < 3; ++it)
+    if (it->second.kind == Spec::file && !it->second.content.empty()) targets.push_back(it->first);
+  for (size_t i = 0; i < targets.size(); ++i) {
+    Spec h = spec(Spec::hardlink, 0);
+    h.link_to = targets[i];
+    specs["new-link-" + std::to_string(i)] = h;
   }
   // Content: one rewritten, one added, one removed (that no hard link names).
   for (auto& [path, s] : specs) {

@@ -122,6 +122,34 @@ TEST(Safety, NamesThatAreNotUtf8) {
 }
 
 // The JSON printed by --json is valid UTF-8 and maps back to the bytes exactly.
+// A staged tree that cannot be read (here: a hard link to a file its owner cannot read,
+// which the import refuses) leaves nothing staged: the view serves the booted tree, status
+// says why, as for an OSTree commit that cannot be staged.
+TEST(Safety, AStagedTreeThatCannotBeReadLeavesNothingStaged) {
+  LiveWorld w;
+  write_file(w.booted / "bin/tool", "tool\n");
+  write_file(w.staged / "bin/tool", "tool 2\n");
+  write_file(w.staged / "secret", "secret\n", 0600);
+  ASSERT_EQ(::chown((w.staged / "secret").c_str(), 65534, 65534), 0);
+  ASSERT_EQ(::link((w.staged / "secret").c_str(), (w.staged / "bin/link").c_str()), 0);
+  ASSERT_EQ(::chown(w.staged.c_str(), 1000, 1000), 0);
+  Ran m = w.mount();
+  ASSERT_EQ(m.status, 0) << m.out;
+  auto st = w.status_json();
+  ASSERT_TRUE(st.is_object());
+  ASSERT_TRUE(eventually([&] {
+    st = w.status_json();
+    return st.is_object() && st["loading"].is_null();
+  }));
+  ASSERT_TRUE(st["stage_error"].is_string()) << st.dump(2);
+  EXPECT_NE(st["stage_error"].get<std::string>().find("cannot read"), std::string::npos)
+      << st["stage_error"];
+  EXPECT_EQ(read_file(w.mnt / "bin/tool"), "tool\n");
+  Ran d = w.cmd("diff", "--json");
+  ASSERT_EQ(d.status, 0) << d.out;
+  EXPECT_EQ(nlohmann::json::parse(d.out)["changes"].size(), 0u) << d.out;
+}
+
 TEST(Safety, WireTextRoundTripsEveryByteString) {
   std::mt19937 rng(7);
   for (int i = 0; i < 20000; ++i) {

@@ -170,6 +170,38 @@ TEST(KernelSelection, RemovingAnAncestorOfTheModulesIsKept) {
   EXPECT_TRUE(resolve_merged(booted, all->layer, "lib/modules/6.1.0/a.ko"));
 }
 
+// With --all, a hard-link group that reaches into the running kernel's modules keeps that
+// link as kept, and the rest of the update goes live (no refusal of the whole apply).
+TEST(KernelSelection, AllKeepsAKernelLinkAHardLinkGroupBringsBackIn) {
+  auto linked = [](store::Entry e, uint32_t group) {
+    e.link_group = group;
+    return e;
+  };
+  Tree booted =
+      build_tree({dir(""), dir("lib"), dir("lib/modules"), dir("lib/modules/6.1"),
+                  file("lib/modules/6.1/vmlinuz", "k"), linked(file("lib/modules/6.1/a", "x"), 1),
+                  dir("share"), linked(file("share/b", "x"), 1)});
+  Tree staged =
+      build_tree({dir(""), dir("lib"), dir("lib/modules"), dir("lib/modules/6.1"),
+                  file("lib/modules/6.1/vmlinuz", "k"), linked(file("lib/modules/6.1/a", "x"), 1),
+                  dir("share"), linked(file("share/b", "x"), 1), linked(file("share/c", "x"), 1)});
+  Tree empty = build_tree({dir("")});
+  auto sel = select_changes({booted, staged, empty}, {},
+                            {.all = true, .allow_replace = true, .running_kernels = {"6.1"}});
+  ASSERT_TRUE(sel) << sel.error().message();
+  EXPECT_TRUE(contains(paths_of(sel->applied), "share/c"));
+  EXPECT_FALSE(contains(paths_of(sel->applied), "lib/modules/6.1/a"));
+  EXPECT_TRUE(contains(sel->skipped_kernel, "lib/modules/6.1/a"));
+}
+
+TEST(KernelSelection, OnlyKernelPlacesAreKernelPaths) {
+  EXPECT_TRUE(is_kernel_path("boot/vmlinuz-6.1"));
+  EXPECT_TRUE(is_kernel_path("usr/lib/modules/6.1/initramfs.img"));
+  EXPECT_TRUE(is_kernel_path("lib/ostree-boot/initramfs-6.1.img"));
+  EXPECT_FALSE(is_kernel_path("share/initramfs-tools"));
+  EXPECT_FALSE(is_kernel_path("share/man/man8/initramfs-tools.8.gz"));
+}
+
 TEST(KernelSelection, RebootNeedsListKernelModulesAndPolicy) {
   KernelMove f;
   Tree staged = build_tree({dir(""), dir("usr"), dir("usr/bin"), file("usr/bin/tool", "t2"),

@@ -147,23 +147,28 @@ TEST(Selection, MetadataOnlyChangesArePendingAndGoLive) {
   link.mode = 0777;
   link.target = "f";
   Tree booted = build_tree({dir(""), at(dir("d"), 10, 0), at(file("d/f", "x"), 10, 0),
-                            at(link, 10, 0), file("d/same", "s")});
+                            at(link, 10, 0), file("d/same", "s"), at(dir("e"), 10, 0)});
   Entry f2 = at(file("d/f", "x"), 10, 1);
   f2.xattrs = {{"user.k", "v"}};
-  Tree staged =
-      build_tree({dir(""), at(dir("d", 0750), 20, 5), f2, at(link, 11, 0), file("d/same", "s")});
+  Tree staged = build_tree({dir(""), at(dir("d", 0750), 20, 5), f2, at(link, 11, 0),
+                            file("d/same", "s"), at(dir("e"), 30, 0)});
   Tree empty = build_tree({dir("")});
 
   auto pending = pending_changes({booted, staged, empty});
-  EXPECT_EQ(paths_of(pending), (std::vector<std::string>{"d", "d/f", "d/l"}));
+  EXPECT_EQ(paths_of(pending), (std::vector<std::string>{"d", "d/f", "d/l", "e"}));
   for (const auto& c : pending) EXPECT_EQ(c.kind, ChangeKind::metadata) << c.path;
 
-  // A directory's new attributes need no consent; a file's metadata does, as its content.
-  auto d_only = select_changes({booted, staged, empty}, {"d"}, {.literal = true});
-  ASSERT_TRUE(d_only) << d_only.error().message();
-  auto refused = select_changes({booted, staged, empty}, {"d/f"}, {});
-  ASSERT_FALSE(refused);
-  EXPECT_NE(refused.error().message().find("--allow-replace: d/f"), std::string::npos);
+  // A directory's new mtime needs no consent (it moves with every name added); its mode,
+  // owner or xattrs do, as a file's metadata does, as its content does.
+  auto e_only = select_changes({booted, staged, empty}, {"e"}, {.literal = true});
+  ASSERT_TRUE(e_only) << e_only.error().message();
+  for (const char* path : {"d", "d/f"}) {
+    auto refused = select_changes({booted, staged, empty}, {path}, {.literal = true});
+    ASSERT_FALSE(refused) << path;
+    EXPECT_NE(refused.error().message().find("--allow-replace: " + std::string(path)),
+              std::string::npos)
+        << refused.error().message();
+  }
 
   auto all = select_changes({booted, staged, empty}, {}, {.all = true, .allow_replace = true});
   ASSERT_TRUE(all) << all.error().message();
@@ -212,6 +217,51 @@ TEST(Selection, HardLinkGroupsGoLiveWholeAndKeepTheirCounts) {
   }
   EXPECT_NE(second->layer.find("a")->link_group(), second->layer.find("p")->link_group());
   EXPECT_TRUE(pending_changes({booted, staged2, second->layer}).empty());
+}
+
+// A new link to a file that is live as it is (its link count did not change: another link
+// of it was broken): the file joins the layer unchanged, so that the two are one inode.
+TEST(Selection, ANewLinkTakesItsUnchangedGroupAlong) {
+  auto linked = [](Entry e, uint32_t group) {
+    e.link_group = group;
+    return e;
+  };
+  Tree booted = build_tree({dir(""), linked(file("f", "x"), 1), linked(file("h", "x"), 1)});
+  Tree staged =
+      build_tree({dir(""), linked(file("f", "x"), 4), file("h", "x"), linked(file("n", "x"), 4)});
+  Tree empty = build_tree({dir("")});
+  EXPECT_EQ(paths_of(pending_changes({booted, staged, empty})),
+            (std::vector<std::string>{"h", "n"}));
+  auto sel = select_changes({booted, staged, empty}, {"n"}, {});
+  ASSERT_TRUE(sel) << sel.error().message();
+  EXPECT_EQ(paths_of(sel->applied), std::vector<std::string>{"n"});
+  auto f = sel->layer.find("f");
+  ASSERT_TRUE(f);
+  EXPECT_TRUE(f->content_booted());
+  EXPECT_EQ(f->link_group(), sel->layer.find("n")->link_group());
+  EXPECT_EQ(sel->layer.find("n")->nlink(), 2u);
+}
+
+// OSTree manifests group files by checksum, not by hard link: without link counts, a file
+// whose group grew or shrank is not a change, and selecting one takes no others.
+TEST(Selection, WithoutLinkCountsAGroupThatGrewIsNoChange) {
+  auto linked = [](Entry e, uint32_t group) {
+    e.link_group = group;
+    return e;
+  };
+  Tree booted = build_tree(
+      {dir(""), linked(file("a/__init__.py", ""), 1), linked(file("b/__init__.py", ""), 1)});
+  Tree staged =
+      build_tree({dir(""), linked(file("a/__init__.py", ""), 1),
+                  linked(file("b/__init__.py", ""), 1), linked(file("c/__init__.py", ""), 1)});
+  Tree empty = build_tree({dir("")});
+  SelectionInput ostree{booted, staged, empty, nullptr, /*link_counts=*/false};
+  EXPECT_EQ(paths_of(pending_changes(ostree)), (std::vector<std::string>{"c", "c/__init__.py"}));
+  auto sel = select_changes(ostree, {"c"}, {});
+  ASSERT_TRUE(sel) << sel.error().message();
+  EXPECT_EQ(paths_of(sel->applied), (std::vector<std::string>{"c", "c/__init__.py"}));
+  // With link counts (a directory import), a and b changed too: each has a third link.
+  EXPECT_EQ(pending_changes({booted, staged, empty}).size(), 4u);
 }
 
 // A structural layer directory (a hotfix's, a parent Tree::build added) shows the booted

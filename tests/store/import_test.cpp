@@ -128,6 +128,35 @@ TEST(Import, ManyFiles) {
   EXPECT_TRUE(result->tree.find("d399/f499"));
 }
 
+// A staged import against the booted manifest stores only what the booted tree does not
+// serve at the same path, but every file it records at another path has its content stored:
+// a new hard link to a file the booted tree has unchanged (whichever link the walk meets
+// first) is served from the store.
+TEST(Import, ANewLinkToAnUnchangedFileIsStored) {
+  TempDir tmp;
+  fs::path booted = tmp / "booted", staged = tmp / "staged";
+  for (int i = 0; i < 20; ++i) {
+    std::string name = "f" + std::to_string(i);
+    write_file(booted / name, "content " + name);
+    write_file(staged / name, "content " + name);
+    ASSERT_EQ(::link((staged / name).c_str(), (staged / ("new-" + name)).c_str()), 0);
+  }
+  auto scanned = import_directory(booted, nullptr, {.store_objects = false});
+  ASSERT_TRUE(scanned) << scanned.error().message();
+  auto store = ObjectStore::open(tmp / "store");
+  ASSERT_TRUE(store);
+  ImportOptions options;
+  options.unchanged_from = &scanned->tree;
+  auto result = import_directory(staged, &*store, options);
+  ASSERT_TRUE(result) << result.error().message();
+  for (int i = 0; i < 20; ++i) {
+    std::string name = "new-f" + std::to_string(i);
+    auto e = result->tree.find(name);
+    ASSERT_TRUE(e) << name;
+    EXPECT_TRUE(store->has(e->object())) << name;
+  }
+}
+
 // ---- item 8: nothing outside the source is read, through a symlink or a hard link ----------
 
 constexpr const char* kSecret = "TOPSECRET: root's eyes only\n";
