@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -394,7 +395,7 @@ Status put(const fs::path& from, const Meta& m, const fs::path& to) {
 
 // ---- the manifest: "<op> <backup index> <hex path>" lines ----------------------------------
 
-std::string hex(const std::string& bytes) {
+std::string hex(std::string_view bytes) {
   static const char* digits = "0123456789abcdef";
   std::string out;
   for (unsigned char c : bytes) {
@@ -404,7 +405,7 @@ std::string hex(const std::string& bytes) {
   return out;
 }
 
-std::optional<std::string> unhex(const std::string& text) {
+std::optional<std::string> unhex(std::string_view text) {
   if (text.size() % 2 != 0) return std::nullopt;
   std::string out;
   auto val = [](char c) -> int {
@@ -420,107 +421,39 @@ std::optional<std::string> unhex(const std::string& text) {
   return out;
 }
 
-struct Step {
-  ActionKind kind;
-  size_t index;
-  std::string path;
-};
-
-// A directory's time before the merge changed its entries (put back last by undo).
-struct DirTime {
-  timespec mtime{};
-  std::string path;  // "" for the live directory itself
-};
-
-struct Manifest {
-  fs::path live;
-  std::string tag;
-  std::vector<Step> steps;
-  std::vector<DirTime> dir_times;
-};
-
-std::string encode(const Manifest& m) {
-  std::string out = std::string(kManifestHeader) + "\nlive " + hex(m.live.string()) + "\ntag " +
-                    hex(m.tag) + "\n";
-  for (const auto& s : m.steps)
-    out +=
-        std::string(action_name(s.kind)) + " " + std::to_string(s.index) + " " + hex(s.path) + "\n";
-  for (const auto& d : m.dir_times)
-    out += "dirtime " + std::to_string(d.mtime.tv_sec) + "." + std::to_string(d.mtime.tv_nsec) +
-           " " + hex(d.path) + "\n";
-  return out + "end\n";
+// A path the manifest may name under the live directory: relative, and every component a
+// name (never empty, "." or ".."), so that live / path stays below live.
+bool below(std::string_view path) {
+  if (path.empty() || path.find('\0') != std::string_view::npos) return false;
+  for (size_t i = 0; i <= path.size();) {
+    size_t slash = std::min(path.find('/', i), path.size());
+    std::string_view name = path.substr(i, slash - i);
+    if (name.empty() || name == "." || name == "..") return false;
+    i = slash + 1;
+  }
+  return true;
 }
 
-Result<Manifest> decode(const std::string& text, const fs::path& where) {
-  auto bad = [&](const std::string& why) {
-    return fail(EBADMSG, "undo manifest " + where.string() + ": " + why);
-  };
-  Manifest m;
-  std::vector<std::string> lines;
-  for (size_t i = 0; i < text.size();) {
-    size_t nl = text.find('\n', i);
-    if (nl == std::string::npos) return bad("no final newline");
-    lines.push_back(text.substr(i, nl - i));
-    i = nl + 1;
-  }
-  if (lines.size() < 4 || lines[0] != kManifestHeader || lines.back() != "end")
-    return bad("not an undo manifest");
-  auto word = [](const std::string& line, const std::string& key) -> std::optional<std::string> {
-    if (!line.starts_with(key + " ")) return std::nullopt;
-    return unhex(line.substr(key.size() + 1));
-  };
-  auto live = word(lines[1], "live");
-  auto tag = word(lines[2], "tag");
-  if (!live || !tag) return bad("no live directory or tag");
-  m.live = *live;
-  m.tag = *tag;
-  for (size_t i = 3; i + 1 < lines.size(); ++i) {
-    const std::string& l = lines[i];
-    size_t sp1 = l.find(' '), sp2 = l.find(' ', sp1 + 1);
-    if (sp1 == std::string::npos || sp2 == std::string::npos)
-      return bad("line " + std::to_string(i + 1));
-    std::string op = l.substr(0, sp1);
-    if (op == "dirtime") {
-      std::string t = l.substr(sp1 + 1, sp2 - sp1 - 1);
-      size_t dot = t.find('.');
-      auto p = unhex(l.substr(sp2 + 1));
-      if (dot == std::string::npos || !p) return bad("line " + std::to_string(i + 1));
-      DirTime d;
-      d.mtime.tv_sec = std::strtoll(t.substr(0, dot).c_str(), nullptr, 10);
-      d.mtime.tv_nsec = std::strtol(t.substr(dot + 1).c_str(), nullptr, 10);
-      d.path = *p;
-      m.dir_times.push_back(std::move(d));
-      continue;
-    }
-    Step s{};
-    if (op == "update")
-      s.kind = ActionKind::update;
-    else if (op == "add")
-      s.kind = ActionKind::add;
-    else if (op == "remove")
-      s.kind = ActionKind::remove;
-    else
-      return bad("line " + std::to_string(i + 1) + ": unknown step");
-    s.index = std::strtoull(l.substr(sp1 + 1, sp2 - sp1 - 1).c_str(), nullptr, 10);
-    auto p = unhex(l.substr(sp2 + 1));
-    if (!p || p->empty()) return bad("line " + std::to_string(i + 1) + ": bad path");
-    s.path = *p;
-    m.steps.push_back(std::move(s));
-  }
-  return m;
+// A whole field of decimal digits (with a '-' first when `T` is signed).
+template <class T>
+std::optional<T> number(std::string_view text) {
+  T value{};
+  if (text.empty() || text[0] == '+') return std::nullopt;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
 }
 
-Result<std::optional<Manifest>> read_manifest(const fs::path& undo_dir) {
+Result<std::optional<UndoManifest>> read_manifest(const fs::path& undo_dir) {
   auto text = read_file_limited(undo_dir / "manifest", size_t{1} << 30);
   if (!text) {
-    if (text.error().code == ENOENT) return std::optional<Manifest>();
+    if (text.error().code == ENOENT) return std::optional<UndoManifest>();
     return std::unexpected(text.error());
   }
-  auto m = decode(*text, undo_dir / "manifest");
+  auto m = parse_undo_manifest(*text, (undo_dir / "manifest").string());
   if (!m) return std::unexpected(m.error());
-  return std::optional<Manifest>(std::move(*m));
+  return std::optional<UndoManifest>(std::move(*m));
 }
-
 // Removes an undo directory: the manifest first (durably), so that what is left of a removal
 // cut short is never read as an undo to do again.
 Status drop_undo_dir(const fs::path& undo_dir) {
@@ -563,6 +496,82 @@ const char* action_name(ActionKind kind) {
   return "?";
 }
 
+std::string encode_undo_manifest(const UndoManifest& m) {
+  std::string out =
+      std::string(kManifestHeader) + "\nlive " + hex(m.live) + "\ntag " + hex(m.tag) + "\n";
+  for (const auto& s : m.steps)
+    out +=
+        std::string(action_name(s.kind)) + " " + std::to_string(s.index) + " " + hex(s.path) + "\n";
+  for (const auto& d : m.dir_times)
+    out += "dirtime " + std::to_string(d.sec) + "." + std::to_string(d.nsec) + " " + hex(d.path) +
+           "\n";
+  return out + "end\n";
+}
+
+Result<UndoManifest> parse_undo_manifest(std::string_view text, std::string_view where) {
+  auto bad = [&](const std::string& why) { return fail(EBADMSG, std::string(where) + ": " + why); };
+  std::vector<std::string_view> lines;
+  for (size_t i = 0; i < text.size();) {
+    size_t nl = text.find('\n', i);
+    if (nl == std::string_view::npos) return bad("no final newline");
+    lines.push_back(text.substr(i, nl - i));
+    i = nl + 1;
+  }
+  if (lines.size() < 4 || lines[0] != kManifestHeader || lines.back() != "end")
+    return bad("not an undo manifest");
+  auto word = [](std::string_view line, std::string_view key) -> std::optional<std::string> {
+    if (!line.starts_with(key) || line.substr(key.size(), 1) != " ") return std::nullopt;
+    return unhex(line.substr(key.size() + 1));
+  };
+  UndoManifest m;
+  auto live = word(lines[1], "live");
+  auto tag = word(lines[2], "tag");
+  if (!live || !tag) return bad("no live directory or tag");
+  // Undo writes below it: a relative one would depend on the daemon's working directory.
+  if (!live->starts_with('/') || live->find('\0') != std::string::npos)
+    return bad("the live directory is not an absolute path");
+  m.live = std::move(*live);
+  m.tag = std::move(*tag);
+  for (size_t i = 3; i + 1 < lines.size(); ++i) {
+    std::string_view l = lines[i];
+    auto line_bad = [&](const std::string& why) {
+      return bad("line " + std::to_string(i + 1) + ": " + why);
+    };
+    size_t sp1 = l.find(' ');
+    size_t sp2 = sp1 == std::string_view::npos ? sp1 : l.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos) return line_bad("not three fields");
+    std::string_view op = l.substr(0, sp1), middle = l.substr(sp1 + 1, sp2 - sp1 - 1);
+    auto path = unhex(l.substr(sp2 + 1));
+    if (!path) return line_bad("the path is not lowercase hex");
+    if (op == "dirtime") {
+      size_t dot = middle.find('.');
+      auto sec = number<int64_t>(middle.substr(0, dot));
+      auto nsec =
+          dot == std::string_view::npos ? std::nullopt : number<int64_t>(middle.substr(dot + 1));
+      if (!sec || !nsec || *nsec < 0 || *nsec > 999'999'999) return line_bad("bad time");
+      if (!path->empty() && !below(*path)) return line_bad("a path that leaves the directory");
+      m.dir_times.push_back({*sec, *nsec, std::move(*path)});
+      continue;
+    }
+    UndoStep s;
+    if (op == "update")
+      s.kind = ActionKind::update;
+    else if (op == "add")
+      s.kind = ActionKind::add;
+    else if (op == "remove")
+      s.kind = ActionKind::remove;
+    else
+      return line_bad("unknown step");
+    auto index = number<uint64_t>(middle);
+    if (!index) return line_bad("bad backup index");
+    s.index = *index;
+    if (!below(*path)) return line_bad("a path that leaves the directory");
+    s.path = std::move(*path);
+    m.steps.push_back(std::move(s));
+  }
+  return m;
+}
+
 size_t Plan::count(ActionKind kind) const {
   return static_cast<size_t>(std::count_if(actions.begin(), actions.end(),
                                            [&](const Action& a) { return a.kind == kind; }));
@@ -589,15 +598,15 @@ Status merge(const Plan& plan, const fs::path& staged_default, const fs::path& l
              const fs::path& undo_dir, const std::string& tag) {
   if (::mkdir(undo_dir.c_str(), 0700) != 0) return fail_errno("mkdir(" + undo_dir.string() + ")");
   fs::path backups = undo_dir / "b";
-  Manifest manifest{live, tag, {}, {}};
+  UndoManifest manifest{fs::absolute(live).string(), tag, {}, {}};
   // The backups, then the manifest that names them: durable before /etc is touched.
   auto prepare = [&]() -> Status {
     if (auto st = fsync_dir(undo_dir.parent_path()); !st) return st;
     if (::mkdir(backups.c_str(), 0700) != 0) return fail_errno("mkdir(" + backups.string() + ")");
-    size_t index = 0;
+    uint64_t index = 0;
     for (const auto& a : plan.actions) {
       if (a.kind == ActionKind::conflict) continue;
-      Step step{a.kind, index++, a.path};
+      UndoStep step{a.kind, index++, a.path};
       if (a.kind != ActionKind::add) {
         fs::path lp = live / a.path;
         auto m = read_meta(lp);
@@ -610,15 +619,16 @@ Status merge(const Plan& plan, const fs::path& staged_default, const fs::path& l
                                ? std::string()
                                : a.path.substr(0, a.path.rfind('/'));
       if (std::none_of(manifest.dir_times.begin(), manifest.dir_times.end(),
-                       [&](const DirTime& d) { return d.path == parent; })) {
+                       [&](const UndoDirTime& d) { return d.path == parent; })) {
         struct stat st {};
         fs::path pp = parent.empty() ? live : live / parent;
         // A parent the merge adds has no time to put back.
-        if (::lstat(pp.c_str(), &st) == 0) manifest.dir_times.push_back({st.st_mtim, parent});
+        if (::lstat(pp.c_str(), &st) == 0)
+          manifest.dir_times.push_back({st.st_mtim.tv_sec, st.st_mtim.tv_nsec, parent});
       }
     }
     if (auto st = fsync_dir(backups); !st) return st;
-    return write_file_atomic(undo_dir / "manifest", encode(manifest), 0600);
+    return write_file_atomic(undo_dir / "manifest", encode_undo_manifest(manifest), 0600);
   }();
   if (!prepare) {
     std::error_code ec;
@@ -655,11 +665,12 @@ Status undo(const fs::path& undo_dir) {
   auto manifest = read_manifest(undo_dir);
   if (!manifest) return std::unexpected(manifest.error());
   if (!*manifest) return drop_undo_dir(undo_dir);
-  const Manifest& m = **manifest;
+  const UndoManifest& m = **manifest;
+  const fs::path live = m.live;
   Status first;
   std::set<fs::path> dirs;
   for (auto it = m.steps.rbegin(); it != m.steps.rend(); ++it) {
-    fs::path lp = m.live / it->path;
+    fs::path lp = live / it->path;
     dirs.insert(lp.parent_path());
     Status done;
     if (it->kind == ActionKind::add) {
@@ -690,10 +701,10 @@ Status undo(const fs::path& undo_dir) {
     if (s.kind == ActionKind::add) continue;
     struct stat st {};
     fs::path bp = undo_dir / "b" / std::to_string(s.index);
-    if (::lstat(bp.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
-      set_mtime(m.live / s.path, st.st_mtim);
+    if (::lstat(bp.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) set_mtime(live / s.path, st.st_mtim);
   }
-  for (const auto& d : m.dir_times) set_mtime(d.path.empty() ? m.live : m.live / d.path, d.mtime);
+  for (const auto& d : m.dir_times)
+    set_mtime(d.path.empty() ? live : live / d.path, timespec{d.sec, d.nsec});
   if (!first) return first;
   return drop_undo_dir(undo_dir);
 }

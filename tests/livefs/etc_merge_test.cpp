@@ -359,6 +359,60 @@ TEST(EtcMerge, AProcessKilledMidMergeOrMidUndoIsRecoveredToTheOriginal) {
   EXPECT_TRUE(fs::is_empty(root));
 }
 
+std::string hex(const std::string& bytes) {
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += "0123456789abcdef"[c >> 4];
+    out += "0123456789abcdef"[c & 15];
+  }
+  return out;
+}
+
+TEST(EtcMerge, AnUndoManifestNamingAPathOutsideLiveIsRefusedAndTouchesNothing) {
+  TempDir tmp("livefs-etc-hostile");
+  fs::path live = tmp / "etc";
+  fs::create_directories(live);
+  write_file(tmp / "victim", "outside /etc\n");
+  for (const std::string& path : {std::string("../victim"), (tmp / "victim").string(),
+                                  std::string("sub/../../victim"), std::string("./x")}) {
+    fs::path dir = tmp / "undo";
+    fs::create_directories(dir / "b");
+    write_file(dir / "manifest", "livefs-etc-undo 1\nlive " + hex(live.string()) + "\ntag " +
+                                     hex("tag") + "\nadd 0 " + hex(path) + "\nend\n");
+    auto st = undo(dir);
+    ASSERT_FALSE(st) << path;
+    EXPECT_EQ(st.error().code, EBADMSG) << path;
+    EXPECT_NE(st.error().message().find("leaves the directory"), std::string::npos)
+        << st.error().message();
+    EXPECT_EQ(testing::read_file(tmp / "victim"), "outside /etc\n") << path;
+    fs::remove_all(dir);
+  }
+}
+
+TEST(EtcMerge, TheUndoManifestRoundTripsAnyByteButNul) {
+  UndoManifest m;
+  m.live = "/sysroot/etc";
+  m.tag = std::string("tag\n with \xff and \0 bytes", 25);
+  m.steps = {{ActionKind::update, 0, "with space.conf"},
+             {ActionKind::add, 1, "new\nline/caf\xe9"},
+             {ActionKind::remove, 18446744073709551615ull, std::string(255, 'x')}};
+  m.dir_times = {{-5, 999999999, ""}, {1700000000, 5, "new\nline"}};
+  auto again = parse_undo_manifest(encode_undo_manifest(m));
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_EQ(*again, m);
+  for (const char* bad : {"livefs-etc-undo 1\nlive 2f\ntag \nadd 0 6100\nend\n",  // a NUL in a path
+                          "livefs-etc-undo 1\nlive 2f\ntag \nadd -1 61\nend\n",  // a negative index
+                          "livefs-etc-undo 1\nlive 2f\ntag \nadd 1x 61\nend\n",  // not a number
+                          "livefs-etc-undo 1\nlive 2f\ntag \ndirtime 1.1000000000 61\nend\n",
+                          "livefs-etc-undo 1\nlive 65\ntag \nend\n"}) {  // a relative live
+    auto p = parse_undo_manifest(bad);
+    EXPECT_FALSE(p) << bad;
+    if (!p) {
+      EXPECT_EQ(p.error().code, EBADMSG);
+    }
+  }
+}
+
 TEST(EtcMerge, MissingDefaultsAreAClearError) {
   TempDir tmp;
   fs::create_directories(tmp / "staged");
