@@ -169,16 +169,27 @@ struct Planner {
     plan.actions.push_back({ActionKind::conflict, rel, std::move(why)});
   }
 
-  // `parent_dir`: whether the live parent is (or will be, after the merge) a directory.
+  // Whether the parent of an entry is a directory in each tree. An entry is read only where
+  // its parent is: below a symlink (or anything else) it is not in that tree, and reading
+  // the path would follow the symlink out of it. `live_after`: whether the live parent is
+  // a directory after the merge (it may be one the merge adds).
+  struct Parents {
+    bool b = true, s = true, l = true, live_after = true;
+  };
+
   // Returns whether `rel` is gone from /etc after the merge (for a removed directory: all
   // of its entries went).
-  Result<bool> visit(const std::string& rel, bool parent_dir) {
+  Result<bool> visit(const std::string& rel, Parents in) {
     fs::path bp = at(b_root, rel), sp = at(s_root, rel), lp = at(l_root, rel);
-    auto rb = read_meta(bp);
+    auto read_if = [](bool parent, const fs::path& p) -> Result<std::optional<Meta>> {
+      if (!parent) return std::optional<Meta>();
+      return read_meta(p);
+    };
+    auto rb = read_if(in.b, bp);
     if (!rb) return std::unexpected(rb.error());
-    auto rs = read_meta(sp);
+    auto rs = read_if(in.s, sp);
     if (!rs) return std::unexpected(rs.error());
-    auto rl = read_meta(lp);
+    auto rl = read_if(in.l, lp);
     if (!rl) return std::unexpected(rl.error());
     std::optional<Meta> b = std::move(*rb), s = std::move(*rs), l = std::move(*rl);
     auto is_dir = [](const std::optional<Meta>& m) { return m && S_ISDIR(m->st.st_mode); };
@@ -204,12 +215,12 @@ struct Planner {
     if (!rel.empty() && !*b_eq_s && !*l_eq_s) {
       if (!supported(b) || !supported(s) || !supported(l)) {
         conflict(rel, "not a file, symlink or directory: not merged");
+      } else if (!in.live_after) {
+        conflict(rel, "its directory is not a directory in /etc");
       } else if (!*l_eq_b) {
         conflict(rel, !l   ? "removed by the administrator"
                       : !b ? "a new default, but the administrator made this path"
                            : "changed by the administrator");
-      } else if (!parent_dir) {
-        conflict(rel, "its directory is not a directory in /etc");
       } else if (!s) {
         removal = true;  // l equals b: a default that was never changed
       } else if (l && (is_dir(l) != is_dir(s))) {
@@ -232,7 +243,7 @@ struct Planner {
         names.insert(list->begin(), list->end());
       }
       for (const auto& name : names) {
-        auto gone = visit(join(rel, name), live_dir);
+        auto gone = visit(join(rel, name), {is_dir(b), is_dir(s), is_dir(l), live_dir});
         if (!gone) return std::unexpected(gone.error());
         if (!*gone) all_gone = false;
       }
@@ -589,7 +600,7 @@ Result<Plan> plan(const fs::path& booted_default, const fs::path& staged_default
     if (!S_ISDIR(st.st_mode)) return fail(ENOTDIR, std::string(what) + " " + p.string());
   }
   Planner planner{booted_default, staged_default, live, {}};
-  auto done = planner.visit("", true);
+  auto done = planner.visit("", {});
   if (!done) return std::unexpected(done.error());
   return std::move(planner.plan);
 }

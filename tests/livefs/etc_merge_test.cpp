@@ -359,6 +359,49 @@ TEST(EtcMerge, AProcessKilledMidMergeOrMidUndoIsRecoveredToTheOriginal) {
   EXPECT_TRUE(fs::is_empty(root));
 }
 
+// A live directory the administrator replaced by a symlink out of /etc: what the defaults
+// hold below it is not in /etc, so nothing there is merged, even a level further down where
+// the symlink's target has a directory of the same name.
+TEST(EtcMerge, NothingIsMergedThroughASymlinkOutOfEtc) {
+  TempDir tmp("livefs-etc-symlink");
+  fs::path b = tmp / "booted", s = tmp / "staged", l = tmp / "live", out = tmp / "outside";
+  for (const auto& root : {b, s}) {
+    write_file(root / "dir/sub/f.conf", root == b ? "v1\n" : "v2\n");
+    write_file(root / "dir/f.conf", root == b ? "v1\n" : "v2\n");
+  }
+  write_file(b / "dir/sub/gone.conf", "gone\n");
+  write_file(s / "dir/sub/new.conf", "new\n");
+  // What the symlink leads to looks like the booted default.
+  fs::copy(b / "dir", out, fs::copy_options::recursive);
+  fs::create_directories(l);
+  fs::create_symlink(out, l / "dir");
+  auto before = snapshot(out);
+  // The other way round: a staged default directory became a symlink (out of the staged
+  // tree); the booted one's entries are not read through it.
+  write_file(b / "linked/a.conf", "v1\n");
+  write_file(l / "linked/a.conf", "v1\n");
+  write_file(tmp / "elsewhere/a.conf", "not a default\n");
+  fs::create_symlink(tmp / "elsewhere", s / "linked");
+
+  auto p = plan(b, s, l);
+  ASSERT_TRUE(p) << p.error().message();
+  std::map<std::string, std::string> reasons;
+  for (const auto& a : p->actions) {
+    EXPECT_TRUE(!a.path.starts_with("dir") || a.kind == ActionKind::conflict)
+        << action_name(a.kind) << " " << a.path;
+    reasons[a.path] = a.reason;
+  }
+  EXPECT_EQ(reasons["dir/sub/f.conf"], "its directory is not a directory in /etc");
+  EXPECT_NE(reasons["linked"], "");
+  ASSERT_TRUE(merge(*p, s, l, tmp / "undo", "tag"));
+  EXPECT_EQ(snapshot(out), before);
+  EXPECT_TRUE(fs::is_symlink(l / "dir"));
+  // (Removed as a default the staged tree no longer has there.)
+  if (fs::exists(l / "linked/a.conf")) {
+    EXPECT_NE(testing::read_file(l / "linked/a.conf"), "not a default\n");
+  }
+}
+
 std::string hex(const std::string& bytes) {
   std::string out;
   for (unsigned char c : bytes) {
