@@ -159,6 +159,11 @@ fs::path at(const fs::path& root, const std::string& rel) {
   return rel.empty() ? root : root / rel;
 }
 
+std::string parent_of(const std::string& rel) {
+  size_t slash = rel.rfind('/');
+  return slash == std::string::npos ? std::string() : rel.substr(0, slash);
+}
+
 // ---- planning ------------------------------------------------------------------------------
 
 struct Planner {
@@ -272,6 +277,18 @@ struct Planner {
 };
 
 // ---- writing -------------------------------------------------------------------------------
+
+// Exactly what temp_name() makes: an administrator's ".livefs-etc-notes" is not one.
+bool is_temp_name(std::string_view name) {
+  if (!name.starts_with(kTempPrefix)) return false;
+  name.remove_prefix(std::strlen(kTempPrefix));
+  size_t dash = name.find('-');
+  auto digits = [](std::string_view d) {
+    return !d.empty() && d.find_first_not_of("0123456789") == std::string_view::npos;
+  };
+  return dash != std::string_view::npos && digits(name.substr(0, dash)) &&
+         digits(name.substr(dash + 1));
+}
 
 std::string temp_name() {
   static std::atomic<uint64_t> counter{0};
@@ -404,6 +421,62 @@ Status put(const fs::path& from, const Meta& m, const fs::path& to) {
   return install(from, m, to);
 }
 
+// ---- reaching an entry of /etc without following a symlink --------------------------------
+
+// The directory `rel` below `root` (`root` itself for ""), opened one component at a time
+// without following a symlink: one that replaced a directory of /etc (since the plan, or
+// since the merge for its undo) is refused, never followed out of /etc.
+Result<UniqueFd> open_dir_beneath(const fs::path& root, std::string_view rel) {
+  UniqueFd fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return fail_errno("open(" + root.string() + ")");
+  fs::path shown = root;
+  for (size_t i = 0; i < rel.size();) {
+    size_t slash = std::min(rel.find('/', i), rel.size());
+    std::string name(rel.substr(i, slash - i));
+    i = slash + 1;
+    shown /= name;
+    UniqueFd next(::openat(fd.get(), name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!next) {
+      if (errno == ENOTDIR || errno == ELOOP)
+        return fail(ENOTDIR, shown.string() + ": not a directory (a symlink is not followed)");
+      return fail_errno("open(" + shown.string() + ")");
+    }
+    fd = std::move(next);
+  }
+  return fd;
+}
+
+// An entry of the live directory: its parent held open, and `path` naming the entry
+// through that descriptor, so that the path-based calls on it (all of which leave a final
+// symlink alone) act on the entry itself in that very directory.
+struct Beneath {
+  UniqueFd dir;
+  fs::path path;   // /proc/self/fd/N/NAME
+  fs::path shown;  // root/rel, for messages
+
+  // The error with the descriptor's path replaced by the directory's.
+  Error named(Error e) const {
+    std::string proc = path.parent_path().string(), real = shown.parent_path().string();
+    for (size_t at = 0; (at = e.context.find(proc, at)) != std::string::npos; at += real.size())
+      e.context.replace(at, proc.size(), real);
+    return e;
+  }
+};
+
+Result<Beneath> beneath(const fs::path& root, const std::string& rel) {
+  size_t slash = rel.rfind('/');
+  auto dir =
+      open_dir_beneath(root, slash == std::string::npos ? std::string_view()
+                                                        : std::string_view(rel).substr(0, slash));
+  if (!dir) return std::unexpected(dir.error());
+  Beneath b;
+  b.path = fs::path("/proc/self/fd") / std::to_string(dir->get()) /
+           (slash == std::string::npos ? rel : rel.substr(slash + 1));
+  b.dir = std::move(*dir);
+  b.shown = root / rel;
+  return b;
+}
+
 // ---- the manifest: "<op> <backup index> <hex path>" lines ----------------------------------
 
 std::string hex(std::string_view bytes) {
@@ -482,7 +555,7 @@ void sweep_temps(const fs::path& dir) {
   auto names = list_dir(dir);
   if (!names) return;
   for (const auto& n : *names) {
-    if (!n.starts_with(kTempPrefix)) continue;
+    if (!is_temp_name(n)) continue;
     fs::path p = dir / n;
     if (::unlink(p.c_str()) != 0 && errno == EISDIR) {
       std::error_code ec;
@@ -609,7 +682,8 @@ Status merge(const Plan& plan, const fs::path& staged_default, const fs::path& l
              const fs::path& undo_dir, const std::string& tag) {
   if (::mkdir(undo_dir.c_str(), 0700) != 0) return fail_errno("mkdir(" + undo_dir.string() + ")");
   fs::path backups = undo_dir / "b";
-  UndoManifest manifest{fs::absolute(live).string(), tag, {}, {}};
+  const fs::path root = fs::absolute(live);
+  UndoManifest manifest{root.string(), tag, {}, {}};
   // The backups, then the manifest that names them: durable before /etc is touched.
   auto prepare = [&]() -> Status {
     if (auto st = fsync_dir(undo_dir.parent_path()); !st) return st;
@@ -619,22 +693,23 @@ Status merge(const Plan& plan, const fs::path& staged_default, const fs::path& l
       if (a.kind == ActionKind::conflict) continue;
       UndoStep step{a.kind, index++, a.path};
       if (a.kind != ActionKind::add) {
-        fs::path lp = live / a.path;
-        auto m = read_meta(lp);
-        if (!m) return std::unexpected(m.error());
-        if (!*m) return fail(ENOENT, "etc merge: " + lp.string() + " went away since the plan");
-        if (auto st = install(lp, **m, backups / std::to_string(step.index)); !st) return st;
+        auto at = beneath(root, a.path);
+        if (!at) return std::unexpected(with_context(at.error(), "etc merge"));
+        auto m = read_meta(at->path);
+        if (!m) return std::unexpected(at->named(m.error()));
+        if (!*m)
+          return fail(ENOENT, "etc merge: " + at->shown.string() + " went away since the plan");
+        if (auto st = install(at->path, **m, backups / std::to_string(step.index)); !st)
+          return std::unexpected(at->named(st.error()));
       }
       manifest.steps.push_back(std::move(step));
-      std::string parent = a.path.find('/') == std::string::npos
-                               ? std::string()
-                               : a.path.substr(0, a.path.rfind('/'));
+      std::string parent = parent_of(a.path);
       if (std::none_of(manifest.dir_times.begin(), manifest.dir_times.end(),
                        [&](const UndoDirTime& d) { return d.path == parent; })) {
         struct stat st {};
-        fs::path pp = parent.empty() ? live : live / parent;
+        auto dir = open_dir_beneath(root, parent);
         // A parent the merge adds has no time to put back.
-        if (::lstat(pp.c_str(), &st) == 0)
+        if (dir && ::fstat(dir->get(), &st) == 0)
           manifest.dir_times.push_back({st.st_mtim.tv_sec, st.st_mtim.tv_nsec, parent});
       }
     }
@@ -647,10 +722,12 @@ Status merge(const Plan& plan, const fs::path& staged_default, const fs::path& l
     return prepare;
   }
   for (const auto& s : manifest.steps) {
-    fs::path lp = live / s.path;
+    auto at = beneath(root, s.path);
     Status done;
-    if (s.kind == ActionKind::remove) {
-      done = remove_entry(lp);
+    if (!at) {
+      done = std::unexpected(at.error());
+    } else if (s.kind == ActionKind::remove) {
+      done = remove_entry(at->path);
     } else {
       fs::path sp = staged_default / s.path;
       auto m = read_meta(sp);
@@ -659,10 +736,10 @@ Status merge(const Plan& plan, const fs::path& staged_default, const fs::path& l
       else if (!*m)
         done = fail(ENOENT, "etc merge: " + sp.string() + " went away");
       else
-        done = put(sp, **m, lp);
+        done = put(sp, **m, at->path);
     }
     if (!done) {
-      Error e = with_context(done.error(), "etc merge");
+      Error e = with_context(at ? at->named(done.error()) : done.error(), "etc merge");
       if (auto st = undo(undo_dir); !st)
         log()->error("undoing the failed merge: {} (kept in {})", st.error().message(),
                      undo_dir.string());
@@ -679,13 +756,17 @@ Status undo(const fs::path& undo_dir) {
   const UndoManifest& m = **manifest;
   const fs::path live = m.live;
   Status first;
-  std::set<fs::path> dirs;
+  std::set<std::string> dirs;  // where a temporary may be left
   for (auto it = m.steps.rbegin(); it != m.steps.rend(); ++it) {
-    fs::path lp = live / it->path;
-    dirs.insert(lp.parent_path());
+    dirs.insert(parent_of(it->path));
+    auto at = beneath(live, it->path);
     Status done;
-    if (it->kind == ActionKind::add) {
-      done = remove_entry(lp);
+    if (!at) {
+      // What the merge added went with its directory, removed by an undo before this one.
+      if (it->kind == ActionKind::add && at.error().code == ENOENT) continue;
+      done = std::unexpected(at.error());
+    } else if (it->kind == ActionKind::add) {
+      done = remove_entry(at->path);
     } else {
       fs::path bp = undo_dir / "b" / std::to_string(it->index);
       auto bm = read_meta(bp);
@@ -694,28 +775,34 @@ Status undo(const fs::path& undo_dir) {
       else if (!*bm)
         done = fail(ENOENT, "backup " + bp.string() + " is missing");
       else
-        done = put(bp, **bm, lp);
+        done = put(bp, **bm, at->path);
     }
     if (!done) {
-      log()->error("undo {}: {}", lp.string(), done.error().message());
-      if (first) first = std::unexpected(with_context(done.error(), "etc undo"));
+      Error e = at ? at->named(done.error()) : done.error();
+      log()->error("undo {}: {}", (live / it->path).string(), e.message());
+      if (first) first = std::unexpected(with_context(e, "etc undo"));
     }
   }
-  for (const auto& d : dirs) sweep_temps(d);
+  for (const auto& d : dirs) {
+    if (auto fd = open_dir_beneath(live, d))
+      sweep_temps(fs::path("/proc/self/fd") / std::to_string(fd->get()));
+  }
   // Times last: restoring entries changed the times of the directories that hold them.
-  auto set_mtime = [](const fs::path& p, timespec mtime) {
+  auto set_mtime = [&](const std::string& rel, timespec mtime) {
     timespec times[2] = {{0, UTIME_OMIT}, mtime};
+    auto at = rel.empty() ? Result<Beneath>() : beneath(live, rel);
+    if (!at) return;  // gone, or no longer a directory of /etc: nothing to put back
+    const fs::path& p = rel.empty() ? live : at->path;
     if (::utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0 && errno != ENOENT)
-      log()->warn("undo: time of {}: {}", p.string(), std::strerror(errno));
+      log()->warn("undo: time of {}: {}", (live / rel).string(), std::strerror(errno));
   };
   for (const auto& s : m.steps) {
     if (s.kind == ActionKind::add) continue;
     struct stat st {};
     fs::path bp = undo_dir / "b" / std::to_string(s.index);
-    if (::lstat(bp.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) set_mtime(live / s.path, st.st_mtim);
+    if (::lstat(bp.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) set_mtime(s.path, st.st_mtim);
   }
-  for (const auto& d : m.dir_times)
-    set_mtime(d.path.empty() ? live : live / d.path, timespec{d.sec, d.nsec});
+  for (const auto& d : m.dir_times) set_mtime(d.path, timespec{d.sec, d.nsec});
   if (!first) return first;
   return drop_undo_dir(undo_dir);
 }

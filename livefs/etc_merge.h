@@ -14,6 +14,11 @@
 // directory). undo() restores every backup and removes what the merge added, in reverse
 // order; it is idempotent, so a merge or an undo cut short by a crash is finished by running
 // undo() again: a merge that was not committed is undone whole, never left half-applied.
+//
+// Neither follows a symlink out of /etc: an entry is read or written through its parent
+// directory, opened one component at a time without following symlinks, so a directory of
+// /etc replaced by a symlink (before the plan, between plan and merge, or after the merge)
+// is a conflict or an error, never a way to write elsewhere.
 #pragma once
 
 #include <cstdint>

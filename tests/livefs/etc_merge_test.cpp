@@ -402,6 +402,64 @@ TEST(EtcMerge, NothingIsMergedThroughASymlinkOutOfEtc) {
   }
 }
 
+// A live directory replaced by a symlink out of /etc after the plan (the merge then), or
+// after the merge (its undo then): neither writes through it.
+struct Swapped : Sides {
+  fs::path out = tmp / "outside";
+  void swap() {
+    fs::rename(l / "dir", out);
+    fs::create_symlink(out, l / "dir");
+  }
+  void unswap() {
+    fs::remove(l / "dir");
+    fs::rename(out, l / "dir");
+  }
+};
+
+TEST(EtcMerge, MergeNeverWritesThroughASymlinkThatReplacedADirectory) {
+  Swapped w;
+  fs::path out = w.out;
+  auto p = plan(w.b, w.s, w.l);
+  ASSERT_TRUE(p);
+  auto before = snapshot(w.l);
+  w.swap();
+  auto outside = snapshot(out);
+  auto st = merge(*p, w.s, w.l, w.undo, "tag");
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, ENOTDIR) << st.error().message();
+  EXPECT_NE(st.error().message().find((w.l / "dir").string()), std::string::npos)
+      << st.error().message();
+  EXPECT_EQ(snapshot(out), outside);
+  EXPECT_FALSE(fs::exists(w.undo));
+  w.unswap();
+  EXPECT_EQ(snapshot(w.l), before);
+}
+
+TEST(EtcMerge, UndoNeverWritesThroughASymlinkThatReplacedADirectory) {
+  Swapped w;
+  fs::path out = w.out;
+  auto p = plan(w.b, w.s, w.l);
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(merge(*p, w.s, w.l, w.undo, "tag"));
+  w.swap();
+  auto outside = snapshot(out);
+  EXPECT_FALSE(undo(w.undo));
+  EXPECT_EQ(snapshot(out), outside);
+  EXPECT_TRUE(fs::exists(w.undo / "manifest"));  // kept for another try
+}
+
+TEST(EtcMerge, UndoLeavesAnAdministratorsFileNamedLikeATemporary) {
+  Sides w;
+  write_file(w.l / ".livefs-etc-notes", "mine\n");
+  write_file(w.l / "dir/.livefs-etc-1-x", "mine\n");
+  auto before = snapshot(w.l);
+  auto p = plan(w.b, w.s, w.l);
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(merge(*p, w.s, w.l, w.undo, "tag"));
+  ASSERT_TRUE(undo(w.undo));
+  EXPECT_EQ(snapshot(w.l), before);
+}
+
 std::string hex(const std::string& bytes) {
   std::string out;
   for (unsigned char c : bytes) {
