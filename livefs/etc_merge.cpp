@@ -329,7 +329,9 @@ Status set_xattrs(const fs::path& p, const std::map<std::string, std::string>& w
 Status set_meta(const fs::path& p, const Meta& m) {
   if (::lchown(p.c_str(), m.st.st_uid, m.st.st_gid) != 0)
     return fail_errno("lchown(" + p.string() + ")");
-  if (!S_ISLNK(m.st.st_mode) && ::chmod(p.c_str(), m.st.st_mode & 07777) != 0)
+  // Not following: a directory changed in place may have been replaced by a symlink since.
+  if (!S_ISLNK(m.st.st_mode) &&
+      ::fchmodat(AT_FDCWD, p.c_str(), m.st.st_mode & 07777, AT_SYMLINK_NOFOLLOW) != 0)
     return fail_errno("chmod(" + p.string() + ")");
   if (auto st = set_xattrs(p, m.xattrs); !st) return st;
   timespec times[2] = {m.st.st_atim, m.st.st_mtim};
@@ -447,8 +449,8 @@ Result<UniqueFd> open_dir_beneath(const fs::path& root, std::string_view rel) {
 }
 
 // An entry of the live directory: its parent held open, and `path` naming the entry
-// through that descriptor, so that the path-based calls on it (all of which leave a final
-// symlink alone) act on the entry itself in that very directory.
+// through that descriptor, so that the path-based calls on it (none of which writes
+// through a final symlink) act on the entry itself in that very directory.
 struct Beneath {
   UniqueFd dir;
   fs::path path;   // /proc/self/fd/N/NAME

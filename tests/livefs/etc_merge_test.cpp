@@ -460,6 +460,36 @@ TEST(EtcMerge, UndoLeavesAnAdministratorsFileNamedLikeATemporary) {
   EXPECT_EQ(snapshot(w.l), before);
 }
 
+// Names are bytes: a newline, spaces, a byte that is not UTF-8, the longest name a file
+// system takes, all through plan, merge, the manifest and undo.
+TEST(EtcMerge, NamesAreBytes) {
+  TempDir tmp("livefs-etc-names");
+  fs::path b = tmp / "booted", s = tmp / "staged", l = tmp / "live";
+  const std::vector<std::string> names = {"new\nline.conf",      " spaced  out ", "caf\xe9.conf",
+                                          std::string(255, 'n'), "-dash",         "\x01\x7f\xff"};
+  for (const auto& n : names) {
+    write_file(b / n, "old\n");
+    write_file(s / n, "new\n");
+    write_file(b / ("d" + n.substr(0, 254)) / n, "removed\n");
+    write_file(s / ("a" + n.substr(0, 254)) / n, "added\n");
+  }
+  fs::copy(b, l, fs::copy_options::recursive);
+  auto before = snapshot(l);
+  auto p = plan(b, s, l);
+  ASSERT_TRUE(p) << p.error().message();
+  EXPECT_EQ(p->count(ActionKind::conflict), 0u);
+  EXPECT_EQ(p->count(ActionKind::update), names.size());
+  ASSERT_TRUE(merge(*p, s, l, tmp / "undo", "tag"));
+  for (const auto& n : names) {
+    EXPECT_EQ(testing::read_file(l / n), "new\n");
+    EXPECT_FALSE(fs::exists(l / ("d" + n.substr(0, 254))));
+    EXPECT_EQ(testing::read_file(l / ("a" + n.substr(0, 254)) / n), "added\n");
+  }
+  auto u = undo(tmp / "undo");
+  ASSERT_TRUE(u) << u.error().message();
+  EXPECT_EQ(snapshot(l), before);
+}
+
 std::string hex(const std::string& bytes) {
   std::string out;
   for (unsigned char c : bytes) {
