@@ -1,7 +1,8 @@
 // Writes the seed corpora of the formats livefs writes itself, with its own writers: tree
 // manifests (an imported directory of every file type, a layer, the smallest tree) into
 // CORPUS/tree/ and generation journals (Journal::commit; one torn, one with a corrupt record)
-// into CORPUS/journal/. Run by `scripts/fuzz --make-seeds` after a format change.
+// into CORPUS/journal/, and /etc undo manifests (etc::merge on a made-up /etc) into
+// CORPUS/etc_undo/. Run by `scripts/fuzz --make-seeds` after a format change.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -14,6 +15,7 @@
 #include <sstream>
 #include <string>
 
+#include "livefs/etc_merge.h"
 #include "overlay/journal.h"
 #include "store/import.h"
 #include "store/tree.h"
@@ -127,6 +129,44 @@ void journal_seeds(const fs::path& out, const fs::path& scratch) {
   write(out / "corrupt", corrupt);
 }
 
+// The manifest of a merge from `booted` to `staged` over a copy of `booted` as /etc.
+std::string etc_manifest(const fs::path& scratch, const fs::path& booted, const fs::path& staged) {
+  fs::path live = scratch / "etc";
+  fs::copy(booted, live, fs::copy_options::recursive | fs::copy_options::copy_symlinks);
+  auto plan = etc::plan(booted, staged, live);
+  if (!plan) die(plan.error().message());
+  fs::path undo = scratch / "undo";
+  if (auto st = etc::merge(*plan, staged, live, undo, "booted-tree"); !st)
+    die(st.error().message());
+  return read(undo / "manifest");
+}
+
+void etc_undo_seeds(const fs::path& out, const fs::path& scratch) {
+  fs::create_directories(out);
+  // Each kind of step, in the live directory and below it, and names that need the hex: a
+  // space, a newline, a byte that is not UTF-8.
+  fs::path b = scratch / "merge/booted", s = scratch / "merge/staged";
+  for (const auto& root : {b, s}) {
+    put(root / "same.conf", "same\n");
+    put(root / "changed.conf", root == b ? "v1\n" : "v2\n");
+    put(root / "ssh/sshd_config", root == b ? "Port 22\n" : "Port 2222\n");
+    put(root / "with space.conf", root == b ? "a\n" : "b\n");
+  }
+  put(b / std::string("caf\xe9.conf"), "gone\n");
+  put(b / "gone.d/old.conf", "gone\n");
+  put(s / "new\nline.conf", "added\n");
+  put(s / "added.d/one.conf", "added\n");
+  fs::create_symlink("changed.conf", s / "alias");
+  fs::permissions(s / "ssh", static_cast<fs::perms>(0700));
+  write(out / "merge", etc_manifest(scratch / "merge", b, s));
+
+  // The smallest: one file updated at the top.
+  fs::path b1 = scratch / "one/booted", s1 = scratch / "one/staged";
+  put(b1 / "hostname.default", "old\n");
+  put(s1 / "hostname.default", "new\n");
+  write(out / "one", etc_manifest(scratch / "one", b1, s1));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -136,6 +176,7 @@ int main(int argc, char** argv) {
   if (::mkdtemp(scratch) == nullptr) die("mkdtemp");
   tree_seeds(corpus / "tree", fs::path(scratch) / "tree");
   journal_seeds(corpus / "journal", fs::path(scratch));
+  etc_undo_seeds(corpus / "etc_undo", fs::path(scratch) / "etc_undo");
   fs::remove_all(scratch);
   return 0;
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rewrites the seed corpora from real data (run by `scripts/fuzz --make-seeds`):
-#   tree, journal      written by livefs's own writers (MAKE_SEEDS, fuzz/make_seeds.cpp)
+#   tree, journal,     written by livefs's own writers (MAKE_SEEDS, fuzz/make_seeds.cpp)
+#   etc_undo
 #   dpkg_status,       stanzas, file lists and diversions of this machine's dpkg database
 #   dpkg_db            (one made-up case each where this machine has none: noted below)
 #   tree_reader        the symlinks of this machine's root that lead to the dpkg database,
@@ -15,7 +16,7 @@ corpus=$2
 status=/var/lib/dpkg/status
 info=/var/lib/dpkg/info
 
-for t in tree journal dpkg_status dpkg_db tree_reader proc_holders proc_cgroup; do
+for t in tree journal etc_undo dpkg_status dpkg_db tree_reader proc_holders proc_cgroup; do
   rm -rf "${corpus:?}/$t"
   mkdir -p "$corpus/$t"
 done

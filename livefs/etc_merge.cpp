@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -158,6 +159,11 @@ fs::path at(const fs::path& root, const std::string& rel) {
   return rel.empty() ? root : root / rel;
 }
 
+std::string parent_of(const std::string& rel) {
+  size_t slash = rel.rfind('/');
+  return slash == std::string::npos ? std::string() : rel.substr(0, slash);
+}
+
 // ---- planning ------------------------------------------------------------------------------
 
 struct Planner {
@@ -168,16 +174,27 @@ struct Planner {
     plan.actions.push_back({ActionKind::conflict, rel, std::move(why)});
   }
 
-  // `parent_dir`: whether the live parent is (or will be, after the merge) a directory.
+  // Whether the parent of an entry is a directory in each tree. An entry is read only where
+  // its parent is: below a symlink (or anything else) it is not in that tree, and reading
+  // the path would follow the symlink out of it. `live_after`: whether the live parent is
+  // a directory after the merge (it may be one the merge adds).
+  struct Parents {
+    bool b = true, s = true, l = true, live_after = true;
+  };
+
   // Returns whether `rel` is gone from /etc after the merge (for a removed directory: all
   // of its entries went).
-  Result<bool> visit(const std::string& rel, bool parent_dir) {
+  Result<bool> visit(const std::string& rel, Parents in) {
     fs::path bp = at(b_root, rel), sp = at(s_root, rel), lp = at(l_root, rel);
-    auto rb = read_meta(bp);
+    auto read_if = [](bool parent, const fs::path& p) -> Result<std::optional<Meta>> {
+      if (!parent) return std::optional<Meta>();
+      return read_meta(p);
+    };
+    auto rb = read_if(in.b, bp);
     if (!rb) return std::unexpected(rb.error());
-    auto rs = read_meta(sp);
+    auto rs = read_if(in.s, sp);
     if (!rs) return std::unexpected(rs.error());
-    auto rl = read_meta(lp);
+    auto rl = read_if(in.l, lp);
     if (!rl) return std::unexpected(rl.error());
     std::optional<Meta> b = std::move(*rb), s = std::move(*rs), l = std::move(*rl);
     auto is_dir = [](const std::optional<Meta>& m) { return m && S_ISDIR(m->st.st_mode); };
@@ -203,12 +220,12 @@ struct Planner {
     if (!rel.empty() && !*b_eq_s && !*l_eq_s) {
       if (!supported(b) || !supported(s) || !supported(l)) {
         conflict(rel, "not a file, symlink or directory: not merged");
+      } else if (!in.live_after) {
+        conflict(rel, "its directory is not a directory in /etc");
       } else if (!*l_eq_b) {
         conflict(rel, !l   ? "removed by the administrator"
                       : !b ? "a new default, but the administrator made this path"
                            : "changed by the administrator");
-      } else if (!parent_dir) {
-        conflict(rel, "its directory is not a directory in /etc");
       } else if (!s) {
         removal = true;  // l equals b: a default that was never changed
       } else if (l && (is_dir(l) != is_dir(s))) {
@@ -231,7 +248,7 @@ struct Planner {
         names.insert(list->begin(), list->end());
       }
       for (const auto& name : names) {
-        auto gone = visit(join(rel, name), live_dir);
+        auto gone = visit(join(rel, name), {is_dir(b), is_dir(s), is_dir(l), live_dir});
         if (!gone) return std::unexpected(gone.error());
         if (!*gone) all_gone = false;
       }
@@ -260,6 +277,18 @@ struct Planner {
 };
 
 // ---- writing -------------------------------------------------------------------------------
+
+// Exactly what temp_name() makes: an administrator's ".livefs-etc-notes" is not one.
+bool is_temp_name(std::string_view name) {
+  if (!name.starts_with(kTempPrefix)) return false;
+  name.remove_prefix(std::strlen(kTempPrefix));
+  size_t dash = name.find('-');
+  auto digits = [](std::string_view d) {
+    return !d.empty() && d.find_first_not_of("0123456789") == std::string_view::npos;
+  };
+  return dash != std::string_view::npos && digits(name.substr(0, dash)) &&
+         digits(name.substr(dash + 1));
+}
 
 std::string temp_name() {
   static std::atomic<uint64_t> counter{0};
@@ -300,7 +329,9 @@ Status set_xattrs(const fs::path& p, const std::map<std::string, std::string>& w
 Status set_meta(const fs::path& p, const Meta& m) {
   if (::lchown(p.c_str(), m.st.st_uid, m.st.st_gid) != 0)
     return fail_errno("lchown(" + p.string() + ")");
-  if (!S_ISLNK(m.st.st_mode) && ::chmod(p.c_str(), m.st.st_mode & 07777) != 0)
+  // Not following: a directory changed in place may have been replaced by a symlink since.
+  if (!S_ISLNK(m.st.st_mode) &&
+      ::fchmodat(AT_FDCWD, p.c_str(), m.st.st_mode & 07777, AT_SYMLINK_NOFOLLOW) != 0)
     return fail_errno("chmod(" + p.string() + ")");
   if (auto st = set_xattrs(p, m.xattrs); !st) return st;
   timespec times[2] = {m.st.st_atim, m.st.st_mtim};
@@ -392,9 +423,65 @@ Status put(const fs::path& from, const Meta& m, const fs::path& to) {
   return install(from, m, to);
 }
 
+// ---- reaching an entry of /etc without following a symlink --------------------------------
+
+// The directory `rel` below `root` (`root` itself for ""), opened one component at a time
+// without following a symlink: one that replaced a directory of /etc (since the plan, or
+// since the merge for its undo) is refused, never followed out of /etc.
+Result<UniqueFd> open_dir_beneath(const fs::path& root, std::string_view rel) {
+  UniqueFd fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return fail_errno("open(" + root.string() + ")");
+  fs::path shown = root;
+  for (size_t i = 0; i < rel.size();) {
+    size_t slash = std::min(rel.find('/', i), rel.size());
+    std::string name(rel.substr(i, slash - i));
+    i = slash + 1;
+    shown /= name;
+    UniqueFd next(::openat(fd.get(), name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!next) {
+      if (errno == ENOTDIR || errno == ELOOP)
+        return fail(ENOTDIR, shown.string() + ": not a directory (a symlink is not followed)");
+      return fail_errno("open(" + shown.string() + ")");
+    }
+    fd = std::move(next);
+  }
+  return fd;
+}
+
+// An entry of the live directory: its parent held open, and `path` naming the entry
+// through that descriptor, so that the path-based calls on it (none of which writes
+// through a final symlink) act on the entry itself in that very directory.
+struct Beneath {
+  UniqueFd dir;
+  fs::path path;   // /proc/self/fd/N/NAME
+  fs::path shown;  // root/rel, for messages
+
+  // The error with the descriptor's path replaced by the directory's.
+  Error named(Error e) const {
+    std::string proc = path.parent_path().string(), real = shown.parent_path().string();
+    for (size_t at = 0; (at = e.context.find(proc, at)) != std::string::npos; at += real.size())
+      e.context.replace(at, proc.size(), real);
+    return e;
+  }
+};
+
+Result<Beneath> beneath(const fs::path& root, const std::string& rel) {
+  size_t slash = rel.rfind('/');
+  auto dir =
+      open_dir_beneath(root, slash == std::string::npos ? std::string_view()
+                                                        : std::string_view(rel).substr(0, slash));
+  if (!dir) return std::unexpected(dir.error());
+  Beneath b;
+  b.path = fs::path("/proc/self/fd") / std::to_string(dir->get()) /
+           (slash == std::string::npos ? rel : rel.substr(slash + 1));
+  b.dir = std::move(*dir);
+  b.shown = root / rel;
+  return b;
+}
+
 // ---- the manifest: "<op> <backup index> <hex path>" lines ----------------------------------
 
-std::string hex(const std::string& bytes) {
+std::string hex(std::string_view bytes) {
   static const char* digits = "0123456789abcdef";
   std::string out;
   for (unsigned char c : bytes) {
@@ -404,7 +491,7 @@ std::string hex(const std::string& bytes) {
   return out;
 }
 
-std::optional<std::string> unhex(const std::string& text) {
+std::optional<std::string> unhex(std::string_view text) {
   if (text.size() % 2 != 0) return std::nullopt;
   std::string out;
   auto val = [](char c) -> int {
@@ -420,107 +507,39 @@ std::optional<std::string> unhex(const std::string& text) {
   return out;
 }
 
-struct Step {
-  ActionKind kind;
-  size_t index;
-  std::string path;
-};
-
-// A directory's time before the merge changed its entries (put back last by undo).
-struct DirTime {
-  timespec mtime{};
-  std::string path;  // "" for the live directory itself
-};
-
-struct Manifest {
-  fs::path live;
-  std::string tag;
-  std::vector<Step> steps;
-  std::vector<DirTime> dir_times;
-};
-
-std::string encode(const Manifest& m) {
-  std::string out = std::string(kManifestHeader) + "\nlive " + hex(m.live.string()) + "\ntag " +
-                    hex(m.tag) + "\n";
-  for (const auto& s : m.steps)
-    out +=
-        std::string(action_name(s.kind)) + " " + std::to_string(s.index) + " " + hex(s.path) + "\n";
-  for (const auto& d : m.dir_times)
-    out += "dirtime " + std::to_string(d.mtime.tv_sec) + "." + std::to_string(d.mtime.tv_nsec) +
-           " " + hex(d.path) + "\n";
-  return out + "end\n";
+// A path the manifest may name under the live directory: relative, and every component a
+// name (never empty, "." or ".."), so that live / path stays below live.
+bool below(std::string_view path) {
+  if (path.empty() || path.find('\0') != std::string_view::npos) return false;
+  for (size_t i = 0; i <= path.size();) {
+    size_t slash = std::min(path.find('/', i), path.size());
+    std::string_view name = path.substr(i, slash - i);
+    if (name.empty() || name == "." || name == "..") return false;
+    i = slash + 1;
+  }
+  return true;
 }
 
-Result<Manifest> decode(const std::string& text, const fs::path& where) {
-  auto bad = [&](const std::string& why) {
-    return fail(EBADMSG, "undo manifest " + where.string() + ": " + why);
-  };
-  Manifest m;
-  std::vector<std::string> lines;
-  for (size_t i = 0; i < text.size();) {
-    size_t nl = text.find('\n', i);
-    if (nl == std::string::npos) return bad("no final newline");
-    lines.push_back(text.substr(i, nl - i));
-    i = nl + 1;
-  }
-  if (lines.size() < 4 || lines[0] != kManifestHeader || lines.back() != "end")
-    return bad("not an undo manifest");
-  auto word = [](const std::string& line, const std::string& key) -> std::optional<std::string> {
-    if (!line.starts_with(key + " ")) return std::nullopt;
-    return unhex(line.substr(key.size() + 1));
-  };
-  auto live = word(lines[1], "live");
-  auto tag = word(lines[2], "tag");
-  if (!live || !tag) return bad("no live directory or tag");
-  m.live = *live;
-  m.tag = *tag;
-  for (size_t i = 3; i + 1 < lines.size(); ++i) {
-    const std::string& l = lines[i];
-    size_t sp1 = l.find(' '), sp2 = l.find(' ', sp1 + 1);
-    if (sp1 == std::string::npos || sp2 == std::string::npos)
-      return bad("line " + std::to_string(i + 1));
-    std::string op = l.substr(0, sp1);
-    if (op == "dirtime") {
-      std::string t = l.substr(sp1 + 1, sp2 - sp1 - 1);
-      size_t dot = t.find('.');
-      auto p = unhex(l.substr(sp2 + 1));
-      if (dot == std::string::npos || !p) return bad("line " + std::to_string(i + 1));
-      DirTime d;
-      d.mtime.tv_sec = std::strtoll(t.substr(0, dot).c_str(), nullptr, 10);
-      d.mtime.tv_nsec = std::strtol(t.substr(dot + 1).c_str(), nullptr, 10);
-      d.path = *p;
-      m.dir_times.push_back(std::move(d));
-      continue;
-    }
-    Step s{};
-    if (op == "update")
-      s.kind = ActionKind::update;
-    else if (op == "add")
-      s.kind = ActionKind::add;
-    else if (op == "remove")
-      s.kind = ActionKind::remove;
-    else
-      return bad("line " + std::to_string(i + 1) + ": unknown step");
-    s.index = std::strtoull(l.substr(sp1 + 1, sp2 - sp1 - 1).c_str(), nullptr, 10);
-    auto p = unhex(l.substr(sp2 + 1));
-    if (!p || p->empty()) return bad("line " + std::to_string(i + 1) + ": bad path");
-    s.path = *p;
-    m.steps.push_back(std::move(s));
-  }
-  return m;
+// A whole field of decimal digits (with a '-' first when `T` is signed).
+template <class T>
+std::optional<T> number(std::string_view text) {
+  T value{};
+  if (text.empty() || text[0] == '+') return std::nullopt;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
 }
 
-Result<std::optional<Manifest>> read_manifest(const fs::path& undo_dir) {
+Result<std::optional<UndoManifest>> read_manifest(const fs::path& undo_dir) {
   auto text = read_file_limited(undo_dir / "manifest", size_t{1} << 30);
   if (!text) {
-    if (text.error().code == ENOENT) return std::optional<Manifest>();
+    if (text.error().code == ENOENT) return std::optional<UndoManifest>();
     return std::unexpected(text.error());
   }
-  auto m = decode(*text, undo_dir / "manifest");
+  auto m = parse_undo_manifest(*text, (undo_dir / "manifest").string());
   if (!m) return std::unexpected(m.error());
-  return std::optional<Manifest>(std::move(*m));
+  return std::optional<UndoManifest>(std::move(*m));
 }
-
 // Removes an undo directory: the manifest first (durably), so that what is left of a removal
 // cut short is never read as an undo to do again.
 Status drop_undo_dir(const fs::path& undo_dir) {
@@ -538,7 +557,7 @@ void sweep_temps(const fs::path& dir) {
   auto names = list_dir(dir);
   if (!names) return;
   for (const auto& n : *names) {
-    if (!n.starts_with(kTempPrefix)) continue;
+    if (!is_temp_name(n)) continue;
     fs::path p = dir / n;
     if (::unlink(p.c_str()) != 0 && errno == EISDIR) {
       std::error_code ec;
@@ -563,6 +582,82 @@ const char* action_name(ActionKind kind) {
   return "?";
 }
 
+std::string encode_undo_manifest(const UndoManifest& m) {
+  std::string out =
+      std::string(kManifestHeader) + "\nlive " + hex(m.live) + "\ntag " + hex(m.tag) + "\n";
+  for (const auto& s : m.steps)
+    out +=
+        std::string(action_name(s.kind)) + " " + std::to_string(s.index) + " " + hex(s.path) + "\n";
+  for (const auto& d : m.dir_times)
+    out += "dirtime " + std::to_string(d.sec) + "." + std::to_string(d.nsec) + " " + hex(d.path) +
+           "\n";
+  return out + "end\n";
+}
+
+Result<UndoManifest> parse_undo_manifest(std::string_view text, std::string_view where) {
+  auto bad = [&](const std::string& why) { return fail(EBADMSG, std::string(where) + ": " + why); };
+  std::vector<std::string_view> lines;
+  for (size_t i = 0; i < text.size();) {
+    size_t nl = text.find('\n', i);
+    if (nl == std::string_view::npos) return bad("no final newline");
+    lines.push_back(text.substr(i, nl - i));
+    i = nl + 1;
+  }
+  if (lines.size() < 4 || lines[0] != kManifestHeader || lines.back() != "end")
+    return bad("not an undo manifest");
+  auto word = [](std::string_view line, std::string_view key) -> std::optional<std::string> {
+    if (!line.starts_with(key) || line.substr(key.size(), 1) != " ") return std::nullopt;
+    return unhex(line.substr(key.size() + 1));
+  };
+  UndoManifest m;
+  auto live = word(lines[1], "live");
+  auto tag = word(lines[2], "tag");
+  if (!live || !tag) return bad("no live directory or tag");
+  // Undo writes below it: a relative one would depend on the daemon's working directory.
+  if (!live->starts_with('/') || live->find('\0') != std::string::npos)
+    return bad("the live directory is not an absolute path");
+  m.live = std::move(*live);
+  m.tag = std::move(*tag);
+  for (size_t i = 3; i + 1 < lines.size(); ++i) {
+    std::string_view l = lines[i];
+    auto line_bad = [&](const std::string& why) {
+      return bad("line " + std::to_string(i + 1) + ": " + why);
+    };
+    size_t sp1 = l.find(' ');
+    size_t sp2 = sp1 == std::string_view::npos ? sp1 : l.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos) return line_bad("not three fields");
+    std::string_view op = l.substr(0, sp1), middle = l.substr(sp1 + 1, sp2 - sp1 - 1);
+    auto path = unhex(l.substr(sp2 + 1));
+    if (!path) return line_bad("the path is not lowercase hex");
+    if (op == "dirtime") {
+      size_t dot = middle.find('.');
+      auto sec = number<int64_t>(middle.substr(0, dot));
+      auto nsec =
+          dot == std::string_view::npos ? std::nullopt : number<int64_t>(middle.substr(dot + 1));
+      if (!sec || !nsec || *nsec < 0 || *nsec > 999'999'999) return line_bad("bad time");
+      if (!path->empty() && !below(*path)) return line_bad("a path that leaves the directory");
+      m.dir_times.push_back({*sec, *nsec, std::move(*path)});
+      continue;
+    }
+    UndoStep s;
+    if (op == "update")
+      s.kind = ActionKind::update;
+    else if (op == "add")
+      s.kind = ActionKind::add;
+    else if (op == "remove")
+      s.kind = ActionKind::remove;
+    else
+      return line_bad("unknown step");
+    auto index = number<uint64_t>(middle);
+    if (!index) return line_bad("bad backup index");
+    s.index = *index;
+    if (!below(*path)) return line_bad("a path that leaves the directory");
+    s.path = std::move(*path);
+    m.steps.push_back(std::move(s));
+  }
+  return m;
+}
+
 size_t Plan::count(ActionKind kind) const {
   return static_cast<size_t>(std::count_if(actions.begin(), actions.end(),
                                            [&](const Action& a) { return a.kind == kind; }));
@@ -580,7 +675,7 @@ Result<Plan> plan(const fs::path& booted_default, const fs::path& staged_default
     if (!S_ISDIR(st.st_mode)) return fail(ENOTDIR, std::string(what) + " " + p.string());
   }
   Planner planner{booted_default, staged_default, live, {}};
-  auto done = planner.visit("", true);
+  auto done = planner.visit("", {});
   if (!done) return std::unexpected(done.error());
   return std::move(planner.plan);
 }
@@ -589,36 +684,39 @@ Status merge(const Plan& plan, const fs::path& staged_default, const fs::path& l
              const fs::path& undo_dir, const std::string& tag) {
   if (::mkdir(undo_dir.c_str(), 0700) != 0) return fail_errno("mkdir(" + undo_dir.string() + ")");
   fs::path backups = undo_dir / "b";
-  Manifest manifest{live, tag, {}, {}};
+  const fs::path root = fs::absolute(live);
+  UndoManifest manifest{root.string(), tag, {}, {}};
   // The backups, then the manifest that names them: durable before /etc is touched.
   auto prepare = [&]() -> Status {
     if (auto st = fsync_dir(undo_dir.parent_path()); !st) return st;
     if (::mkdir(backups.c_str(), 0700) != 0) return fail_errno("mkdir(" + backups.string() + ")");
-    size_t index = 0;
+    uint64_t index = 0;
     for (const auto& a : plan.actions) {
       if (a.kind == ActionKind::conflict) continue;
-      Step step{a.kind, index++, a.path};
+      UndoStep step{a.kind, index++, a.path};
       if (a.kind != ActionKind::add) {
-        fs::path lp = live / a.path;
-        auto m = read_meta(lp);
-        if (!m) return std::unexpected(m.error());
-        if (!*m) return fail(ENOENT, "etc merge: " + lp.string() + " went away since the plan");
-        if (auto st = install(lp, **m, backups / std::to_string(step.index)); !st) return st;
+        auto at = beneath(root, a.path);
+        if (!at) return std::unexpected(with_context(at.error(), "etc merge"));
+        auto m = read_meta(at->path);
+        if (!m) return std::unexpected(at->named(m.error()));
+        if (!*m)
+          return fail(ENOENT, "etc merge: " + at->shown.string() + " went away since the plan");
+        if (auto st = install(at->path, **m, backups / std::to_string(step.index)); !st)
+          return std::unexpected(at->named(st.error()));
       }
       manifest.steps.push_back(std::move(step));
-      std::string parent = a.path.find('/') == std::string::npos
-                               ? std::string()
-                               : a.path.substr(0, a.path.rfind('/'));
+      std::string parent = parent_of(a.path);
       if (std::none_of(manifest.dir_times.begin(), manifest.dir_times.end(),
-                       [&](const DirTime& d) { return d.path == parent; })) {
+                       [&](const UndoDirTime& d) { return d.path == parent; })) {
         struct stat st {};
-        fs::path pp = parent.empty() ? live : live / parent;
+        auto dir = open_dir_beneath(root, parent);
         // A parent the merge adds has no time to put back.
-        if (::lstat(pp.c_str(), &st) == 0) manifest.dir_times.push_back({st.st_mtim, parent});
+        if (dir && ::fstat(dir->get(), &st) == 0)
+          manifest.dir_times.push_back({st.st_mtim.tv_sec, st.st_mtim.tv_nsec, parent});
       }
     }
     if (auto st = fsync_dir(backups); !st) return st;
-    return write_file_atomic(undo_dir / "manifest", encode(manifest), 0600);
+    return write_file_atomic(undo_dir / "manifest", encode_undo_manifest(manifest), 0600);
   }();
   if (!prepare) {
     std::error_code ec;
@@ -626,10 +724,12 @@ Status merge(const Plan& plan, const fs::path& staged_default, const fs::path& l
     return prepare;
   }
   for (const auto& s : manifest.steps) {
-    fs::path lp = live / s.path;
+    auto at = beneath(root, s.path);
     Status done;
-    if (s.kind == ActionKind::remove) {
-      done = remove_entry(lp);
+    if (!at) {
+      done = std::unexpected(at.error());
+    } else if (s.kind == ActionKind::remove) {
+      done = remove_entry(at->path);
     } else {
       fs::path sp = staged_default / s.path;
       auto m = read_meta(sp);
@@ -638,10 +738,10 @@ Status merge(const Plan& plan, const fs::path& staged_default, const fs::path& l
       else if (!*m)
         done = fail(ENOENT, "etc merge: " + sp.string() + " went away");
       else
-        done = put(sp, **m, lp);
+        done = put(sp, **m, at->path);
     }
     if (!done) {
-      Error e = with_context(done.error(), "etc merge");
+      Error e = with_context(at ? at->named(done.error()) : done.error(), "etc merge");
       if (auto st = undo(undo_dir); !st)
         log()->error("undoing the failed merge: {} (kept in {})", st.error().message(),
                      undo_dir.string());
@@ -655,15 +755,20 @@ Status undo(const fs::path& undo_dir) {
   auto manifest = read_manifest(undo_dir);
   if (!manifest) return std::unexpected(manifest.error());
   if (!*manifest) return drop_undo_dir(undo_dir);
-  const Manifest& m = **manifest;
+  const UndoManifest& m = **manifest;
+  const fs::path live = m.live;
   Status first;
-  std::set<fs::path> dirs;
+  std::set<std::string> dirs;  // where a temporary may be left
   for (auto it = m.steps.rbegin(); it != m.steps.rend(); ++it) {
-    fs::path lp = m.live / it->path;
-    dirs.insert(lp.parent_path());
+    dirs.insert(parent_of(it->path));
+    auto at = beneath(live, it->path);
     Status done;
-    if (it->kind == ActionKind::add) {
-      done = remove_entry(lp);
+    if (!at) {
+      // What the merge added went with its directory, removed by an undo before this one.
+      if (it->kind == ActionKind::add && at.error().code == ENOENT) continue;
+      done = std::unexpected(at.error());
+    } else if (it->kind == ActionKind::add) {
+      done = remove_entry(at->path);
     } else {
       fs::path bp = undo_dir / "b" / std::to_string(it->index);
       auto bm = read_meta(bp);
@@ -672,28 +777,34 @@ Status undo(const fs::path& undo_dir) {
       else if (!*bm)
         done = fail(ENOENT, "backup " + bp.string() + " is missing");
       else
-        done = put(bp, **bm, lp);
+        done = put(bp, **bm, at->path);
     }
     if (!done) {
-      log()->error("undo {}: {}", lp.string(), done.error().message());
-      if (first) first = std::unexpected(with_context(done.error(), "etc undo"));
+      Error e = at ? at->named(done.error()) : done.error();
+      log()->error("undo {}: {}", (live / it->path).string(), e.message());
+      if (first) first = std::unexpected(with_context(e, "etc undo"));
     }
   }
-  for (const auto& d : dirs) sweep_temps(d);
+  for (const auto& d : dirs) {
+    if (auto fd = open_dir_beneath(live, d))
+      sweep_temps(fs::path("/proc/self/fd") / std::to_string(fd->get()));
+  }
   // Times last: restoring entries changed the times of the directories that hold them.
-  auto set_mtime = [](const fs::path& p, timespec mtime) {
+  auto set_mtime = [&](const std::string& rel, timespec mtime) {
     timespec times[2] = {{0, UTIME_OMIT}, mtime};
+    auto at = rel.empty() ? Result<Beneath>() : beneath(live, rel);
+    if (!at) return;  // gone, or no longer a directory of /etc: nothing to put back
+    const fs::path& p = rel.empty() ? live : at->path;
     if (::utimensat(AT_FDCWD, p.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0 && errno != ENOENT)
-      log()->warn("undo: time of {}: {}", p.string(), std::strerror(errno));
+      log()->warn("undo: time of {}: {}", (live / rel).string(), std::strerror(errno));
   };
   for (const auto& s : m.steps) {
     if (s.kind == ActionKind::add) continue;
     struct stat st {};
     fs::path bp = undo_dir / "b" / std::to_string(s.index);
-    if (::lstat(bp.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
-      set_mtime(m.live / s.path, st.st_mtim);
+    if (::lstat(bp.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) set_mtime(s.path, st.st_mtim);
   }
-  for (const auto& d : m.dir_times) set_mtime(d.path.empty() ? m.live : m.live / d.path, d.mtime);
+  for (const auto& d : m.dir_times) set_mtime(d.path, timespec{d.sec, d.nsec});
   if (!first) return first;
   return drop_undo_dir(undo_dir);
 }

@@ -14,12 +14,18 @@
 // directory). undo() restores every backup and removes what the merge added, in reverse
 // order; it is idempotent, so a merge or an undo cut short by a crash is finished by running
 // undo() again: a merge that was not committed is undone whole, never left half-applied.
+//
+// Neither follows a symlink out of /etc: an entry is read or written through its parent
+// directory, opened one component at a time without following symlinks, so a directory of
+// /etc replaced by a symlink (before the plan, between plan and merge, or after the merge)
+// is a conflict or an error, never a way to write elsewhere.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/error.h"
@@ -73,5 +79,39 @@ Result<std::string> undo_tag(const std::filesystem::path& undo_dir);
 Result<std::vector<uint64_t>> recover(const std::filesystem::path& root,
                                       const std::set<uint64_t>& live_generations,
                                       const std::string& tag);
+
+// ---- the undo directory's manifest (exposed for its fuzz target)
+//
+// Text, one record per line: "livefs-etc-undo 1", "live HEX", "tag HEX", then
+// "<update|add|remove> INDEX HEX" per step (INDEX names the backup b/INDEX) and
+// "dirtime SEC.NSEC HEX" per directory whose time undo puts back, then "end". HEX is a path
+// or tag as lowercase hex bytes, so any byte round-trips.
+struct UndoStep {
+  ActionKind kind = ActionKind::update;  // update, add or remove
+  uint64_t index = 0;
+  std::string path;  // relative to live: no empty, "." or ".." component, no NUL
+  bool operator==(const UndoStep&) const = default;
+};
+
+struct UndoDirTime {
+  int64_t sec = 0;
+  int64_t nsec = 0;  // 0 to 999,999,999
+  std::string path;  // relative to live as a step's, or "" for live itself
+  bool operator==(const UndoDirTime&) const = default;
+};
+
+struct UndoManifest {
+  std::string live;  // absolute, no NUL
+  std::string tag;   // any bytes
+  std::vector<UndoStep> steps;
+  std::vector<UndoDirTime> dir_times;
+  bool operator==(const UndoManifest&) const = default;
+};
+
+std::string encode_undo_manifest(const UndoManifest& manifest);
+// EBADMSG (naming `where` and the line) for anything encode_undo_manifest would not write,
+// in particular a path that could lead out of the live directory.
+Result<UndoManifest> parse_undo_manifest(std::string_view text,
+                                         std::string_view where = "undo manifest");
 
 }  // namespace livefs::etc

@@ -359,6 +359,191 @@ TEST(EtcMerge, AProcessKilledMidMergeOrMidUndoIsRecoveredToTheOriginal) {
   EXPECT_TRUE(fs::is_empty(root));
 }
 
+// A live directory the administrator replaced by a symlink out of /etc: what the defaults
+// hold below it is not in /etc, so nothing there is merged, even a level further down where
+// the symlink's target has a directory of the same name.
+TEST(EtcMerge, NothingIsMergedThroughASymlinkOutOfEtc) {
+  TempDir tmp("livefs-etc-symlink");
+  fs::path b = tmp / "booted", s = tmp / "staged", l = tmp / "live", out = tmp / "outside";
+  for (const auto& root : {b, s}) {
+    write_file(root / "dir/sub/f.conf", root == b ? "v1\n" : "v2\n");
+    write_file(root / "dir/f.conf", root == b ? "v1\n" : "v2\n");
+  }
+  write_file(b / "dir/sub/gone.conf", "gone\n");
+  write_file(s / "dir/sub/new.conf", "new\n");
+  // What the symlink leads to looks like the booted default.
+  fs::copy(b / "dir", out, fs::copy_options::recursive);
+  fs::create_directories(l);
+  fs::create_symlink(out, l / "dir");
+  auto before = snapshot(out);
+  // The other way round: a staged default directory became a symlink (out of the staged
+  // tree); the booted one's entries are not read through it.
+  write_file(b / "linked/a.conf", "v1\n");
+  write_file(l / "linked/a.conf", "v1\n");
+  write_file(tmp / "elsewhere/a.conf", "not a default\n");
+  fs::create_symlink(tmp / "elsewhere", s / "linked");
+
+  auto p = plan(b, s, l);
+  ASSERT_TRUE(p) << p.error().message();
+  std::map<std::string, std::string> reasons;
+  for (const auto& a : p->actions) {
+    EXPECT_TRUE(!a.path.starts_with("dir") || a.kind == ActionKind::conflict)
+        << action_name(a.kind) << " " << a.path;
+    reasons[a.path] = a.reason;
+  }
+  EXPECT_EQ(reasons["dir/sub/f.conf"], "its directory is not a directory in /etc");
+  EXPECT_NE(reasons["linked"], "");
+  ASSERT_TRUE(merge(*p, s, l, tmp / "undo", "tag"));
+  EXPECT_EQ(snapshot(out), before);
+  EXPECT_TRUE(fs::is_symlink(l / "dir"));
+  // (Removed as a default the staged tree no longer has there.)
+  if (fs::exists(l / "linked/a.conf")) {
+    EXPECT_NE(testing::read_file(l / "linked/a.conf"), "not a default\n");
+  }
+}
+
+// A live directory replaced by a symlink out of /etc after the plan (the merge then), or
+// after the merge (its undo then): neither writes through it.
+struct Swapped : Sides {
+  fs::path out = tmp / "outside";
+  void swap() {
+    fs::rename(l / "dir", out);
+    fs::create_symlink(out, l / "dir");
+  }
+  void unswap() {
+    fs::remove(l / "dir");
+    fs::rename(out, l / "dir");
+  }
+};
+
+TEST(EtcMerge, MergeNeverWritesThroughASymlinkThatReplacedADirectory) {
+  Swapped w;
+  fs::path out = w.out;
+  auto p = plan(w.b, w.s, w.l);
+  ASSERT_TRUE(p);
+  auto before = snapshot(w.l);
+  w.swap();
+  auto outside = snapshot(out);
+  auto st = merge(*p, w.s, w.l, w.undo, "tag");
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code, ENOTDIR) << st.error().message();
+  EXPECT_NE(st.error().message().find((w.l / "dir").string()), std::string::npos)
+      << st.error().message();
+  EXPECT_EQ(snapshot(out), outside);
+  EXPECT_FALSE(fs::exists(w.undo));
+  w.unswap();
+  EXPECT_EQ(snapshot(w.l), before);
+}
+
+TEST(EtcMerge, UndoNeverWritesThroughASymlinkThatReplacedADirectory) {
+  Swapped w;
+  fs::path out = w.out;
+  auto p = plan(w.b, w.s, w.l);
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(merge(*p, w.s, w.l, w.undo, "tag"));
+  w.swap();
+  auto outside = snapshot(out);
+  EXPECT_FALSE(undo(w.undo));
+  EXPECT_EQ(snapshot(out), outside);
+  EXPECT_TRUE(fs::exists(w.undo / "manifest"));  // kept for another try
+}
+
+TEST(EtcMerge, UndoLeavesAnAdministratorsFileNamedLikeATemporary) {
+  Sides w;
+  write_file(w.l / ".livefs-etc-notes", "mine\n");
+  write_file(w.l / "dir/.livefs-etc-1-x", "mine\n");
+  auto before = snapshot(w.l);
+  auto p = plan(w.b, w.s, w.l);
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(merge(*p, w.s, w.l, w.undo, "tag"));
+  ASSERT_TRUE(undo(w.undo));
+  EXPECT_EQ(snapshot(w.l), before);
+}
+
+// Names are bytes: a newline, spaces, a byte that is not UTF-8, the longest name a file
+// system takes, all through plan, merge, the manifest and undo.
+TEST(EtcMerge, NamesAreBytes) {
+  TempDir tmp("livefs-etc-names");
+  fs::path b = tmp / "booted", s = tmp / "staged", l = tmp / "live";
+  const std::vector<std::string> names = {"new\nline.conf",      " spaced  out ", "caf\xe9.conf",
+                                          std::string(255, 'n'), "-dash",         "\x01\x7f\xff"};
+  for (const auto& n : names) {
+    write_file(b / n, "old\n");
+    write_file(s / n, "new\n");
+    write_file(b / ("d" + n.substr(0, 254)) / n, "removed\n");
+    write_file(s / ("a" + n.substr(0, 254)) / n, "added\n");
+  }
+  fs::copy(b, l, fs::copy_options::recursive);
+  auto before = snapshot(l);
+  auto p = plan(b, s, l);
+  ASSERT_TRUE(p) << p.error().message();
+  EXPECT_EQ(p->count(ActionKind::conflict), 0u);
+  EXPECT_EQ(p->count(ActionKind::update), names.size());
+  ASSERT_TRUE(merge(*p, s, l, tmp / "undo", "tag"));
+  for (const auto& n : names) {
+    EXPECT_EQ(testing::read_file(l / n), "new\n");
+    EXPECT_FALSE(fs::exists(l / ("d" + n.substr(0, 254))));
+    EXPECT_EQ(testing::read_file(l / ("a" + n.substr(0, 254)) / n), "added\n");
+  }
+  auto u = undo(tmp / "undo");
+  ASSERT_TRUE(u) << u.error().message();
+  EXPECT_EQ(snapshot(l), before);
+}
+
+std::string hex(const std::string& bytes) {
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += "0123456789abcdef"[c >> 4];
+    out += "0123456789abcdef"[c & 15];
+  }
+  return out;
+}
+
+TEST(EtcMerge, AnUndoManifestNamingAPathOutsideLiveIsRefusedAndTouchesNothing) {
+  TempDir tmp("livefs-etc-hostile");
+  fs::path live = tmp / "etc";
+  fs::create_directories(live);
+  write_file(tmp / "victim", "outside /etc\n");
+  for (const std::string& path : {std::string("../victim"), (tmp / "victim").string(),
+                                  std::string("sub/../../victim"), std::string("./x")}) {
+    fs::path dir = tmp / "undo";
+    fs::create_directories(dir / "b");
+    write_file(dir / "manifest", "livefs-etc-undo 1\nlive " + hex(live.string()) + "\ntag " +
+                                     hex("tag") + "\nadd 0 " + hex(path) + "\nend\n");
+    auto st = undo(dir);
+    ASSERT_FALSE(st) << path;
+    EXPECT_EQ(st.error().code, EBADMSG) << path;
+    EXPECT_NE(st.error().message().find("leaves the directory"), std::string::npos)
+        << st.error().message();
+    EXPECT_EQ(testing::read_file(tmp / "victim"), "outside /etc\n") << path;
+    fs::remove_all(dir);
+  }
+}
+
+TEST(EtcMerge, TheUndoManifestRoundTripsAnyByteButNul) {
+  UndoManifest m;
+  m.live = "/sysroot/etc";
+  m.tag = std::string("tag\n with \xff and \0 bytes", 25);
+  m.steps = {{ActionKind::update, 0, "with space.conf"},
+             {ActionKind::add, 1, "new\nline/caf\xe9"},
+             {ActionKind::remove, 18446744073709551615ull, std::string(255, 'x')}};
+  m.dir_times = {{-5, 999999999, ""}, {1700000000, 5, "new\nline"}};
+  auto again = parse_undo_manifest(encode_undo_manifest(m));
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_EQ(*again, m);
+  for (const char* bad : {"livefs-etc-undo 1\nlive 2f\ntag \nadd 0 6100\nend\n",  // a NUL in a path
+                          "livefs-etc-undo 1\nlive 2f\ntag \nadd -1 61\nend\n",  // a negative index
+                          "livefs-etc-undo 1\nlive 2f\ntag \nadd 1x 61\nend\n",  // not a number
+                          "livefs-etc-undo 1\nlive 2f\ntag \ndirtime 1.1000000000 61\nend\n",
+                          "livefs-etc-undo 1\nlive 65\ntag \nend\n"}) {  // a relative live
+    auto p = parse_undo_manifest(bad);
+    EXPECT_FALSE(p) << bad;
+    if (!p) {
+      EXPECT_EQ(p.error().code, EBADMSG);
+    }
+  }
+}
+
 TEST(EtcMerge, MissingDefaultsAreAClearError) {
   TempDir tmp;
   fs::create_directories(tmp / "staged");
