@@ -4,6 +4,7 @@
 
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -105,6 +106,42 @@ inline bool is_livefs_process(pid_t pid) {
   std::getline(in, argv0, '\0');
   return argv0.ends_with("livefs");
 }
+
+// A process that keeps `file` open on fd 3 (bash execs sleep, so the pid stays), killed and
+// reaped at scope exit.
+class Holder {
+ public:
+  explicit Holder(const fs::path& file) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::setpgid(0, 0);
+      std::string script = "exec 3<" + quote(file.string()) + "; exec sleep 60";
+      ::execlp("bash", "bash", "-c", script.c_str(), nullptr);
+      ::_exit(127);
+    }
+  }
+  ~Holder() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  Holder(const Holder&) = delete;
+  Holder& operator=(const Holder&) = delete;
+  pid_t pid() const { return pid_; }
+  // Waits (bounded) until bash has become `sleep` with the file open.
+  bool wait_holding() const {
+    return eventually([&] {
+      std::string comm;
+      std::ifstream in("/proc/" + std::to_string(pid_) + "/comm");
+      std::getline(in, comm);
+      return comm == "sleep" && present("/proc/" + std::to_string(pid_) + "/fd/3");
+    });
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
 
 // One test's world: booted/, staged/, state/, mnt/ under a temp dir.
 class LiveWorld {

@@ -299,41 +299,6 @@ TEST_F(OstreeLive, ApplyPackagesRollbackResetAndStatusNamesTheCommits) {
   EXPECT_NE(text.out.find(s.commit_b.substr(0, 12)), std::string::npos) << text.out;
 }
 
-// A process that keeps `file` open on fd 3 (bash execs sleep, so the pid stays).
-class Holder {
- public:
-  explicit Holder(const fs::path& file) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::setpgid(0, 0);
-      std::string script = "exec 3<" + quote(file.string()) + "; exec sleep 60";
-      ::execlp("bash", "bash", "-c", script.c_str(), nullptr);
-      ::_exit(127);
-    }
-  }
-  ~Holder() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  pid_t pid() const { return pid_; }
-  // Waits (bounded) until bash has become `sleep` with the file open.
-  bool wait_holding() const {
-    for (int i = 0; i < 200; ++i) {
-      std::string comm;
-      std::ifstream in("/proc/" + std::to_string(pid_) + "/comm");
-      std::getline(in, comm);
-      if (comm == "sleep" && present("/proc/" + std::to_string(pid_) + "/fd/3")) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    }
-    return false;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
-
 bool lists_holder(const json& holders, pid_t pid, const std::string& path) {
   for (const auto& h : holders) {
     if (h.value("pid", 0) == pid && h.value("path", "") == path) return true;

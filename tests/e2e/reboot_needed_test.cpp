@@ -59,40 +59,6 @@ json need_of(const json& status, const std::string& what) {
   return nullptr;
 }
 
-// A process that keeps `file` open on fd 3 (bash execs sleep, so the pid stays).
-class Holder {
- public:
-  explicit Holder(const fs::path& file) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::setpgid(0, 0);
-      std::string script = "exec 3<" + quote(file.string()) + "; exec sleep 60";
-      ::execlp("bash", "bash", "-c", script.c_str(), nullptr);
-      ::_exit(127);
-    }
-  }
-  ~Holder() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  Holder(const Holder&) = delete;
-  Holder& operator=(const Holder&) = delete;
-  pid_t pid() const { return pid_; }
-  bool wait_holding() const {
-    return eventually([&] {
-      std::string comm;
-      std::ifstream in("/proc/" + std::to_string(pid_) + "/comm");
-      std::getline(in, comm);
-      return comm == "sleep" && present("/proc/" + std::to_string(pid_) + "/fd/3");
-    });
-  }
-
- private:
-  pid_t pid_ = -1;
-};
-
 TEST(RebootNeeded, TheRunningKernelsModulesStayAndStatusSaysARebootIsNeeded) {
   LiveWorld w;
   make_kernel_move(w);
