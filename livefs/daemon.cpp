@@ -336,6 +336,9 @@ class Daemon {
     options.unidentified = staging_->same_booted_as_config()
                                ? overlay::UnidentifiedJournal::adopt
                                : overlay::UnidentifiedJournal::set_aside;
+    options.earlier_identity = [&](std::string_view old) {
+      return staging_->is_earlier_identity(booted, old);
+    };
     auto g = overlay::Generations::open(store_, std::move(*empty), options);
     if (!g) return std::unexpected(g.error());
     generations_ = std::move(*g);

@@ -126,6 +126,11 @@ std::string Staging::booted_identity(const store::Tree& booted) const {
   return "dir:" + booted.root().digest().hex();
 }
 
+bool Staging::is_earlier_identity(const store::Tree& booted, std::string_view identity) const {
+  if (sysroot_mode() || !identity.starts_with("dir:")) return false;
+  return identity == "dir:" + booted.root_digest_v1().hex();
+}
+
 bool Staging::same_booted_as_config() const {
   return config_.booted_key == booted_key() ||
          (!sysroot_mode() && config_.booted_key == args_.booted.string());
@@ -134,9 +139,7 @@ bool Staging::same_booted_as_config() const {
 std::optional<store::Tree> Staging::cached_booted_manifest() {
   if (config_.booted_key != booted_key()) return std::nullopt;
   auto tree = store::Tree::load(args_.state / "booted.tree");
-  // A manifest of an older format has directory digests that differ from a staged tree's
-  // for equal directories: every diff would walk the whole tree. Built again once.
-  if (!tree || tree->version() < 2) return std::nullopt;
+  if (!tree) return std::nullopt;
   return std::move(*tree);
 }
 
@@ -169,6 +172,10 @@ Result<store::Tree> Staging::build_booted_manifest() {
 
 Status Staging::load(std::optional<store::Tree> booted) {
   Status result;
+  // A cached manifest of an older format served the start (the generations open from it at
+  // once); its directory digests never equal a staged tree's, so every diff would walk the
+  // whole tree: it is built again, once, here.
+  if (booted && booted->version() < 2) booted.reset();
   if (!booted) {
     {
       std::lock_guard lock(mutex_);

@@ -60,6 +60,9 @@ class Staging {
   std::optional<store::Tree> cached_booted_manifest();
   // The identity generations belong to, from the booted manifest.
   std::string booted_identity(const store::Tree& booted) const;
+  // Whether `identity` is this booted tree's as an earlier livefs named it (a directory's
+  // manifest digest of version 1): its journal is this tree's, kept across the upgrade.
+  bool is_earlier_identity(const store::Tree& booted, std::string_view identity) const;
   // Whether the journal found may be adopted when it names no booted tree.
   bool same_booted_as_config() const;
 

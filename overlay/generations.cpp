@@ -22,7 +22,8 @@ Generations::Generations(std::shared_ptr<store::ObjectStore> store, store::Tree 
 Result<std::unique_ptr<Generations>> Generations::open(std::shared_ptr<store::ObjectStore> store,
                                                        store::Tree empty_layer,
                                                        const Options& options) {
-  auto journal = Journal::open(options.journal, options.booted_identity, options.unidentified);
+  auto journal = Journal::open(options.journal, options.booted_identity, options.unidentified,
+                               Sys::real(), options.earlier_identity);
   if (!journal) return std::unexpected(with_context(journal.error(), "journal"));
   std::unique_ptr<Generations> g(
       new Generations(std::move(store), std::move(empty_layer), std::move(*journal)));

@@ -37,6 +37,9 @@ class Generations {
     std::filesystem::path journal;
     std::string booted_identity;
     UnidentifiedJournal unidentified = UnidentifiedJournal::set_aside;
+    // Journal::open's `earlier`: whether another identity is this booted tree's as an
+    // earlier livefs computed it.
+    std::function<bool(std::string_view)> earlier_identity;
   };
 
   // Opens the journal and loads the live generation's layers. A journal that cannot be

@@ -359,7 +359,8 @@ Result<std::string> set_aside(Sys& sys, int dirfd, const std::string& name,
 }  // namespace
 
 Result<Journal> Journal::open(const std::filesystem::path& path, std::string_view booted_identity,
-                              UnidentifiedJournal unidentified, Sys& sys) {
+                              UnidentifiedJournal unidentified, Sys& sys,
+                              const std::function<bool(std::string_view)>& earlier) {
   if (booted_identity.size() > kMaxIdentity) {
     return fail(EINVAL, "journal(" + path.string() + "): a booted identity of " +
                             std::to_string(booted_identity.size()) + " bytes");
@@ -407,7 +408,7 @@ Result<Journal> Journal::open(const std::filesystem::path& path, std::string_vie
 
   if (!identity.empty()) {
     const std::string& old = state.booted_identity;
-    bool other_tree = !old.empty() && old != identity;
+    bool other_tree = !old.empty() && old != identity && !(earlier && earlier(old));
     bool names_none = old.empty() && (!state.history.empty() || state.error);
     if (other_tree || (names_none && unidentified == UnidentifiedJournal::set_aside)) {
       auto aside = set_aside(sys, dir.get(), name, old);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <deque>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -106,9 +107,13 @@ class Journal {
   // directory, to "<name>.<UTC time>.<its identity, shortened>", and a new journal for
   // this tree starts at generation 0; state().note says so. A corrupt journal of another
   // tree is set aside as well; a corrupt one of this tree stays, for the operator.
+  // `earlier`, when given, is asked about a journal naming another identity: true when that
+  // is this booted tree's identity as an earlier livefs computed it (the journal is then
+  // kept, under the identity it names).
   static Result<Journal> open(const std::filesystem::path& path, std::string_view booted_identity,
                               UnidentifiedJournal unidentified = UnidentifiedJournal::adopt,
-                              Sys& sys = Sys::real());
+                              Sys& sys = Sys::real(),
+                              const std::function<bool(std::string_view)>& earlier = {});
   // Without an identity: the journal is not tied to a booted tree (nothing is checked or
   // stamped). For tools that only read a journal, and for a caller that has none yet.
   static Result<Journal> open(const std::filesystem::path& path) { return open(path, {}); }

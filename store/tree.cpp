@@ -302,6 +302,47 @@ size_t Tree::size() const { return impl_->count; }
 std::string_view Tree::bytes() const { return impl_->bytes; }
 uint32_t Tree::version() const { return impl_->version; }
 
+ObjectId Tree::root_digest_v1() const {
+  const Impl& t = *impl_;
+  std::vector<ObjectId> digest(t.count);
+  for (size_t i = t.count; i-- > 0;) {
+    const Record& r = t.rec(i);
+    bool dir = r.type == static_cast<uint8_t>(EntryType::dir);
+    Hasher h;
+    auto add = [&](const void* p, size_t len) { h.update(p, len); };
+    add(&r.type, 1);
+    add(&r.opaque, 1);
+    add(&r.mode, 4);
+    add(&r.uid, 4);
+    add(&r.gid, 4);
+    add(&r.rdev, 8);
+    if (!dir) {
+      add(&r.size, 8);
+      add(&r.nlink, 4);
+      add(&r.mtime_sec, 8);
+      add(&r.mtime_nsec, 4);
+    }
+    uint64_t tlen = r.target_len;
+    add(&tlen, 8);
+    add(t.strings + r.target_off, r.target_len);
+    uint64_t xlen = r.xattr_len;
+    add(&xlen, 8);
+    add(t.strings + r.xattr_off, r.xattr_len);
+    add(r.object, 16);
+    if (dir) {
+      for (size_t j = i + 1; j < r.subtree_end; j = t.rec(j).subtree_end) {
+        std::string_view name = t.path(j).substr(t.rec(j).name_off);
+        uint64_t len = name.size();
+        add(&len, 8);
+        add(name.data(), name.size());
+        add(digest[j].bytes.data(), 16);
+      }
+    }
+    digest[i] = h.finish();
+  }
+  return digest[0];
+}
+
 std::optional<EntryRef> Tree::find(std::string_view path) const {
   size_t lo = 0, hi = impl_->count;
   while (lo < hi) {

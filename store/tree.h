@@ -142,6 +142,9 @@ class Tree {
   // its digest; a version 1 tree still loads and diffs right, only without skipping
   // directories whose digests were computed the other way.
   uint32_t version() const;
+  // The root's digest as version 1 computed it (no directory's own mtime, no structural
+  // flag), whatever version this tree is: what an earlier livefs named this tree by. O(n).
+  ObjectId root_digest_v1() const;
   // The serialized form (what is stored; its ObjectId is the tree's id).
   std::string_view bytes() const;
   ObjectId id() const { return ObjectId::of(bytes()); }

@@ -247,6 +247,31 @@ TEST(JournalIdentity, SameBootedTreeKeepsTheStack) {
   EXPECT_EQ(names_in(dir.path()), std::vector<std::string>{"journal"});
 }
 
+// A journal naming this tree as an earlier livefs named it (another digest format) is this
+// tree's: kept as it is, under the identity it names.
+TEST(JournalIdentity, AnEarlierIdentityOfThisTreeKeepsTheJournal) {
+  TempDir dir;
+  auto path = dir / "journal";
+  {
+    auto j = Journal::open(path, kTreeA);
+    ASSERT_TRUE(j) << j.error().message();
+    ASSERT_TRUE(j->commit(JournalOp::apply, layer_id(1), {"a"}));
+  }
+  auto earlier = [](std::string_view old) { return old == kTreeA; };
+  auto b = Journal::open(path, kTreeB, UnidentifiedJournal::set_aside, Sys::real(), earlier);
+  ASSERT_TRUE(b) << b.error().message();
+  EXPECT_EQ(b->live().number, 1u);
+  EXPECT_TRUE(b->state().set_aside.empty());
+  EXPECT_EQ(b->state().booted_identity, kTreeA);
+  ASSERT_TRUE(b->commit(JournalOp::apply, layer_id(2), {"b"}));
+  // Not an earlier identity of this tree: another tree's journal, set aside.
+  auto c = Journal::open(path, kTreeB, UnidentifiedJournal::set_aside, Sys::real(),
+                         [](std::string_view) { return false; });
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(c->live().number, 0u);
+  EXPECT_FALSE(c->state().set_aside.empty());
+}
+
 TEST(JournalIdentity, AnotherBootedTreeStartsAtGenerationZeroAndKeepsTheOldJournal) {
   TempDir dir;
   auto path = dir / "journal";

@@ -114,6 +114,41 @@ TEST(Tree, Version1ManifestsLoadWithTheirDirectoriesStructural) {
   EXPECT_FALSE(Tree::parse(std::make_shared<const std::string>(bytes)));
 }
 
+// The root digest as livefs 1 computed it: what its journals name a directory tree by, so
+// that an upgraded daemon keeps a journal of the same tree. The expected value was printed by
+// livefs before the change of format (commit e0c3dee) for the same entries.
+TEST(Tree, RootDigestOfVersion1IsStable) {
+  std::vector<Entry> es;
+  Entry root = dir("");
+  root.mtime_sec = 5;
+  es.push_back(root);
+  Entry d = dir("d", 0750);
+  d.uid = 7;
+  d.mtime_sec = 99;
+  d.xattrs = {{"user.a", "1"}};
+  es.push_back(d);
+  Entry f = file("d/f", "x");
+  f.mtime_sec = 1700000000;
+  f.mtime_nsec = 3;
+  es.push_back(f);
+  Entry l;
+  l.path = "d/l";
+  l.type = EntryType::symlink;
+  l.mode = 0777;
+  l.target = "f";
+  l.mtime_sec = 4;
+  es.push_back(l);
+  Entry h = file("h", "y", 0600);
+  h.link_group = 1;
+  es.push_back(h);
+  h.path = "h2";
+  es.push_back(h);
+  auto tree = Tree::build(es);
+  ASSERT_TRUE(tree);
+  EXPECT_EQ(tree->root_digest_v1().hex(), "184e5c554deb89515864be544ebf34c5");
+  EXPECT_NE(tree->root().digest().hex(), "184e5c554deb89515864be544ebf34c5");
+}
+
 TEST(Tree, ChildrenAndSubtrees) {
   auto tree = Tree::build({file("a/x", "1"), file("a/y/z", "2"), file("a.b", "3"), dir("c")});
   ASSERT_TRUE(tree);
