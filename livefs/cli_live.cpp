@@ -385,9 +385,13 @@ void register_live_commands(CLI::App& app, int& status) {
             std::printf("/etc: the merge of generation %llu undone\n",
                         static_cast<unsigned long long>(g));
         }
+        if (r->etc_kept) {
+          for (const auto& k : *r->etc_kept) std::printf("/etc: kept %s\n", k.c_str());
+        }
         if (r->etc_error) std::printf("/etc: undo failed: %s\n", r->etc_error->c_str());
       }
-      status = kExitOk;
+      // The switch happened, but /etc is not back: a script must not take that for success.
+      status = r->etc_error ? kExitError : kExitOk;
     });
   }
 

@@ -841,6 +841,7 @@ class Daemon {
     // ones above it are undone). One that fails stops the rest: the next start retries them
     // all, in the same order.
     std::vector<uint64_t> restored;
+    std::vector<std::string> kept;
     auto root = etc_undo_root(args_.state);
     for (uint64_t g : changed->popped) {
       if (!root) {
@@ -849,7 +850,7 @@ class Daemon {
       }
       fs::path dir = *root / std::to_string(g);
       if (::access(dir.c_str(), F_OK) != 0) continue;
-      if (auto st = etc::undo(dir); !st) {
+      if (auto st = etc::undo(dir, &kept); !st) {
         log()->error("etc undo of generation {}: {}", g, st.error().message());
         out["etc_error"] = "generation " + std::to_string(g) + ": " + st.error().message() +
                            " (retried at the next start)";
@@ -858,6 +859,10 @@ class Daemon {
       restored.push_back(g);
     }
     if (!restored.empty()) out["etc_restored"] = restored;
+    if (!kept.empty()) {
+      for (auto& k : kept) k = "etc/" + k;  // as the apply reply names /etc's entries
+      out["etc_kept"] = kept;
+    }
     if (generations_->hotfix_layer())
       out["note"] = "the hotfix layer stays on top (livefs hotfix reset drops it)";
     return out;

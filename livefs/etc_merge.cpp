@@ -751,7 +751,7 @@ Status merge(const Plan& plan, const fs::path& staged_default, const fs::path& l
   return {};
 }
 
-Status undo(const fs::path& undo_dir) {
+Status undo(const fs::path& undo_dir, std::vector<std::string>* kept) {
   auto manifest = read_manifest(undo_dir);
   if (!manifest) return std::unexpected(manifest.error());
   if (!*manifest) return drop_undo_dir(undo_dir);
@@ -769,6 +769,14 @@ Status undo(const fs::path& undo_dir) {
       done = std::unexpected(at.error());
     } else if (it->kind == ActionKind::add) {
       done = remove_entry(at->path);
+      // A directory the merge added that now holds what the administrator put there: that
+      // stays, and so does the directory; removing it would lose their files, and failing
+      // would stop this undo (and every one below it) for good.
+      if (!done && (done.error().code == ENOTEMPTY || done.error().code == EEXIST)) {
+        log()->warn("undo {}: not empty, kept", (live / it->path).string());
+        if (kept != nullptr) kept->push_back(it->path + " (added by the merge, no longer empty)");
+        done = {};
+      }
     } else {
       fs::path bp = undo_dir / "b" / std::to_string(it->index);
       auto bm = read_meta(bp);
@@ -833,24 +841,39 @@ Result<std::vector<uint64_t>> recover(const fs::path& root,
     found.emplace_back(std::strtoull(name.c_str(), nullptr, 10), name);
   }
   std::sort(found.rbegin(), found.rend());
+  // One undo directory that fails does not keep the others from being undone; the failures
+  // are returned together.
+  std::string failures;
+  auto failed = [&](uint64_t generation, const Error& e) {
+    log()->error("etc undo of generation {}: {}", generation, e.message());
+    failures += (failures.empty() ? "" : "; ") +
+                ("generation " + std::to_string(generation) + ": " + e.message());
+  };
   for (const auto& [generation, name] : found) {
     fs::path dir = root / name;
     auto manifest = read_manifest(dir);
-    if (!manifest) return std::unexpected(manifest.error());
+    if (!manifest) {
+      failed(generation, manifest.error());
+      continue;
+    }
     if (*manifest && (*manifest)->tag != tag) {
       fs::path aside = root / (name + ".aside-" + std::to_string(::time(nullptr)));
       log()->warn("etc undo of generation {} belongs to another booted tree: kept as {}",
                   generation, aside.string());
       if (::rename(dir.c_str(), aside.c_str()) != 0)
-        return fail_errno("rename(" + dir.string() + ")");
+        failed(generation, make_error(errno, "rename(" + dir.string() + ")"));
       continue;
     }
     if (live_generations.contains(generation) && *manifest) continue;
     if (*manifest)
       log()->warn("etc: generation {} is not live: its /etc merge is undone", generation);
-    if (auto st = undo(dir); !st) return std::unexpected(st.error());
+    if (auto st = undo(dir); !st) {
+      failed(generation, st.error());
+      continue;
+    }
     if (*manifest) undone.push_back(generation);
   }
+  if (!failures.empty()) return fail(EIO, "etc undo: " + failures);
   return undone;
 }
 

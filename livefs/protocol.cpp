@@ -486,6 +486,7 @@ json to_json(const GoBackReply& x) {
   if (x.note) j["note"] = *x.note;
   if (x.etc_restored) j["etc_restored"] = *x.etc_restored;
   if (x.etc_error) j["etc_error"] = *x.etc_error;
+  if (x.etc_kept) j["etc_kept"] = *x.etc_kept;
   return j;
 }
 
@@ -682,7 +683,8 @@ Status read_fields(const json& j, ApplyReply& x, const std::string& w) {
 Status read_fields(const json& j, GoBackReply& x, const std::string& w) {
   LIVEFS_FIELDS(field(j, "op", x.op, w), field(j, "generation", x.generation, w),
                 field(j, "switch", x.switch_stats, w), field(j, "note", x.note, w),
-                field(j, "etc_restored", x.etc_restored, w), field(j, "etc_error", x.etc_error, w));
+                field(j, "etc_restored", x.etc_restored, w), field(j, "etc_error", x.etc_error, w),
+                field(j, "etc_kept", x.etc_kept, w));
   return {};
 }
 

@@ -316,6 +316,9 @@ struct GoBackReply {
   // failed is retried at the next start (etc_error says why).
   std::optional<std::vector<uint64_t>> etc_restored;
   std::optional<std::string> etc_error;
+  // What an undo left in /etc rather than lose the administrator's work ("PATH (why)",
+  // PATH relative to /etc).
+  std::optional<std::vector<std::string>> etc_kept;
   bool operator==(const GoBackReply&) const = default;
 };
 

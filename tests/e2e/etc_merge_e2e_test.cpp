@@ -253,6 +253,44 @@ TEST(EtcMergeLive, MergeReportsConflictsAndRollbackToPutsEtcBackExactly) {
   EXPECT_NE(text.out.find("etc conflict /etc/admin.conf"), std::string::npos) << text.out;
 }
 
+// A directory the merge added that the administrator has put a file in is kept, said, and the
+// rollback succeeds; an undo that cannot complete makes rollback exit 1 (after saying what
+// was done).
+TEST(EtcMergeLive, RollbackKeepsAFilledDirectoryAndFailsWhenTheUndoCannotComplete) {
+  EtcSysroot s;
+  fs::path live = s.deployment(s.commit_a) / "etc";
+  auto before = snapshot(live);
+  EtcMount m;
+  Ran mounted = m.mount(s);
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+
+  json merged = m.cmd_json("apply", "--etc");
+  ASSERT_TRUE(merged.contains("generation")) << merged.dump(2);
+  write_file(live / "added.d/mine.conf", "mine\n");
+  Ran back = m.cmd("rollback");
+  EXPECT_EQ(back.status, 0) << back.out;
+  EXPECT_NE(back.out.find("/etc: kept etc/added.d"), std::string::npos) << back.out;
+  EXPECT_EQ(read_file(live / "added.d/mine.conf"), "mine\n");
+  EXPECT_FALSE(present(live / "added.d/y.conf"));
+  EXPECT_EQ(read_file(live / "changed.conf"), "changed = a\n");
+  EXPECT_TRUE(present(live / "removed.d/x.conf"));
+  fs::remove_all(live / "added.d");
+  EXPECT_EQ(snapshot(live), before);
+
+  merged = m.cmd_json("apply", "--etc");
+  ASSERT_TRUE(merged.contains("generation")) << merged.dump(2);
+  fs::path undo = m.state / "etc-undo" / std::to_string(merged["generation"].get<uint64_t>());
+  ASSERT_TRUE(present(undo / "manifest"));
+  // The backups are gone: /etc cannot be put back.
+  fs::remove_all(undo / "b");
+  fs::create_directories(undo / "b");
+  back = m.cmd("rollback");
+  EXPECT_EQ(back.status, 1) << back.out;
+  EXPECT_NE(back.out.find("rollback: live generation is now 0"), std::string::npos) << back.out;
+  EXPECT_NE(back.out.find("/etc: undo failed"), std::string::npos) << back.out;
+  EXPECT_TRUE(present(undo / "manifest"));  // kept for the next try
+}
+
 TEST(EtcMergeLive, AMergeWhoseGenerationWasNeverJournalledIsUndoneAtStart) {
   EtcSysroot s;
   fs::path live = s.deployment(s.commit_a) / "etc";

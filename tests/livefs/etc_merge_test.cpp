@@ -250,6 +250,58 @@ TEST(EtcMerge, RecoveryUndoesStackedMergesHighestFirst) {
   EXPECT_EQ(snapshot(w.l), before);
 }
 
+// A directory the merge added, in which the administrator has since made a file: undo keeps
+// both (and says so) and still puts everything else back and completes.
+TEST(EtcMerge, UndoKeepsADirectoryItAddedThatTheAdministratorFilled) {
+  Sides w;
+  auto before = snapshot(w.l);
+  auto p = plan(w.b, w.s, w.l);
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(merge(*p, w.s, w.l, w.undo, "tag"));
+  write_file(w.l / "newdir/mine.conf", "the administrator's\n");
+  std::vector<std::string> kept;
+  auto u = undo(w.undo, &kept);
+  ASSERT_TRUE(u) << u.error().message();
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_TRUE(kept[0].starts_with("newdir ")) << kept[0];
+  EXPECT_EQ(testing::read_file(w.l / "newdir/mine.conf"), "the administrator's\n");
+  EXPECT_FALSE(fs::exists(w.l / "newdir/sub.conf"));
+  EXPECT_FALSE(fs::exists(w.undo));
+  // Everything else is as before the merge.
+  auto after = snapshot(w.l);
+  after.erase("newdir");
+  after.erase("newdir/mine.conf");
+  auto want = before;
+  want.erase("");  // the live directory's own time is not compared by snapshot anyway
+  EXPECT_EQ(after, want);
+}
+
+// Start-up recovery goes on past an undo directory it cannot undo, to the next, and names
+// every failure.
+TEST(EtcMerge, RecoveryCarriesOnPastAFailedUndo) {
+  Sides w;
+  auto before = snapshot(w.l);
+  fs::path root = w.tmp / "etc-undo";
+  fs::create_directories(root);
+  auto p = plan(w.b, w.s, w.l);
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(merge(*p, w.s, w.l, root / "3", "tag"));
+  for (const char* g : {"5", "9"}) {
+    fs::create_directories(root / g);
+    write_file(root / g / "manifest", "not a manifest\n");
+  }
+  auto undone = recover(root, {0}, "tag");
+  ASSERT_FALSE(undone);
+  EXPECT_NE(undone.error().message().find("generation 9"), std::string::npos)
+      << undone.error().message();
+  EXPECT_NE(undone.error().message().find("generation 5"), std::string::npos)
+      << undone.error().message();
+  EXPECT_EQ(snapshot(w.l), before);
+  EXPECT_FALSE(fs::exists(root / "3"));
+  EXPECT_TRUE(fs::exists(root / "5/manifest"));  // kept for the next start
+  EXPECT_TRUE(fs::exists(root / "9/manifest"));
+}
+
 TEST(EtcMerge, AnUndoWithoutManifestTouchedNothingAndAnotherTreesIsSetAside) {
   Sides w;
   auto before = snapshot(w.l);
