@@ -315,7 +315,10 @@ void register_live_commands(CLI::App& app, int& status) {
         print_reply(*r);
       } else {
         const auto& applied = r->applied;
-        bool etc_only = a->etc && a->patterns.empty() && a->packages.empty() && !a->all;
+        // --all --etc with no tree change pending is answered as --etc alone, with a note.
+        bool etc_only = a->etc && ((a->patterns.empty() && a->packages.empty() && !a->all) ||
+                                   (r->note && applied.empty()));
+        if (r->note) std::printf("note: %s\n", r->note->c_str());
         if (etc_only) {
           if (a->dry_run)
             std::printf("would merge /etc:\n");

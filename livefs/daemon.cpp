@@ -740,6 +740,16 @@ class Daemon {
                  : overlay::select_changes({sides->booted_tree, sides->staged_tree, applied_layer,
                                             sides->staged_diff.get(), link_counts()},
                                            patterns, options);
+    // `--all --etc` with nothing in the tree to apply (or only what needs a reboot): the
+    // /etc merge is still made, as `--etc` alone would, and the reply says why no tree
+    // change came with it.
+    std::optional<std::string> no_tree_change;
+    if (!selection && merge_etc && options.all && patterns.empty() && package_names.empty() &&
+        (selection.error().code == EINVAL || selection.error().code == EPERM)) {
+      no_tree_change = "no tree change was pending (" + selection.error().context + ")";
+      etc_only = true;
+      selection = nothing_selected(applied_layer);
+    }
     if (!selection) {
       Error e = selection.error();
       if (!package_names.empty() && e.code == EINVAL)
@@ -763,6 +773,7 @@ class Daemon {
                 {"skipped_kernel", selection->skipped_kernel},
                 {"kept", kept}};
     if (etc_plan) out["etc"] = protocol::to_json(etc_merge_reply(*etc_plan));
+    if (no_tree_change) out["note"] = *no_tree_change;
     if (dry_run) return out;
     if (etc_only && !etc_plan->changes()) return out;  // nothing to merge: no generation
     auto t1 = Clock::now();

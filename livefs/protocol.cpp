@@ -478,6 +478,7 @@ json to_json(const ApplyReply& x) {
   if (x.holders) j["holders"] = array_of(*x.holders);
   if (x.holders_scan) j["holders_scan"] = to_json(*x.holders_scan);
   if (x.etc) j["etc"] = to_json(*x.etc);
+  if (x.note) j["note"] = *x.note;
   return j;
 }
 
@@ -676,7 +677,7 @@ Status read_fields(const json& j, ApplyReply& x, const std::string& w) {
                 field(j, "skipped_kernel", x.skipped_kernel, w), field(j, "kept", x.kept, w),
                 field(j, "generation", x.generation, w), field(j, "switch", x.switch_stats, w),
                 field(j, "holders", x.holders, w), field(j, "holders_scan", x.holders_scan, w),
-                field(j, "etc", x.etc, w));
+                field(j, "etc", x.etc, w), field(j, "note", x.note, w));
   return {};
 }
 

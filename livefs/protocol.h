@@ -303,6 +303,8 @@ struct ApplyReply {
   std::optional<std::vector<Holder>> holders;
   std::optional<HolderScan> holders_scan;  // the scan as it stood when the switch was made
   std::optional<EtcMerge> etc;             // with --etc only
+  // `apply --all --etc` with no tree change pending: why (the /etc merge is still made).
+  std::optional<std::string> note;
   bool operator==(const ApplyReply&) const = default;
 };
 

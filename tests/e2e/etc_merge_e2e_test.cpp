@@ -291,6 +291,39 @@ TEST(EtcMergeLive, RollbackKeepsAFilledDirectoryAndFailsWhenTheUndoCannotComplet
   EXPECT_TRUE(present(undo / "manifest"));  // kept for the next try
 }
 
+// `apply --all --etc` when the tree has nothing left to apply: /etc is still merged, and the
+// reply says that no tree change was pending.
+TEST(EtcMergeLive, ApplyAllEtcMergesEtcWhenNoTreeChangeIsPending) {
+  EtcSysroot s;
+  fs::path live = s.deployment(s.commit_a) / "etc";
+  auto before = snapshot(live);
+  EtcMount m;
+  Ran mounted = m.mount(s);
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+  json all = m.cmd_json("apply", "--all --allow-replace");
+  ASSERT_EQ(all["generation"], 1) << all.dump(2);
+  EXPECT_EQ(snapshot(live), before);
+
+  Ran dry = m.cmd("apply", "--all --etc --dry-run");
+  EXPECT_EQ(dry.status, 0) << dry.out;
+  EXPECT_NE(dry.out.find("note: no tree change was pending"), std::string::npos) << dry.out;
+  EXPECT_EQ(snapshot(live), before);
+
+  json merged = m.cmd_json("apply", "--all --etc");
+  EXPECT_EQ(merged["generation"], 2) << merged.dump(2);
+  EXPECT_TRUE(merged["applied"].empty()) << merged.dump(2);
+  EXPECT_NE(merged.value("note", "").find("no tree change was pending"), std::string::npos)
+      << merged.dump(2);
+  EXPECT_EQ(strings(merged["etc"]["updated"]),
+            (std::set<std::string>{"etc/admin.conf", "etc/changed.conf", "etc/link"}))
+      << merged.dump(2);
+  EXPECT_EQ(read_file(live / "changed.conf"), "changed = b\n");
+
+  json back = m.cmd_json("rollback");
+  EXPECT_EQ(back["etc_restored"], json({2})) << back.dump(2);
+  EXPECT_EQ(snapshot(live), before);
+}
+
 TEST(EtcMergeLive, AMergeWhoseGenerationWasNeverJournalledIsUndoneAtStart) {
   EtcSysroot s;
   fs::path live = s.deployment(s.commit_a) / "etc";
