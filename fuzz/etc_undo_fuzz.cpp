@@ -76,7 +76,12 @@ void check_built(std::string_view input) {
   for (const auto& s : strings) {
     ActionKind kind =
         std::array{ActionKind::update, ActionKind::add, ActionKind::remove}[index % 3];
-    m.steps.push_back({kind, index * 0x9e3779b97f4a7c15ull, s});
+    // What was installed: recorded or not, in the form the step's kind takes.
+    std::string installed = index % 2 != 0 ? ""
+                            : kind == ActionKind::remove
+                                ? "none"
+                                : std::string(32, "0123456789abcdef"[index % 16]);
+    m.steps.push_back({kind, index * 0x9e3779b97f4a7c15ull, s, installed});
     m.dir_times.push_back({static_cast<int64_t>(index * 0xff51afd7ed558ccdull),
                            static_cast<int64_t>(index % 1'000'000'000), s});
     all_below = all_below && stays_below(s);

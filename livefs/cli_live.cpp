@@ -315,7 +315,10 @@ void register_live_commands(CLI::App& app, int& status) {
         print_reply(*r);
       } else {
         const auto& applied = r->applied;
-        bool etc_only = a->etc && a->patterns.empty() && a->packages.empty() && !a->all;
+        // --all --etc with no tree change pending is answered as --etc alone, with a note.
+        bool etc_only = a->etc && ((a->patterns.empty() && a->packages.empty() && !a->all) ||
+                                   (r->note && applied.empty()));
+        if (r->note) std::printf("note: %s\n", r->note->c_str());
         if (etc_only) {
           if (a->dry_run)
             std::printf("would merge /etc:\n");
@@ -385,9 +388,13 @@ void register_live_commands(CLI::App& app, int& status) {
             std::printf("/etc: the merge of generation %llu undone\n",
                         static_cast<unsigned long long>(g));
         }
+        if (r->etc_kept) {
+          for (const auto& k : *r->etc_kept) std::printf("/etc: kept %s\n", k.c_str());
+        }
         if (r->etc_error) std::printf("/etc: undo failed: %s\n", r->etc_error->c_str());
       }
-      status = kExitOk;
+      // The switch happened, but /etc is not back: a script must not take that for success.
+      status = r->etc_error ? kExitError : kExitOk;
     });
   }
 

@@ -743,6 +743,16 @@ class Daemon {
                  : overlay::select_changes({sides->booted_tree, sides->staged_tree, applied_layer,
                                             sides->staged_diff.get(), link_counts()},
                                            patterns, options);
+    // `--all --etc` with nothing in the tree to apply (or only what needs a reboot): the
+    // /etc merge is still made, as `--etc` alone would, and the reply says why no tree
+    // change came with it.
+    std::optional<std::string> no_tree_change;
+    if (!selection && merge_etc && options.all && patterns.empty() && package_names.empty() &&
+        (selection.error().code == EINVAL || selection.error().code == EPERM)) {
+      no_tree_change = "no tree change was pending (" + selection.error().context + ")";
+      etc_only = true;
+      selection = nothing_selected(applied_layer);
+    }
     if (!selection) {
       Error e = selection.error();
       if (!package_names.empty() && e.code == EINVAL)
@@ -766,6 +776,7 @@ class Daemon {
                 {"skipped_kernel", selection->skipped_kernel},
                 {"kept", kept}};
     if (etc_plan) out["etc"] = protocol::to_json(etc_merge_reply(*etc_plan));
+    if (no_tree_change) out["note"] = *no_tree_change;
     if (dry_run) return out;
     if (etc_only && !etc_plan->changes()) return out;  // nothing to merge: no generation
     auto t1 = Clock::now();
@@ -844,6 +855,7 @@ class Daemon {
     // ones above it are undone). One that fails stops the rest: the next start retries them
     // all, in the same order.
     std::vector<uint64_t> restored;
+    std::vector<std::string> kept;
     auto root = etc_undo_root(args_.state);
     for (uint64_t g : changed->popped) {
       if (!root) {
@@ -852,7 +864,7 @@ class Daemon {
       }
       fs::path dir = *root / std::to_string(g);
       if (::access(dir.c_str(), F_OK) != 0) continue;
-      if (auto st = etc::undo(dir); !st) {
+      if (auto st = etc::undo(dir, &kept); !st) {
         log()->error("etc undo of generation {}: {}", g, st.error().message());
         out["etc_error"] = "generation " + std::to_string(g) + ": " + st.error().message() +
                            " (retried at the next start)";
@@ -861,6 +873,10 @@ class Daemon {
       restored.push_back(g);
     }
     if (!restored.empty()) out["etc_restored"] = restored;
+    if (!kept.empty()) {
+      for (auto& k : kept) k = "etc/" + k;  // as the apply reply names /etc's entries
+      out["etc_kept"] = kept;
+    }
     if (generations_->hotfix_layer())
       out["note"] = "the hotfix layer stays on top (livefs hotfix reset drops it)";
     return out;

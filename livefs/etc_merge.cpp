@@ -19,6 +19,10 @@
 #include "common/log.h"
 #include "common/unique_fd.h"
 
+// Inline: the fuzz target links this file with the common library only.
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 namespace livefs::etc {
 
 namespace fs = std::filesystem;
@@ -132,6 +136,53 @@ Result<bool> same_entry(const Meta& a, const fs::path& pa, const Meta& b, const 
   }
   if (S_ISCHR(a.st.st_mode) || S_ISBLK(a.st.st_mode)) return a.st.st_rdev == b.st.st_rdev;
   return true;
+}
+
+// What undo compares with what the merge installed: an XXH3-128 over type, mode, owner,
+// xattrs and content (or link target, device number), as 32 hex digits; "" when nothing is
+// there. Times and the inode are left out: undo puts them back itself, and a restore that
+// was cut short must still match.
+Result<std::string> fingerprint(const fs::path& p) {
+  auto m = read_meta(p);
+  if (!m) return std::unexpected(m.error());
+  if (!*m) return std::string();
+  const Meta& meta = **m;
+  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> state(XXH3_createState(),
+                                                                 &XXH3_freeState);
+  if (!state || XXH3_128bits_reset(state.get()) != XXH_OK) return fail(ENOMEM, "XXH3 state");
+  auto feed = [&](std::string_view bytes) {
+    uint64_t n = bytes.size();
+    XXH3_128bits_update(state.get(), &n, sizeof n);
+    XXH3_128bits_update(state.get(), bytes.data(), bytes.size());
+  };
+  feed(std::to_string(meta.st.st_mode) + " " + std::to_string(meta.st.st_uid) + " " +
+       std::to_string(meta.st.st_gid));
+  for (const auto& [name, value] : meta.xattrs) {
+    feed(name);
+    feed(value);
+  }
+  if (S_ISLNK(meta.st.st_mode)) feed(meta.target);
+  if (S_ISCHR(meta.st.st_mode) || S_ISBLK(meta.st.st_mode)) feed(std::to_string(meta.st.st_rdev));
+  if (S_ISREG(meta.st.st_mode)) {
+    UniqueFd fd(::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) return fail_errno("open(" + p.string() + ")");
+    std::string buf(1 << 16, '\0');
+    for (;;) {
+      ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+      if (n < 0) return fail_errno("read(" + p.string() + ")");
+      if (n == 0) break;
+      XXH3_128bits_update(state.get(), buf.data(), static_cast<size_t>(n));
+    }
+  }
+  XXH128_canonical_t canon;
+  XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(state.get()));
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : canon.digest) {
+    out += kDigits[b >> 4];
+    out += kDigits[b & 15];
+  }
+  return out;
 }
 
 Result<std::vector<std::string>> list_dir(const fs::path& p) {
@@ -586,8 +637,8 @@ std::string encode_undo_manifest(const UndoManifest& m) {
   std::string out =
       std::string(kManifestHeader) + "\nlive " + hex(m.live) + "\ntag " + hex(m.tag) + "\n";
   for (const auto& s : m.steps)
-    out +=
-        std::string(action_name(s.kind)) + " " + std::to_string(s.index) + " " + hex(s.path) + "\n";
+    out += std::string(action_name(s.kind)) + " " + std::to_string(s.index) + " " + hex(s.path) +
+           (s.installed.empty() ? "" : " " + s.installed) + "\n";
   for (const auto& d : m.dir_times)
     out += "dirtime " + std::to_string(d.sec) + "." + std::to_string(d.nsec) + " " + hex(d.path) +
            "\n";
@@ -627,7 +678,11 @@ Result<UndoManifest> parse_undo_manifest(std::string_view text, std::string_view
     size_t sp2 = sp1 == std::string_view::npos ? sp1 : l.find(' ', sp1 + 1);
     if (sp2 == std::string_view::npos) return line_bad("not three fields");
     std::string_view op = l.substr(0, sp1), middle = l.substr(sp1 + 1, sp2 - sp1 - 1);
-    auto path = unhex(l.substr(sp2 + 1));
+    // A step's optional fourth field: what the merge installed.
+    size_t sp3 = op == "dirtime" ? std::string_view::npos : l.find(' ', sp2 + 1);
+    std::string_view installed =
+        sp3 == std::string_view::npos ? std::string_view() : l.substr(sp3 + 1);
+    auto path = unhex(l.substr(sp2 + 1, sp3 == std::string_view::npos ? sp3 : sp3 - sp2 - 1));
     if (!path) return line_bad("the path is not lowercase hex");
     if (op == "dirtime") {
       size_t dot = middle.find('.');
@@ -653,6 +708,14 @@ Result<UndoManifest> parse_undo_manifest(std::string_view text, std::string_view
     s.index = *index;
     if (!below(*path)) return line_bad("a path that leaves the directory");
     s.path = std::move(*path);
+    if (sp3 != std::string_view::npos) {
+      bool ok = s.kind == ActionKind::remove
+                    ? installed == "none"
+                    : installed.size() == 32 &&
+                          installed.find_first_not_of("0123456789abcdef") == std::string::npos;
+      if (!ok) return line_bad("bad record of what was installed");
+      s.installed = std::string(installed);
+    }
     m.steps.push_back(std::move(s));
   }
   return m;
@@ -693,7 +756,8 @@ Status merge(const Plan& plan, const fs::path& staged_default, const fs::path& l
     uint64_t index = 0;
     for (const auto& a : plan.actions) {
       if (a.kind == ActionKind::conflict) continue;
-      UndoStep step{a.kind, index++, a.path};
+      // A removal leaves nothing: whatever is there at undo was made by someone else.
+      UndoStep step{a.kind, index++, a.path, a.kind == ActionKind::remove ? "none" : ""};
       if (a.kind != ActionKind::add) {
         auto at = beneath(root, a.path);
         if (!at) return std::unexpected(with_context(at.error(), "etc merge"));
@@ -723,7 +787,7 @@ Status merge(const Plan& plan, const fs::path& staged_default, const fs::path& l
     fs::remove_all(undo_dir, ec);
     return prepare;
   }
-  for (const auto& s : manifest.steps) {
+  for (auto& s : manifest.steps) {
     auto at = beneath(root, s.path);
     Status done;
     if (!at) {
@@ -739,6 +803,15 @@ Status merge(const Plan& plan, const fs::path& staged_default, const fs::path& l
         done = fail(ENOENT, "etc merge: " + sp.string() + " went away");
       else
         done = put(sp, **m, at->path);
+      if (done) {
+        // What this step left, read back from /etc (not assumed from the default), for undo
+        // to tell it from a later edit.
+        auto fp = fingerprint(at->path);
+        if (fp)
+          s.installed = std::move(*fp);
+        else
+          done = std::unexpected(fp.error());
+      }
     }
     if (!done) {
       Error e = with_context(at ? at->named(done.error()) : done.error(), "etc merge");
@@ -748,10 +821,14 @@ Status merge(const Plan& plan, const fs::path& staged_default, const fs::path& l
       return std::unexpected(e);
     }
   }
+  // A crash before this leaves the manifest without the records: undo then restores every
+  // step, as it did before they existed.
+  if (auto st = write_file_atomic(undo_dir / "manifest", encode_undo_manifest(manifest), 0600); !st)
+    log()->warn("etc merge: recording what was installed: {}", st.error().message());
   return {};
 }
 
-Status undo(const fs::path& undo_dir) {
+Status undo(const fs::path& undo_dir, std::vector<std::string>* kept) {
   auto manifest = read_manifest(undo_dir);
   if (!manifest) return std::unexpected(manifest.error());
   if (!*manifest) return drop_undo_dir(undo_dir);
@@ -763,14 +840,41 @@ Status undo(const fs::path& undo_dir) {
     dirs.insert(parent_of(it->path));
     auto at = beneath(live, it->path);
     Status done;
-    if (!at) {
+    fs::path bp = undo_dir / "b" / std::to_string(it->index);
+    if (at && !it->installed.empty()) {
+      // Left as it is when it is no longer what the merge made: the administrator changed it
+      // since (or, for a removal, made something there). One that equals the backup is an
+      // earlier undo's work: restored again, for its times.
+      auto now = fingerprint(at->path);
+      if (!now) {
+        done = std::unexpected(now.error());
+      } else if (!(it->kind == ActionKind::add && now->empty()) &&
+                 *now != (it->kind == ActionKind::remove ? "" : it->installed)) {
+        auto before = it->kind == ActionKind::add ? Result<std::string>() : fingerprint(bp);
+        if (!before || before->empty() || *before != *now) {
+          log()->warn("undo {}: changed since the merge, kept", (live / it->path).string());
+          if (kept != nullptr) kept->push_back(it->path + " (changed since the merge)");
+          continue;
+        }
+      }
+    }
+    if (!done) {
+      // The entry could not be read to compare: reported below, never overwritten.
+    } else if (!at) {
       // What the merge added went with its directory, removed by an undo before this one.
       if (it->kind == ActionKind::add && at.error().code == ENOENT) continue;
       done = std::unexpected(at.error());
     } else if (it->kind == ActionKind::add) {
       done = remove_entry(at->path);
+      // A directory the merge added that now holds what the administrator put there: that
+      // stays, and so does the directory; removing it would lose their files, and failing
+      // would stop this undo (and every one below it) for good.
+      if (!done && (done.error().code == ENOTEMPTY || done.error().code == EEXIST)) {
+        log()->warn("undo {}: not empty, kept", (live / it->path).string());
+        if (kept != nullptr) kept->push_back(it->path + " (added by the merge, no longer empty)");
+        done = {};
+      }
     } else {
-      fs::path bp = undo_dir / "b" / std::to_string(it->index);
       auto bm = read_meta(bp);
       if (!bm)
         done = std::unexpected(bm.error());
@@ -833,24 +937,39 @@ Result<std::vector<uint64_t>> recover(const fs::path& root,
     found.emplace_back(std::strtoull(name.c_str(), nullptr, 10), name);
   }
   std::sort(found.rbegin(), found.rend());
+  // One undo directory that fails does not keep the others from being undone; the failures
+  // are returned together.
+  std::string failures;
+  auto failed = [&](uint64_t generation, const Error& e) {
+    log()->error("etc undo of generation {}: {}", generation, e.message());
+    failures += (failures.empty() ? "" : "; ") +
+                ("generation " + std::to_string(generation) + ": " + e.message());
+  };
   for (const auto& [generation, name] : found) {
     fs::path dir = root / name;
     auto manifest = read_manifest(dir);
-    if (!manifest) return std::unexpected(manifest.error());
+    if (!manifest) {
+      failed(generation, manifest.error());
+      continue;
+    }
     if (*manifest && (*manifest)->tag != tag) {
       fs::path aside = root / (name + ".aside-" + std::to_string(::time(nullptr)));
       log()->warn("etc undo of generation {} belongs to another booted tree: kept as {}",
                   generation, aside.string());
       if (::rename(dir.c_str(), aside.c_str()) != 0)
-        return fail_errno("rename(" + dir.string() + ")");
+        failed(generation, make_error(errno, "rename(" + dir.string() + ")"));
       continue;
     }
     if (live_generations.contains(generation) && *manifest) continue;
     if (*manifest)
       log()->warn("etc: generation {} is not live: its /etc merge is undone", generation);
-    if (auto st = undo(dir); !st) return std::unexpected(st.error());
+    if (auto st = undo(dir); !st) {
+      failed(generation, st.error());
+      continue;
+    }
     if (*manifest) undone.push_back(generation);
   }
+  if (!failures.empty()) return fail(EIO, "etc undo: " + failures);
   return undone;
 }
 

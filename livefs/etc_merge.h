@@ -65,8 +65,12 @@ Status merge(const Plan& plan, const std::filesystem::path& staged_default,
 // Puts /etc back as it was before the merge that wrote `undo_dir`, then removes `undo_dir`.
 // An undo directory without a manifest (a merge that crashed before touching /etc) is just
 // removed. Restores what it can and returns the first failure (the undo directory is then
-// kept, for the next try).
-Status undo(const std::filesystem::path& undo_dir);
+// kept, for the next try). A directory the merge added that is no longer empty (the
+// administrator put something in it) is left in place with what it holds, and named in
+// `kept` ("PATH (why)", PATH relative to /etc) when given; the undo still completes. So is
+// an entry the administrator changed after the merge (it no longer matches what the merge
+// installed, or something was made where the merge removed an entry): it is left as it is.
+Status undo(const std::filesystem::path& undo_dir, std::vector<std::string>* kept = nullptr);
 
 // The tag an undo directory was written with ("" without a manifest).
 Result<std::string> undo_tag(const std::filesystem::path& undo_dir);
@@ -75,7 +79,8 @@ Result<std::string> undo_tag(const std::filesystem::path& undo_dir);
 // the generation whose merge it belongs to. One of a generation not in `live_generations`
 // (a merge whose generation was never committed, or a rollback whose undo was cut short)
 // is undone now; one of another booted tree (`tag` differs) is renamed aside, untouched.
-// Returns the generations undone.
+// Returns the generations undone. One that fails does not stop the others: the error then
+// names every failure (EIO), and the failed undo directories are kept for the next start.
 Result<std::vector<uint64_t>> recover(const std::filesystem::path& root,
                                       const std::set<uint64_t>& live_generations,
                                       const std::string& tag);
@@ -85,11 +90,15 @@ Result<std::vector<uint64_t>> recover(const std::filesystem::path& root,
 // Text, one record per line: "livefs-etc-undo 1", "live HEX", "tag HEX", then
 // "<update|add|remove> INDEX HEX" per step (INDEX names the backup b/INDEX) and
 // "dirtime SEC.NSEC HEX" per directory whose time undo puts back, then "end". HEX is a path
-// or tag as lowercase hex bytes, so any byte round-trips.
+// or tag as lowercase hex bytes, so any byte round-trips. A step may carry a fourth field,
+// what the merge left there: for update and add the 32 lowercase hex digits of an XXH3-128
+// over the entry's type, mode, owner, xattrs and content or link target; for remove "none".
+// Undo leaves an entry that no longer matches it (a step without it is restored as before).
 struct UndoStep {
   ActionKind kind = ActionKind::update;  // update, add or remove
   uint64_t index = 0;
-  std::string path;  // relative to live: no empty, "." or ".." component, no NUL
+  std::string path;       // relative to live: no empty, "." or ".." component, no NUL
+  std::string installed;  // "" (not recorded), 32 hex digits (update, add) or "none" (remove)
   bool operator==(const UndoStep&) const = default;
 };
 

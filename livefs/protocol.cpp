@@ -478,6 +478,7 @@ json to_json(const ApplyReply& x) {
   if (x.holders) j["holders"] = array_of(*x.holders);
   if (x.holders_scan) j["holders_scan"] = to_json(*x.holders_scan);
   if (x.etc) j["etc"] = to_json(*x.etc);
+  if (x.note) j["note"] = *x.note;
   return j;
 }
 
@@ -486,6 +487,7 @@ json to_json(const GoBackReply& x) {
   if (x.note) j["note"] = *x.note;
   if (x.etc_restored) j["etc_restored"] = *x.etc_restored;
   if (x.etc_error) j["etc_error"] = *x.etc_error;
+  if (x.etc_kept) j["etc_kept"] = *x.etc_kept;
   return j;
 }
 
@@ -675,14 +677,15 @@ Status read_fields(const json& j, ApplyReply& x, const std::string& w) {
                 field(j, "skipped_kernel", x.skipped_kernel, w), field(j, "kept", x.kept, w),
                 field(j, "generation", x.generation, w), field(j, "switch", x.switch_stats, w),
                 field(j, "holders", x.holders, w), field(j, "holders_scan", x.holders_scan, w),
-                field(j, "etc", x.etc, w));
+                field(j, "etc", x.etc, w), field(j, "note", x.note, w));
   return {};
 }
 
 Status read_fields(const json& j, GoBackReply& x, const std::string& w) {
   LIVEFS_FIELDS(field(j, "op", x.op, w), field(j, "generation", x.generation, w),
                 field(j, "switch", x.switch_stats, w), field(j, "note", x.note, w),
-                field(j, "etc_restored", x.etc_restored, w), field(j, "etc_error", x.etc_error, w));
+                field(j, "etc_restored", x.etc_restored, w), field(j, "etc_error", x.etc_error, w),
+                field(j, "etc_kept", x.etc_kept, w));
   return {};
 }
 

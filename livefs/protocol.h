@@ -303,6 +303,8 @@ struct ApplyReply {
   std::optional<std::vector<Holder>> holders;
   std::optional<HolderScan> holders_scan;  // the scan as it stood when the switch was made
   std::optional<EtcMerge> etc;             // with --etc only
+  // `apply --all --etc` with no tree change pending: why (the /etc merge is still made).
+  std::optional<std::string> note;
   bool operator==(const ApplyReply&) const = default;
 };
 
@@ -316,6 +318,9 @@ struct GoBackReply {
   // failed is retried at the next start (etc_error says why).
   std::optional<std::vector<uint64_t>> etc_restored;
   std::optional<std::string> etc_error;
+  // What an undo left in /etc rather than lose the administrator's work ("PATH (why)",
+  // PATH relative to /etc).
+  std::optional<std::vector<std::string>> etc_kept;
   bool operator==(const GoBackReply&) const = default;
 };
 

@@ -253,6 +253,77 @@ TEST(EtcMergeLive, MergeReportsConflictsAndRollbackToPutsEtcBackExactly) {
   EXPECT_NE(text.out.find("etc conflict /etc/admin.conf"), std::string::npos) << text.out;
 }
 
+// A directory the merge added that the administrator has put a file in is kept, said, and the
+// rollback succeeds; an undo that cannot complete makes rollback exit 1 (after saying what
+// was done).
+TEST(EtcMergeLive, RollbackKeepsAFilledDirectoryAndFailsWhenTheUndoCannotComplete) {
+  EtcSysroot s;
+  fs::path live = s.deployment(s.commit_a) / "etc";
+  auto before = snapshot(live);
+  EtcMount m;
+  Ran mounted = m.mount(s);
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+
+  json merged = m.cmd_json("apply", "--etc");
+  ASSERT_TRUE(merged.contains("generation")) << merged.dump(2);
+  write_file(live / "added.d/mine.conf", "mine\n");
+  Ran back = m.cmd("rollback");
+  EXPECT_EQ(back.status, 0) << back.out;
+  EXPECT_NE(back.out.find("/etc: kept etc/added.d"), std::string::npos) << back.out;
+  EXPECT_EQ(read_file(live / "added.d/mine.conf"), "mine\n");
+  EXPECT_FALSE(present(live / "added.d/y.conf"));
+  EXPECT_EQ(read_file(live / "changed.conf"), "changed = a\n");
+  EXPECT_TRUE(present(live / "removed.d/x.conf"));
+  fs::remove_all(live / "added.d");
+  EXPECT_EQ(snapshot(live), before);
+
+  merged = m.cmd_json("apply", "--etc");
+  ASSERT_TRUE(merged.contains("generation")) << merged.dump(2);
+  fs::path undo = m.state / "etc-undo" / std::to_string(merged["generation"].get<uint64_t>());
+  ASSERT_TRUE(present(undo / "manifest"));
+  // The backups are gone: /etc cannot be put back.
+  fs::remove_all(undo / "b");
+  fs::create_directories(undo / "b");
+  back = m.cmd("rollback");
+  EXPECT_EQ(back.status, 1) << back.out;
+  EXPECT_NE(back.out.find("rollback: live generation is now 0"), std::string::npos) << back.out;
+  EXPECT_NE(back.out.find("/etc: undo failed"), std::string::npos) << back.out;
+  EXPECT_TRUE(present(undo / "manifest"));  // kept for the next try
+}
+
+// `apply --all --etc` when the tree has nothing left to apply: /etc is still merged, and the
+// reply says that no tree change was pending.
+TEST(EtcMergeLive, ApplyAllEtcMergesEtcWhenNoTreeChangeIsPending) {
+  EtcSysroot s;
+  fs::path live = s.deployment(s.commit_a) / "etc";
+  auto before = snapshot(live);
+  EtcMount m;
+  Ran mounted = m.mount(s);
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+  json all = m.cmd_json("apply", "--all --allow-replace");
+  ASSERT_EQ(all["generation"], 1) << all.dump(2);
+  EXPECT_EQ(snapshot(live), before);
+
+  Ran dry = m.cmd("apply", "--all --etc --dry-run");
+  EXPECT_EQ(dry.status, 0) << dry.out;
+  EXPECT_NE(dry.out.find("note: no tree change was pending"), std::string::npos) << dry.out;
+  EXPECT_EQ(snapshot(live), before);
+
+  json merged = m.cmd_json("apply", "--all --etc");
+  EXPECT_EQ(merged["generation"], 2) << merged.dump(2);
+  EXPECT_TRUE(merged["applied"].empty()) << merged.dump(2);
+  EXPECT_NE(merged.value("note", "").find("no tree change was pending"), std::string::npos)
+      << merged.dump(2);
+  EXPECT_EQ(strings(merged["etc"]["updated"]),
+            (std::set<std::string>{"etc/admin.conf", "etc/changed.conf", "etc/link"}))
+      << merged.dump(2);
+  EXPECT_EQ(read_file(live / "changed.conf"), "changed = b\n");
+
+  json back = m.cmd_json("rollback");
+  EXPECT_EQ(back["etc_restored"], json({2})) << back.dump(2);
+  EXPECT_EQ(snapshot(live), before);
+}
+
 TEST(EtcMergeLive, AMergeWhoseGenerationWasNeverJournalledIsUndoneAtStart) {
   EtcSysroot s;
   fs::path live = s.deployment(s.commit_a) / "etc";

@@ -250,6 +250,96 @@ TEST(EtcMerge, RecoveryUndoesStackedMergesHighestFirst) {
   EXPECT_EQ(snapshot(w.l), before);
 }
 
+// A directory the merge added, in which the administrator has since made a file: undo keeps
+// both (and says so) and still puts everything else back and completes.
+TEST(EtcMerge, UndoKeepsADirectoryItAddedThatTheAdministratorFilled) {
+  Sides w;
+  auto before = snapshot(w.l);
+  auto p = plan(w.b, w.s, w.l);
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(merge(*p, w.s, w.l, w.undo, "tag"));
+  write_file(w.l / "newdir/mine.conf", "the administrator's\n");
+  std::vector<std::string> kept;
+  auto u = undo(w.undo, &kept);
+  ASSERT_TRUE(u) << u.error().message();
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_TRUE(kept[0].starts_with("newdir ")) << kept[0];
+  EXPECT_EQ(testing::read_file(w.l / "newdir/mine.conf"), "the administrator's\n");
+  EXPECT_FALSE(fs::exists(w.l / "newdir/sub.conf"));
+  EXPECT_FALSE(fs::exists(w.undo));
+  // Everything else is as before the merge.
+  auto after = snapshot(w.l);
+  after.erase("newdir");
+  after.erase("newdir/mine.conf");
+  auto want = before;
+  want.erase("");  // the live directory's own time is not compared by snapshot anyway
+  EXPECT_EQ(after, want);
+}
+
+// What the administrator changed after the merge is not overwritten by undo: a file the merge
+// updated and then the administrator edited, one made where the merge removed a default, one
+// the merge added and the administrator rewrote. An entry an earlier, cut-short undo already
+// put back is not reported.
+TEST(EtcMerge, UndoKeepsWhatTheAdministratorChangedSinceTheMerge) {
+  Sides w;
+  auto before = snapshot(w.l);
+  auto p = plan(w.b, w.s, w.l);
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(merge(*p, w.s, w.l, w.undo, "tag"));
+  write_file(w.l / "updated.conf", "edited after the merge\n");
+  write_file(w.l / "gone.conf", "made again\n");
+  write_file(w.l / "new.conf", "rewritten\n", 0600);
+  ASSERT_EQ(::chmod((w.l / "dir").c_str(), 0700), 0);
+  fs::remove(w.l / "dir/inner.conf");
+  fs::copy_file(w.b / "dir/inner.conf", w.l / "dir/inner.conf");
+  std::vector<std::string> kept;
+  auto u = undo(w.undo, &kept);
+  ASSERT_TRUE(u) << u.error().message();
+  std::sort(kept.begin(), kept.end());
+  EXPECT_EQ(kept,
+            (std::vector<std::string>{
+                "dir (changed since the merge)", "gone.conf (changed since the merge)",
+                "new.conf (changed since the merge)", "updated.conf (changed since the merge)"}));
+  EXPECT_EQ(testing::read_file(w.l / "updated.conf"), "edited after the merge\n");
+  EXPECT_EQ(testing::read_file(w.l / "gone.conf"), "made again\n");
+  EXPECT_EQ(testing::read_file(w.l / "new.conf"), "rewritten\n");
+  EXPECT_EQ(testing::read_file(w.l / "dir/inner.conf"), "old\n");
+  EXPECT_FALSE(fs::exists(w.undo));
+  // The rest is as before the merge.
+  auto after = snapshot(w.l);
+  for (const char* changed : {"updated.conf", "gone.conf", "new.conf", "dir", ""}) {
+    after.erase(changed);
+    before.erase(changed);
+  }
+  EXPECT_EQ(after, before);
+}
+
+// Start-up recovery goes on past an undo directory it cannot undo, to the next, and names
+// every failure.
+TEST(EtcMerge, RecoveryCarriesOnPastAFailedUndo) {
+  Sides w;
+  auto before = snapshot(w.l);
+  fs::path root = w.tmp / "etc-undo";
+  fs::create_directories(root);
+  auto p = plan(w.b, w.s, w.l);
+  ASSERT_TRUE(p);
+  ASSERT_TRUE(merge(*p, w.s, w.l, root / "3", "tag"));
+  for (const char* g : {"5", "9"}) {
+    fs::create_directories(root / g);
+    write_file(root / g / "manifest", "not a manifest\n");
+  }
+  auto undone = recover(root, {0}, "tag");
+  ASSERT_FALSE(undone);
+  EXPECT_NE(undone.error().message().find("generation 9"), std::string::npos)
+      << undone.error().message();
+  EXPECT_NE(undone.error().message().find("generation 5"), std::string::npos)
+      << undone.error().message();
+  EXPECT_EQ(snapshot(w.l), before);
+  EXPECT_FALSE(fs::exists(root / "3"));
+  EXPECT_TRUE(fs::exists(root / "5/manifest"));  // kept for the next start
+  EXPECT_TRUE(fs::exists(root / "9/manifest"));
+}
+
 TEST(EtcMerge, AnUndoWithoutManifestTouchedNothingAndAnotherTreesIsSetAside) {
   Sides w;
   auto before = snapshot(w.l);
@@ -524,18 +614,27 @@ TEST(EtcMerge, TheUndoManifestRoundTripsAnyByteButNul) {
   UndoManifest m;
   m.live = "/sysroot/etc";
   m.tag = std::string("tag\n with \xff and \0 bytes", 25);
-  m.steps = {{ActionKind::update, 0, "with space.conf"},
-             {ActionKind::add, 1, "new\nline/caf\xe9"},
-             {ActionKind::remove, 18446744073709551615ull, std::string(255, 'x')}};
+  m.steps = {{ActionKind::update, 0, "with space.conf", ""},
+             {ActionKind::add, 1, "new\nline/caf\xe9", std::string(32, 'a')},
+             {ActionKind::update, 2, "u", "0123456789abcdef0123456789abcdef"},
+             {ActionKind::remove, 3, "r", "none"},
+             {ActionKind::remove, 18446744073709551615ull, std::string(255, 'x'), ""}};
   m.dir_times = {{-5, 999999999, ""}, {1700000000, 5, "new\nline"}};
   auto again = parse_undo_manifest(encode_undo_manifest(m));
   ASSERT_TRUE(again) << again.error().message();
   EXPECT_EQ(*again, m);
-  for (const char* bad : {"livefs-etc-undo 1\nlive 2f\ntag \nadd 0 6100\nend\n",  // a NUL in a path
-                          "livefs-etc-undo 1\nlive 2f\ntag \nadd -1 61\nend\n",  // a negative index
-                          "livefs-etc-undo 1\nlive 2f\ntag \nadd 1x 61\nend\n",  // not a number
-                          "livefs-etc-undo 1\nlive 2f\ntag \ndirtime 1.1000000000 61\nend\n",
-                          "livefs-etc-undo 1\nlive 65\ntag \nend\n"}) {  // a relative live
+  for (const std::string& bad : std::vector<std::string>{
+           "livefs-etc-undo 1\nlive 2f\ntag \nadd 0 6100\nend\n",  // a NUL in a path
+           "livefs-etc-undo 1\nlive 2f\ntag \nadd -1 61\nend\n",   // a negative index
+           "livefs-etc-undo 1\nlive 2f\ntag \nadd 1x 61\nend\n",   // not a number
+           "livefs-etc-undo 1\nlive 2f\ntag \ndirtime 1.1000000000 61\nend\n",
+           "livefs-etc-undo 1\nlive 2f\ntag \nadd 1 61 none\nend\n",
+           "livefs-etc-undo 1\nlive 2f\ntag \nremove 1 61 " + std::string(32, 'a') + "\nend\n",
+           "livefs-etc-undo 1\nlive 2f\ntag \nadd 1 61 " + std::string(32, 'A') + "\nend\n",
+           "livefs-etc-undo 1\nlive 2f\ntag \nadd 1 61 " + std::string(31, 'a') + "\nend\n",
+           "livefs-etc-undo 1\nlive 2f\ntag \nadd 1 61 \nend\n",
+           "livefs-etc-undo 1\nlive 2f\ntag \nremove 1 61 none x\nend\n",
+           "livefs-etc-undo 1\nlive 65\ntag \nend\n"}) {  // a relative live
     auto p = parse_undo_manifest(bad);
     EXPECT_FALSE(p) << bad;
     if (!p) {
