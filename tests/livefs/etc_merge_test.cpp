@@ -613,7 +613,7 @@ TEST(EtcMerge, AnUndoManifestNamingAPathOutsideLiveIsRefusedAndTouchesNothing) {
 TEST(EtcMerge, TheUndoManifestRoundTripsAnyByteButNul) {
   UndoManifest m;
   m.live = "/sysroot/etc";
-  m.tag = std::string("tag\n with \xff and \0 bytes", 25);
+  m.tag = std::string("tag\n with \xff and \0 bytes", 23);
   m.steps = {{ActionKind::update, 0, "with space.conf", ""},
              {ActionKind::add, 1, "new\nline/caf\xe9", std::string(32, 'a')},
              {ActionKind::update, 2, "u", "0123456789abcdef0123456789abcdef"},
