@@ -26,21 +26,6 @@ using livefs::testing::TempDir;
 using livefs::testing::write_file;
 using json = nlohmann::json;
 
-std::string sh_out(const std::string& command) {
-  std::string out;
-  int status = run(command + " 2>/dev/null", &out);
-  EXPECT_EQ(status, 0) << command;
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  return out;
-}
-
-bool sh(const std::string& command) {
-  std::string out;
-  int status = run(command + " 2>&1", &out);
-  EXPECT_EQ(status, 0) << command << "\n" << out;
-  return status == 0;
-}
-
 void make_tree_a(const fs::path& root) {
   write_file(root / "usr/lib/modules/6.1.0/vmlinuz", "kernel\n");
   write_file(root / "usr/etc/os-release", "ID=livefs-test\n");

@@ -2,6 +2,7 @@
 // binary run against them, and cleanup of mounts and daemons even when a test fails.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -105,6 +106,23 @@ inline bool is_livefs_process(pid_t pid) {
   std::string argv0;
   std::getline(in, argv0, '\0');
   return argv0.ends_with("livefs");
+}
+
+// Runs a shell command that must succeed; its stdout without the trailing newlines.
+inline std::string sh_out(const std::string& command) {
+  std::string out;
+  int status = livefs::testing::run(command + " 2>/dev/null", &out);
+  EXPECT_EQ(status, 0) << command;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+// Runs a shell command that must succeed (its output is shown when it does not).
+inline bool sh(const std::string& command) {
+  std::string out;
+  int status = livefs::testing::run(command + " 2>&1", &out);
+  EXPECT_EQ(status, 0) << command << "\n" << out;
+  return status == 0;
 }
 
 // A process that keeps `file` open on fd 3 (bash execs sleep, so the pid stays), killed and

@@ -31,21 +31,6 @@ using livefs::testing::TempDir;
 using livefs::testing::write_file;
 using json = nlohmann::json;
 
-std::string sh_out(const std::string& command) {
-  std::string out;
-  int status = run(command + " 2>/dev/null", &out);
-  EXPECT_EQ(status, 0) << command;
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  return out;
-}
-
-bool sh(const std::string& command) {
-  std::string out;
-  int status = run(command + " 2>&1", &out);
-  EXPECT_EQ(status, 0) << command << "\n" << out;
-  return status == 0;
-}
-
 // A dpkg status stanza for an installed package.
 std::string stanza(const std::string& name, const std::string& version) {
   return "Package: " + name + "\nStatus: install ok installed\nVersion: " + version +
