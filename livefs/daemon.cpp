@@ -37,6 +37,7 @@
 
 #include "common/atomic_file.h"
 #include "common/log.h"
+#include "common/service_notify.h"
 #include "common/text.h"
 #include "host/holder_monitor.h"
 #include "host/holders.h"
@@ -246,6 +247,9 @@ class Daemon {
     }
     log()->info("serving {} (booted {}) at generation {}", args_.mountpoint.string(),
                 booted.describe(), generation);
+    // Type=notify: ready once the view serves (the rest loads in the background).
+    tell_service_manager("READY=1\nMAINPID=" + std::to_string(::getpid()) + "\n" +
+                         service_status(generation));
     // Serving already: the rest (the booted manifest when not cached, the staged tree, the
     // hotfix watches catching up with their sources) in the background.
     loader_ = std::thread([this, c = std::move(cached)]() mutable { load(std::move(c)); });
@@ -279,6 +283,7 @@ class Daemon {
 
   // Detaches the mount and ends the control loop; safe from any thread, more than once.
   void request_stop() {
+    if (!stopping_) tell_service_manager("STOPPING=1");
     stopping_ = true;
     if (fs_) fs_->stop();
     if (control_) control_->shutdown();
@@ -349,9 +354,21 @@ class Daemon {
     return {};
   }
 
+  // The service manager's STATUS= line (systemctl status shows it).
+  std::string service_status(uint64_t generation) const {
+    return "STATUS=serving " + args_.mountpoint.string() + " at generation " +
+           std::to_string(generation);
+  }
+  static void tell_service_manager(const std::string& state) {
+    if (auto st = notify_service_manager(state); !st)
+      log()->warn("service manager: {}", st.error().message());
+  }
+
   void connect_generations() {
     generations_->set_switch([this](store::Tree served, uint64_t generation) {
-      return fs_->switch_to(base_view_->with_layer(std::move(served), generation));
+      auto switched = fs_->switch_to(base_view_->with_layer(std::move(served), generation));
+      if (switched) tell_service_manager(service_status(generation));
+      return switched;
     });
     // The holder scan follows every switch on its own thread; apply does not wait for it.
     generations_->set_on_changed(

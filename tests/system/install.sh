@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# System test: `cmake --install` of the build tree into a DESTDIR puts `livefs` in sbin and
-# `livefsd` in libexec/livefs, and the installed client finds the installed daemon (a
+# System test: `cmake --install` of the build tree into a DESTDIR puts `livefs` in sbin,
+# `livefsd` in libexec/livefs and the systemd units in lib/systemd/system (verified by
+# systemd-analyze), and the installed client finds the installed daemon (a
 # command the client hands to livefsd runs; LIVEFSD is not set).
 # Usage: install.sh PATH_TO_LIVEFS   (the build tree is the directory holding it)
 set -euo pipefail
@@ -25,4 +26,23 @@ version=$(env -u LIVEFSD "$W/root/usr/sbin/livefs" --version)
 help=$(env -u LIVEFSD "$W/root/usr/sbin/livefs" mount --help 2>&1) ||
   fail "installed livefs mount --help failed: $help"
 [[ $help == *--booted* ]] || fail "livefs mount --help printed: $help"
+for unit in livefs-usr.service livefs@.service; do
+  [[ -f $W/root/usr/lib/systemd/system/$unit ]] || fail "no usr/lib/systemd/system/$unit"
+  grep -q "^ExecStart=/usr/sbin/livefs mount --foreground " "$W/root/usr/lib/systemd/system/$unit" ||
+    fail "$unit: ExecStart does not name the installed client"
+done
+# systemd-analyze verify (where systemd is installed): the units as installed, with ExecStart
+# pointing at this build's client (the installed one is in DESTDIR, not at /usr/sbin).
+if command -v systemd-analyze >/dev/null; then
+  mkdir -p "$W/units"
+  for unit in livefs-usr.service livefs@.service; do
+    sed "s|^ExecStart=/usr/sbin/livefs |ExecStart=$W/root/usr/sbin/livefs |" \
+      "$W/root/usr/lib/systemd/system/$unit" >"$W/units/$unit"
+  done
+  cp "$W/units/livefs@.service" "$W/units/livefs@test.service"
+  out=$(cd "$W/units" && systemd-analyze verify --man=no ./livefs-usr.service ./livefs@test.service 2>&1) ||
+    fail "systemd-analyze verify: $out"
+  # Warnings about the machine's own units are not ours; ours must have none.
+  if grep -E "livefs(-usr|@)" <<<"$out"; then fail "systemd-analyze verify: $out"; fi
+fi
 echo "ok    install: usr/sbin/livefs, usr/libexec/livefs/livefsd; the client finds the daemon"
