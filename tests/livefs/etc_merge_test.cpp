@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "support/temp_dir.h"
+#include "support/tree_dump.h"
 
 namespace livefs::etc {
 namespace {
@@ -25,29 +26,10 @@ using testing::TempDir;
 using testing::write_file;
 
 // Everything the merge promises to keep or restore, for every entry under `root`.
+// The live directory itself is left out (its own time moves with what is made in it).
 std::map<std::string, std::string> snapshot(const fs::path& root) {
-  std::map<std::string, std::string> out;
-  for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator();
-       ++it) {
-    const fs::path& p = it->path();
-    struct stat st {};
-    EXPECT_EQ(::lstat(p.c_str(), &st), 0);
-    std::string d = std::to_string(st.st_mode) + " " + std::to_string(st.st_uid) + ":" +
-                    std::to_string(st.st_gid) + " mtime " + std::to_string(st.st_mtim.tv_sec) +
-                    "." + std::to_string(st.st_mtim.tv_nsec);
-    if (S_ISLNK(st.st_mode)) d += " -> " + fs::read_symlink(p).string();
-    if (S_ISREG(st.st_mode)) d += " = " + testing::read_file(p);
-    char names[4096];
-    ssize_t n = ::llistxattr(p.c_str(), names, sizeof names);
-    for (ssize_t i = 0; i < n;) {
-      std::string name(names + i);
-      i += static_cast<ssize_t>(name.size()) + 1;
-      char value[4096];
-      ssize_t v = ::lgetxattr(p.c_str(), name.c_str(), value, sizeof value);
-      d += " " + name + "=" + std::string(value, v < 0 ? 0 : static_cast<size_t>(v));
-    }
-    out[p.lexically_relative(root).string()] = d;
-  }
+  auto out = livefs::testing::dump_tree(root);
+  out.erase("");
   return out;
 }
 
