@@ -13,7 +13,7 @@
 #include <set>
 
 #include "e2e/live_support.h"
-#include "inotify/inotify_test_util.h"
+#include "e2e/ostree_support.h"
 #include "support/tree_dump.h"
 
 namespace livefs::e2e {
@@ -58,91 +58,11 @@ std::map<std::string, std::string> snapshot(const fs::path& root) {
   return out;
 }
 
-struct EtcSysroot {
-  std::unique_ptr<TempDir> dir = std::make_unique<TempDir>("livefs-etc-e2e");
-  fs::path root = *dir / "sysroot";
-  fs::path repo = root / "ostree/repo";
-  std::string commit_a, commit_b;
-
-  EtcSysroot() {
-    fs::create_directories(root);
-    sh("ostree admin init-fs " + root.string());
-    sh("ostree admin os-init --sysroot=" + root.string() + " testos");
-    make_tree_a(*dir / "tree-a");
-    commit_a = commit("tree-a", "1.0");
-    deploy();
-    make_tree_b(*dir / "tree-b");
-    commit_b = commit("tree-b", "2.0");
-    deploy();
-  }
-  ~EtcSysroot() { run("chattr -R -i " + root.string() + " 2>/dev/null"); }
-
-  std::string commit(const std::string& tree, const std::string& version) {
-    return sh_out("ostree --repo=" + repo.string() + " commit -b testos/stable --tree=dir=" +
-                  (*dir / tree).string() + " --add-metadata-string=version=" + version);
-  }
-  void deploy() {
-    sh("ostree admin deploy --sysroot=" + root.string() +
-       " --os=testos --karg-none --retain testos/stable");
-  }
-  // The booted deployment (A): its etc is the live /etc.
-  fs::path deployment(const std::string& commit) const {
-    for (const auto& e : fs::directory_iterator(root / "ostree/deploy/testos/deploy"))
-      if (e.path().filename().string().starts_with(commit + ".") && e.is_directory())
-        return e.path();
-    ADD_FAILURE() << "no deployment of " << commit;
-    return {};
-  }
+// A sysroot whose deployments are trees A and B above.
+struct EtcSysroot : OstreeSysroot {
+  EtcSysroot() : OstreeSysroot("livefs-etc-e2e", make_tree_a, make_tree_b) {}
 };
-
-class EtcMount {
- public:
-  livefs::inotify::testing::SysctlLock inotify_lock{/*exclusive=*/false};
-  TempDir dir{"livefs-etc-mnt"};
-  fs::path state = dir / "state", mnt = dir / "mnt";
-
-  EtcMount() { fs::create_directories(mnt); }
-  ~EtcMount() { cleanup(); }
-
-  Ran mount(const EtcSysroot& s) {
-    mounted_ = true;
-    return livefs("mount --sysroot " + quote(s.root.string()) + " --os testos --booted 1" +
-                  " --subdir usr --state " + quote(state.string()) + " " + quote(mnt.string()));
-  }
-  Ran cmd(const std::string& command, const std::string& args = "") {
-    return livefs(command + " --state " + quote(state.string()) + " " + args);
-  }
-  json cmd_json(const std::string& command, const std::string& args = "") {
-    Ran r = cmd(command, "--json " + args);
-    EXPECT_EQ(r.status, 0) << command << " " << args << "\n" << r.out;
-    json j = json::parse(r.out, nullptr, false);
-    EXPECT_FALSE(j.is_discarded()) << r.out;
-    return j;
-  }
-  // SIGKILL, as a crash: the mount is left behind and cleaned here.
-  void kill_daemon() {
-    pid_t pid = daemon_pid(state);
-    ASSERT_GT(pid, 0);
-    ASSERT_TRUE(is_livefs_process(pid));
-    ASSERT_EQ(::kill(pid, SIGKILL), 0);
-    ASSERT_TRUE(eventually([&] { return thread_group_gone(pid); }));
-    for (int i = 0; i < 10 && has_mount(mnt); ++i)
-      run("umount -l " + quote(mnt.string()) + " 2>/dev/null");
-    mounted_ = false;
-  }
-  void cleanup() {
-    if (!mounted_) return;
-    mounted_ = false;
-    if (daemon_pid(state) > 0) cmd("umount");
-    pid_t pid = daemon_pid(state);
-    if (pid > 0 && is_livefs_process(pid)) ::kill(pid, SIGKILL);
-    for (int i = 0; i < 10 && has_mount(mnt); ++i)
-      run("umount -l " + quote(mnt.string()) + " 2>/dev/null");
-  }
-
- private:
-  bool mounted_ = false;
-};
+using EtcMount = OstreeMount;
 
 std::set<std::string> strings(const json& a) {
   std::set<std::string> out;
@@ -334,7 +254,7 @@ TEST(EtcMergeLive, AStagedCommitWithoutDeploymentIsMergedFromItsCommit) {
   make_tree_b(*s.dir / "tree-c");
   write_file(*s.dir / "tree-c/usr/etc/changed.conf", "changed = c\n");
   write_file(*s.dir / "tree-c/usr/etc/from-commit.conf", "commit only\n");
-  std::string commit_c = s.commit("tree-c", "3.0");
+  std::string commit_c = s.commit("tree-c", "testos/stable", "3.0");
   fs::path live = s.deployment(s.commit_a) / "etc";
   auto before = snapshot(live);
   EtcMount m;

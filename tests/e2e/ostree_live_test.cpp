@@ -15,7 +15,7 @@
 #include <set>
 
 #include "e2e/live_support.h"
-#include "inotify/inotify_test_util.h"
+#include "e2e/ostree_support.h"
 #include "store/object_store.h"
 #include "support/http_server.h"
 #include "support/tree_dump.h"
@@ -68,91 +68,9 @@ void make_tree_b(const fs::path& root) {
   write_file(root / "usr/var/lib/dpkg/info/baz.list", "/usr/bin/baz\n");
 }
 
-// A sysroot with OS "testos": A deployed, then B (index 0, the next boot; A is index 1).
-struct Sysroot {
-  std::unique_ptr<TempDir> dir = std::make_unique<TempDir>("livefs-ostree-e2e");
-  fs::path root = *dir / "sysroot";
-  fs::path repo = root / "ostree/repo";
-  std::string commit_a, commit_b;
-
-  Sysroot() {
-    fs::create_directories(root);
-    sh("ostree admin init-fs " + root.string());
-    sh("ostree admin os-init --sysroot=" + root.string() + " testos");
-    make_tree_a(*dir / "tree-a");
-    commit_a = commit("tree-a", "testos/stable", "1.0");
-    deploy();
-    make_tree_b(*dir / "tree-b");
-    commit_b = commit("tree-b", "testos/stable", "2.0");
-    deploy();
-  }
-  // Deployment directories and their hard-linked objects are immutable (chattr +i).
-  ~Sysroot() { run("chattr -R -i " + root.string() + " 2>/dev/null"); }
-
-  std::string commit(const std::string& tree, const std::string& branch,
-                     const std::string& version) {
-    return sh_out("ostree --repo=" + repo.string() + " commit -b " + branch + " --tree=dir=" +
-                  (*dir / tree).string() + " --add-metadata-string=version=" + version);
-  }
-  // --retain: the deployments already there stay (the mounted booted one among them).
-  void deploy(const std::string& ref = "testos/stable") {
-    sh("ostree admin deploy --sysroot=" + root.string() + " --os=testos --karg-none --retain " +
-       ref);
-  }
-  // The file object of `path` in `commit` (a bare repository: objects/xx/yyyy.file).
-  fs::path file_object(const std::string& commit, const std::string& path) {
-    std::string sha = sh_out("ostree --repo=" + repo.string() + " ls -C " + commit + " " + path +
-                             " | awk '{print $5}'");
-    EXPECT_EQ(sha.size(), 64u) << sha;
-    return repo / "objects" / sha.substr(0, 2) / (sha.substr(2) + ".file");
-  }
-};
-
-// One test's mount of a sysroot: state/ and mnt/ in a temp dir, unmounted at scope exit.
-class OstreeMount {
- public:
-  // The daemon watches the sysroot with inotify: no limit may be lowered meanwhile (see
-  // SysctlLock).
-  livefs::inotify::testing::SysctlLock inotify_lock{/*exclusive=*/false};
-  TempDir dir{"livefs-ostree-mnt"};
-  fs::path state = dir / "state", mnt = dir / "mnt";
-
-  OstreeMount() { fs::create_directories(mnt); }
-  ~OstreeMount() { cleanup(); }
-  OstreeMount(const OstreeMount&) = delete;
-  OstreeMount& operator=(const OstreeMount&) = delete;
-
-  Ran mount(const Sysroot& s, const std::string& booted = "1") {
-    mounted_ = true;
-    return livefs("mount --sysroot " + quote(s.root.string()) + " --os testos --booted " +
-                  quote(booted) + " --subdir usr --state " + quote(state.string()) + " " +
-                  quote(mnt.string()));
-  }
-  Ran cmd(const std::string& command, const std::string& args = "") {
-    return livefs(command + " --state " + quote(state.string()) + " " + args);
-  }
-  json cmd_json(const std::string& command, const std::string& args = "") {
-    Ran r = cmd(command, "--json " + args);
-    EXPECT_EQ(r.status, 0) << command << " " << args << "\n" << r.out;
-    json j = json::parse(r.out, nullptr, false);
-    EXPECT_FALSE(j.is_discarded()) << r.out;
-    return j;
-  }
-  json status() { return cmd_json("status"); }
-
-  void cleanup() {
-    if (!mounted_) return;
-    mounted_ = false;
-    if (daemon_pid(state) > 0) cmd("umount");
-    pid_t pid = daemon_pid(state);
-    if (pid > 0 && is_livefs_process(pid)) ::kill(pid, SIGKILL);
-    for (int i = 0; i < 10 && has_mount(mnt); ++i) {
-      run("umount -l " + quote(mnt.string()) + " 2>/dev/null");
-    }
-  }
-
- private:
-  bool mounted_ = false;
+// The suite's sysroot: A (foo 1.0, bar 2.0) deployed, then B (foo 1.1, baz 0.1).
+struct Sysroot : OstreeSysroot {
+  Sysroot() : OstreeSysroot("livefs-ostree-e2e", make_tree_a, make_tree_b) {}
 };
 
 // Paths by change kind, from a diff's or apply's list.
