@@ -29,6 +29,58 @@ livefs_install_deps() {
   [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
 }
 
+# FUSE passthrough (reads and mmap straight from the backing file) needs libfuse >= 3.16;
+# Debian 12 ships 3.14. Without it, livefs_fuse3 builds Debian 13's fuse3 from its source
+# package into the build tree, and CMake links it statically (LIVEFS_FUSE3_PREFIX).
+LIVEFS_FUSE3_MIN=3.16
+LIVEFS_FUSE3_SUITE=trixie
+LIVEFS_FUSE3_BUILD_PACKAGES=(dpkg-dev meson)
+
+# livefs_fuse3 BUILD_DIR: prints the prefix of a libfuse >= LIVEFS_FUSE3_MIN built from source
+# under BUILD_DIR/_deps/fuse3, or nothing when the system's libfuse is new enough.
+# LIVEFS_SYSTEM_FUSE3=1 uses the system's whatever its version (a build without passthrough).
+livefs_fuse3() {
+  local dir
+  dir=$(realpath -m "$1")/_deps/fuse3
+  if [ "${LIVEFS_SYSTEM_FUSE3:-0}" = 1 ] ||
+    pkg-config --atleast-version="$LIVEFS_FUSE3_MIN" fuse3 2>/dev/null; then
+    return
+  fi
+  if [ -e "$dir/prefix/lib/libfuse3.a" ]; then
+    echo "$dir/prefix"
+    return
+  fi
+  livefs_install_deps "${LIVEFS_FUSE3_BUILD_PACKAGES[@]}" >&2
+  echo "building libfuse from Debian's $LIVEFS_FUSE3_SUITE source package (passthrough needs >= $LIVEFS_FUSE3_MIN)" >&2
+  rm -rf "$dir"
+  mkdir -p "$dir/apt/lists/partial" "$dir/apt/cache/archives/partial" "$dir/download"
+  # The archive the machine's apt already uses (first deb822 URIs or one-line entry), with a
+  # private sources list, lists and cache: the machine's apt configuration is not touched.
+  local uri
+  uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
+    awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}')
+  [ -n "$uri" ] || uri=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' \
+    /etc/apt/sources.list 2>/dev/null | head -n1)
+  [ -n "$uri" ] || uri=http://deb.debian.org/debian
+  echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $LIVEFS_FUSE3_SUITE main" \
+    >"$dir/apt/sources.list"
+  local apt=(apt-get -q -o "Dir::Etc::SourceList=$dir/apt/sources.list"
+    -o Dir::Etc::SourceParts=/dev/null -o "Dir::State::Lists=$dir/apt/lists"
+    -o "Dir::Cache=$dir/apt/cache" -o APT::Get::List-Cleanup=0 -o APT::Sandbox::User=root)
+  "${apt[@]}" update >&2 &&
+    (cd "$dir/download" && "${apt[@]}" source --download-only fuse3 >&2) &&
+    dpkg-source -x "$dir"/download/fuse3_*.dsc "$dir/src" >&2 &&
+    meson setup "$dir/build" "$dir/src" --prefix="$dir/prefix" --libdir=lib \
+      -Dbuildtype=release -Ddefault_library=static -Dexamples=false -Dutils=false \
+      -Dtests=false -Dudevrulesdir="$dir/prefix/udev" -Dinitscriptdir= >&2 &&
+    ninja -C "$dir/build" >&2 && meson install -C "$dir/build" >&2 || {
+    echo "error: could not build libfuse from the $LIVEFS_FUSE3_SUITE source package (see above);" \
+      "LIVEFS_SYSTEM_FUSE3=1 builds against the system's libfuse, without passthrough" >&2
+    return 1
+  }
+  echo "$dir/prefix"
+}
+
 # livefs_configure BUILD_DIR [extra cmake args...]
 # Compiles through ccache when it is installed (LIVEFS_CCACHE=0 turns that off, e.g. to time a
 # build as CI runs it).
@@ -39,8 +91,10 @@ livefs_configure() {
   if [ "${LIVEFS_CCACHE:-1}" != 0 ] && command -v ccache >/dev/null; then
     launcher=ccache
   fi
+  local fuse3
+  fuse3=$(livefs_fuse3 "$dir")
   cmake -S "$LIVEFS_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_CXX_COMPILER_LAUNCHER="$launcher" "$@" >/dev/null
+    -DCMAKE_CXX_COMPILER_LAUNCHER="$launcher" -DLIVEFS_FUSE3_PREFIX="$fuse3" "$@" >/dev/null
 }
 
 # livefs_build BUILD_DIR [extra cmake args...]: configures and builds everything.
