@@ -426,6 +426,21 @@ void register_live_commands(CLI::App& app, int& status) {
         std::printf("staging:     %s (%llu files read so far)\n", r->staging->what.c_str(),
                     static_cast<unsigned long long>(r->staging->files));
       }
+      if (r->file_io) {
+        const proto::FileIo& io = *r->file_io;
+        if (io.passthrough) {
+          std::printf("file io:     FUSE passthrough (%s; %llu backing files", io.libfuse.c_str(),
+                      static_cast<unsigned long long>(io.backing_files));
+          if (io.fallbacks > 0)
+            std::printf(", %llu opens through the daemon",
+                        static_cast<unsigned long long>(io.fallbacks));
+          std::printf(")\n");
+        } else {
+          std::printf("file io:     through the daemon (%s; no passthrough: %s)\n",
+                      io.libfuse.c_str(),
+                      io.why_not.empty() ? "not negotiated yet" : io.why_not.c_str());
+        }
+      }
       if (r->stage_error) std::printf("STAGING FAILED: %s\n", r->stage_error->c_str());
       if (!r->config_note.empty()) std::printf("note:        %s\n", r->config_note.c_str());
       if (r->journal_error) {

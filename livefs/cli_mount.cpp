@@ -29,6 +29,10 @@ void register_mount_command(CLI::App& app, int& status) {
   cmd->add_flag("--allow-other,!--no-allow-other", args->allow_other,
                 "Every user may use the view (the default; the kernel checks the modes), or "
                 "only root");
+  cmd->add_flag("--passthrough,!--no-passthrough", args->passthrough,
+                "FUSE passthrough: the kernel reads and maps opened files straight from the "
+                "booted tree and the store (the default, where the kernel has it), or every "
+                "read through the daemon");
   cmd->add_flag("--foreground", args->foreground, "Stay attached");
   cmd->add_flag("--debug", args->debug, "libfuse debug output");
   cmd->add_option("MOUNTPOINT", args->mountpoint, "Where to mount (may be the booted dir)")

@@ -229,6 +229,7 @@ class Daemon {
     options.mountpoint = args_.mountpoint;
     options.allow_other = args_.allow_other;
     options.debug = args_.debug;
+    options.passthrough = args_.passthrough;
     auto mounted = overlay::Filesystem::mount(options, base_view_);
     if (!mounted) return std::unexpected(with_context(mounted.error(), "mount"));
     fs_ = std::move(*mounted);
@@ -557,6 +558,12 @@ class Daemon {
                 {"config_note", staging_->config_note()},
                 {"loading", nullptr},
                 {"holders", json::array()}};
+    overlay::FileIo io = fs_->file_io();
+    out["file_io"] = protocol::to_json(protocol::FileIo{.libfuse = io.libfuse,
+                                                        .passthrough = io.passthrough,
+                                                        .why_not = io.why_not,
+                                                        .backing_files = io.backing_files,
+                                                        .fallbacks = io.fallbacks});
     Origin staged = staging_->staged_origin();
     out["staged"] = staged.describe();
     out["staged_origin"] = staged.to_json();

@@ -27,6 +27,8 @@ struct MountArgs {
   bool allow_other = true;
   bool foreground = false;
   bool debug = false;
+  // FUSE passthrough where the kernel and libfuse have it (overlay::MountOptions).
+  bool passthrough = true;
 };
 
 // Runs `livefs mount`: returns the process exit status. Without `foreground`, the calling

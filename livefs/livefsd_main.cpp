@@ -8,11 +8,14 @@
 
 #include "common/log.h"
 #include "livefs/commands.h"
+#include "overlay/filesystem.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"livefs: apply OS updates to a running system without a reboot"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", livefs::cli::kVersion);
+  // The daemon's version names the libfuse it serves with (passthrough needs 3.16 or later).
+  app.set_version_flag("--version", std::string(livefs::cli::kVersion) + "\n" +
+                                        livefs::overlay::Filesystem::libfuse_description());
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "Log debug messages");
   int status = livefs::cli::kExitOk;

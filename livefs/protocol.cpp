@@ -163,6 +163,7 @@ Status read_fields(const json& j, HotfixState& x, const std::string& w);
 Status read_fields(const json& j, Loading& x, const std::string& w);
 Status read_fields(const json& j, HolderScan& x, const std::string& w);
 Status read_fields(const json& j, StagingNow& x, const std::string& w);
+Status read_fields(const json& j, FileIo& x, const std::string& w);
 Status read_fields(const json& j, StatusReply& x, const std::string& w);
 Status read_fields(const json& j, DiffReply& x, const std::string& w);
 Status read_fields(const json& j, ApplyReply& x, const std::string& w);
@@ -430,6 +431,14 @@ json to_json(const HolderScan& x) {
 
 json to_json(const StagingNow& x) { return {{"what", x.what}, {"files", x.files}}; }
 
+json to_json(const FileIo& x) {
+  return {{"libfuse", x.libfuse},
+          {"passthrough", x.passthrough},
+          {"why_not", x.why_not},
+          {"backing_files", x.backing_files},
+          {"fallbacks", x.fallbacks}};
+}
+
 json to_json(const StatusReply& x) {
   json j = {{"pid", x.pid},
             {"booted", x.booted},
@@ -454,6 +463,7 @@ json to_json(const StatusReply& x) {
             {"staging", x.staging ? to_json(*x.staging) : json(nullptr)},
             {"holders", array_of(x.holders)}};
   if (x.holders_scan) j["holders_scan"] = to_json(*x.holders_scan);
+  if (x.file_io) j["file_io"] = to_json(*x.file_io);
   if (x.reboot_needed_for) j["reboot_needed_for"] = array_of(*x.reboot_needed_for);
   return j;
 }
@@ -647,6 +657,13 @@ Status read_fields(const json& j, StagingNow& x, const std::string& w) {
   return {};
 }
 
+Status read_fields(const json& j, FileIo& x, const std::string& w) {
+  LIVEFS_FIELDS(field(j, "libfuse", x.libfuse, w), field(j, "passthrough", x.passthrough, w),
+                field(j, "why_not", x.why_not, w), field(j, "backing_files", x.backing_files, w),
+                field(j, "fallbacks", x.fallbacks, w));
+  return {};
+}
+
 Status read_fields(const json& j, StatusReply& x, const std::string& w) {
   LIVEFS_FIELDS(
       field(j, "pid", x.pid, w), field(j, "booted", x.booted, w), field(j, "staged", x.staged, w),
@@ -661,7 +678,7 @@ Status read_fields(const json& j, StatusReply& x, const std::string& w) {
       field(j, "config_note", x.config_note, w), field(j, "loading", x.loading, w),
       field(j, "staging", x.staging, w), field(j, "holders", x.holders, w),
       field(j, "holders_scan", x.holders_scan, w),
-      field(j, "reboot_needed_for", x.reboot_needed_for, w));
+      field(j, "reboot_needed_for", x.reboot_needed_for, w), field(j, "file_io", x.file_io, w));
   return {};
 }
 
@@ -803,6 +820,7 @@ LIVEFS_INSTANTIATE(HotfixState)
 LIVEFS_INSTANTIATE(Loading)
 LIVEFS_INSTANTIATE(HolderScan)
 LIVEFS_INSTANTIATE(StagingNow)
+LIVEFS_INSTANTIATE(FileIo)
 LIVEFS_INSTANTIATE(StatusReply)
 LIVEFS_INSTANTIATE(DiffReply)
 LIVEFS_INSTANTIATE(ApplyReply)

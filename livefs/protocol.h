@@ -251,6 +251,16 @@ struct StagingNow {
   bool operator==(const StagingNow&) const = default;
 };
 
+// How the view serves file contents (overlay::FileIo).
+struct FileIo {
+  std::string libfuse;       // e.g. "libfuse 3.17.2 (built from source, linked statically)"
+  bool passthrough = false;  // the kernel reads opened files from their backing files
+  std::string why_not;       // when not: why
+  uint64_t backing_files = 0;
+  uint64_t fallbacks = 0;  // opens served through the daemon although passthrough is on
+  bool operator==(const FileIo&) const = default;
+};
+
 // ---- replies: {"ok": true, fields...} ------------------------------------------------------
 
 struct StatusReply {
@@ -275,6 +285,7 @@ struct StatusReply {
   std::string config_note;
   std::optional<Loading> loading;     // null on the wire once the daemon is ready
   std::optional<StagingNow> staging;  // null on the wire when no stage runs
+  std::optional<FileIo> file_io;      // absent from daemons older than passthrough
   std::vector<Holder> holders;
   std::optional<HolderScan> holders_scan;  // absent until the journal is open
   // "reboot still needed for": absent until the daemon is ready.
@@ -394,6 +405,7 @@ nlohmann::json to_json(const HotfixState& x);
 nlohmann::json to_json(const Loading& x);
 nlohmann::json to_json(const HolderScan& x);
 nlohmann::json to_json(const StagingNow& x);
+nlohmann::json to_json(const FileIo& x);
 nlohmann::json to_json(const StatusReply& x);
 nlohmann::json to_json(const DiffReply& x);
 nlohmann::json to_json(const ApplyReply& x);

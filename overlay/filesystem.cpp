@@ -7,10 +7,12 @@
 // The only source of change is switch_to(), which invalidates exactly what it changed.
 #include "overlay/filesystem.h"
 
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -27,6 +29,8 @@ namespace livefs::overlay {
 namespace {
 
 constexpr double kTimeout = 86400.0;  // a day: nothing served changes behind our back
+// fuse_file_info::fh of an open served by passthrough: the daemon holds no descriptor for it.
+constexpr uint64_t kNoFh = UINT64_MAX;
 
 Filesystem& fs_of(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
 
@@ -83,14 +87,34 @@ fuse_entry_param entry_for(fuse_ino_t ino, const struct stat& st) {
 // ---- ops -----------------------------------------------------------------------------------
 
 void op_init(void* userdata, fuse_conn_info* conn) {
+  Filesystem& fs = *static_cast<Filesystem*>(userdata);
   // opendir/releasedir need no round trip: listings come from the View, and the kernel
   // then caches readdir results as with keep_cache + cache_readdir.
-  if (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT)
-    static_cast<Filesystem*>(userdata)->set_no_opendir(true);
-  // Nor do open/release: reads find the backing descriptor cached in the node, and the
-  // kernel keeps the page cache of a file opened without a round trip (as keep_cache).
-  if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)
-    static_cast<Filesystem*>(userdata)->set_no_open(true);
+  if (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) fs.set_no_opendir(true);
+  // Passthrough: an open names the backing file, and the kernel reads and maps it itself,
+  // in its page cache (one copy of each page, read at the backing file system's speed).
+  bool passthrough = false;
+#ifdef FUSE_CAP_PASSTHROUGH
+  if (!fs.options().passthrough) {
+    fs.set_passthrough(false, "turned off (--no-passthrough)");
+  } else if (!(conn->capable & FUSE_CAP_PASSTHROUGH)) {
+    fs.set_passthrough(false, "the kernel offers none (Linux 6.9 or later with FUSE_PASSTHROUGH)");
+  } else {
+    conn->want |= FUSE_CAP_PASSTHROUGH;
+    // The kernel stacks at most two file systems: backing files on overlayfs or FUSE need
+    // the second level for themselves (and nothing can then be stacked over this mount).
+    conn->max_backing_stack_depth =
+        fs.backing_stacked() ? FUSE_BACKING_STACKED_OVER : FUSE_BACKING_STACKED_UNDER;
+    fs.set_passthrough(true, "");
+    passthrough = true;
+  }
+#else
+  fs.set_passthrough(false, Filesystem::libfuse_description() + " has none (3.16 or later)");
+#endif
+  // Without passthrough, open/release need no round trip either: reads find the backing
+  // descriptor cached in the node, and the kernel keeps the page cache of a file opened
+  // without a round trip (as keep_cache). Passthrough is set up in the open reply.
+  if (!passthrough && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)) fs.set_no_open(true);
   // Replies of file data are spliced from the backing descriptor.
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
@@ -106,6 +130,14 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
   // Pages are never invalidated by mtime checks: content never changes under a node.
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+}
+
+void release_backing(fuse_req_t req, int backing_id) {
+#ifdef FUSE_CAP_PASSTHROUGH
+  fuse_passthrough_close(req, backing_id);
+#else
+  (void)req, (void)backing_id;
+#endif
 }
 
 // Valid replies: fuse_reply_entry (ino 0 = cached negative entry), fuse_reply_err.
@@ -130,21 +162,23 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
 // Valid replies: fuse_reply_none.
 // A forget that cannot be counted (out of memory building a key) leaves the node alive: a
 // leak, never a freed node the kernel still holds.
-void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+// A freed node's passthrough backing id is released with it: the kernel holds the backing
+// file only while it holds the inode.
+void forget_node(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   try {
-    fs_of(req).nodes().forget(ino, nlookup);
+    if (int backing_id = fs_of(req).nodes().forget(ino, nlookup); backing_id > 0)
+      release_backing(req, backing_id);
   } catch (...) {
   }
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  forget_node(req, ino, nlookup);
   fuse_reply_none(req);
 }
 
 void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
-  for (size_t i = 0; i < count; ++i) {
-    try {
-      fs_of(req).nodes().forget(forgets[i].ino, forgets[i].nlookup);
-    } catch (...) {
-    }
-  }
+  for (size_t i = 0; i < count; ++i) forget_node(req, forgets[i].ino, forgets[i].nlookup);
   fuse_reply_none(req);
 }
 
@@ -297,7 +331,9 @@ void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
           if (!r) continue;  // gone in the current generation
           fuse_ino_t node = fs.nodes().acquire(*r);
           if (!add(d.name.c_str(), r->st, node, next)) {
-            fs.nodes().forget(node, 1);  // not sent: not counted
+            // Not sent: not counted.
+            if (int backing_id = fs.nodes().forget(node, 1); backing_id > 0)
+              release_backing(req, backing_id);
             full = true;
           }
         } else {
@@ -325,8 +361,46 @@ void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   fuse_reply_err(req, 0);
 }
 
-// Valid replies: fuse_reply_open, fuse_reply_err. fh is the backing descriptor (a booted
-// file or a store object), read by splicing.
+// The node's passthrough backing id, registered on its first open from a verified
+// descriptor (a corrupt object is EIO, as without passthrough). 0: this open is served
+// through the daemon (the kernel refused the backing file; logged once per reason), as
+// every later open of the node is.
+int backing_id_for(fuse_req_t req, Filesystem& fs, const Node& node, Status& error) {
+#ifdef FUSE_CAP_PASSTHROUGH
+  if (int id = node.backing_id(); id != 0) return id > 0 ? id : 0;
+  auto fd = fs.current()->open(node.snapshot());
+  if (!fd) {
+    error = std::unexpected(fd.error());
+    return 0;
+  }
+  int id = fuse_passthrough_open(req, fd->get());
+  if (id <= 0) {
+    int e = errno;
+    // This node is served through the daemon for good: the kernel refuses a passthrough
+    // open of an inode that has a caching one (EIO), so a later retry could fail opens.
+    (void)node.adopt_backing_id(-1);
+    static std::atomic<int> logged_errno{0};
+    if (logged_errno.exchange(e) != e) {
+      logger("overlay")->warn(
+          "passthrough of {} refused by the kernel ({}): serving such files "
+          "through the daemon",
+          std::string(node.path()), strerror(e));
+    }
+    return 0;
+  }
+  fs.count_backing_file();
+  if (node.adopt_backing_id(id)) return id;
+  release_backing(req, id);  // another open of this node registered one first
+  return std::max(node.backing_id(), 0);
+#else
+  (void)req, (void)fs, (void)node, (void)error;
+  return 0;
+#endif
+}
+
+// Valid replies: fuse_reply_open, fuse_reply_err. With passthrough, the reply names the
+// node's backing file and fh is kNoFh; otherwise fh is a backing descriptor (a booted file
+// or a store object) of this open, read by splicing.
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "open", ino, [&] {
     Filesystem& fs = fs_of(req);
@@ -337,11 +411,27 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     if (node->is_dir())
       return reply_error(req, "open", ino, make_error(EISDIR, std::string(node->path())));
     if (fs.no_open()) return void(fuse_reply_err(req, ENOSYS));  // "success, never ask again"
+    fi->noflush = 1;
+    if (fs.passthrough()) {
+      Status error;
+      int id = backing_id_for(req, fs, *node, error);
+      if (!error) return reply_error(req, "open", ino, error.error());
+      if (id > 0) {
+        // No keep_cache: the kernel refuses a passthrough open with any page-cache flag
+        // (EIO to the opener); the pages are the backing file's anyway.
+#ifdef FUSE_CAP_PASSTHROUGH
+        fi->backing_id = id;
+#endif
+        fi->fh = kNoFh;
+        fuse_reply_open(req, fi);
+        return;
+      }
+      fs.count_fallback();
+    }
     auto fd = fs.current()->open(node->snapshot());
     if (!fd) return reply_error(req, "open", ino, fd.error());
-    fi->fh = static_cast<uint64_t>(fd->release());
     fi->keep_cache = 1;
-    fi->noflush = 1;
+    fi->fh = static_cast<uint64_t>(fd->release());
     if (fuse_reply_open(req, fi) != 0) ::close(static_cast<int>(fi->fh));
   });
 }
@@ -355,10 +445,12 @@ void reply_spliced(fuse_req_t req, int fd, size_t size, off_t off) {
 }
 
 // Valid replies: fuse_reply_data (spliced from the descriptor), fuse_reply_err. Without
-// opens (no-open support), the descriptor is the node's cached one.
+// opens (no-open support), the descriptor is the node's cached one; so it is for a
+// passthrough open, whose reads the kernel does itself (this is only a safety net).
 void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   Filesystem& fs = fs_of(req);
-  if (!fs.no_open()) return reply_spliced(req, static_cast<int>(fi->fh), size, off);
+  if (!fs.no_open() && fi != nullptr && fi->fh != kNoFh)
+    return reply_spliced(req, static_cast<int>(fi->fh), size, off);
   guarded(req, "read", ino, [&] {
     auto node = fs.nodes().get(ino);  // held until the reply is sent: the fd stays open
     if (!node) return reply_error(req, "read", ino, make_error(ESTALE, "unknown node"));
@@ -374,7 +466,7 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
 }
 
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  ::close(static_cast<int>(fi->fh));
+  if (fi->fh != kNoFh) ::close(static_cast<int>(fi->fh));
   fuse_reply_err(req, 0);
 }
 
@@ -488,6 +580,15 @@ fuse_lowlevel_ops make_ops() {
 }
 const fuse_lowlevel_ops kOps = make_ops();
 
+// Whether `fd` is on a file system that itself stacks over others (FUSE passthrough counts
+// the levels: see op_init).
+bool on_stacked_fs(int fd) {
+  struct statfs sf {};
+  if (::fstatfs(fd, &sf) != 0) return false;
+  constexpr decltype(sf.f_type) kOverlayfs = 0x794c7630, kFuse = 0x65735546, kEcryptfs = 0xf15f;
+  return sf.f_type == kOverlayfs || sf.f_type == kFuse || sf.f_type == kEcryptfs;
+}
+
 // The signal abort() wakes serve()'s thread with. Its handler does nothing: the point is the
 // EINTR of libfuse's sem_wait, after which the loop sees the exit flag.
 int wake_signal() { return SIGRTMIN + 3; }
@@ -524,6 +625,14 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const MountOptions& option
   std::shared_ptr<const View> booted_only = initial->with_layer(std::move(*no_layer), 0);
   std::unique_ptr<Filesystem> fs(new Filesystem(resolved, std::move(initial), std::move(*root)));
   fs->booted_only_ = std::move(booted_only);
+  {
+    const View& view = *fs->current();
+    fs->backing_stacked_ = on_stacked_fs(view.booted_fd());
+    if (view.store() != nullptr) {
+      UniqueFd store_dir(::open(view.store()->root().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+      if (store_dir.valid() && on_stacked_fs(store_dir.get())) fs->backing_stacked_ = true;
+    }
+  }
 
   // Nodes keep their backing descriptors open (see Node): raise the descriptor limit to the
   // system's maximum where allowed (root), else to the hard one, and let the cache use all
@@ -569,6 +678,42 @@ Result<std::unique_ptr<Filesystem>> Filesystem::mount(const MountOptions& option
   fs->connected_ = true;
   logger("overlay")->info("mounted {} (generation {})", at, fs->current()->generation());
   return fs;
+}
+
+void Filesystem::set_passthrough(bool on, std::string why_not) {
+  {
+    std::lock_guard lock(why_mutex_);
+    why_no_passthrough_ = std::move(why_not);
+  }
+  passthrough_ = on;
+  logger("overlay")->info(
+      "file contents: {}",
+      on ? "FUSE passthrough" : "through the daemon, no passthrough: " + why_no_passthrough_);
+}
+
+FileIo Filesystem::file_io() const {
+  FileIo io;
+  io.libfuse = libfuse_description();
+  io.passthrough = passthrough_;
+  {
+    std::lock_guard lock(why_mutex_);
+    io.why_not = why_no_passthrough_;
+  }
+  io.no_open = no_open_;
+  io.backing_files = backing_files_.load(std::memory_order_relaxed);
+  io.fallbacks = fallbacks_.load(std::memory_order_relaxed);
+  return io;
+}
+
+std::string Filesystem::libfuse_description() {
+  std::string d = "libfuse ";
+  d += fuse_pkgversion();
+#ifdef LIVEFS_FUSE3_STATIC
+  d += " (built from source, linked statically)";
+#else
+  d += " (the system's)";
+#endif
+  return d;
 }
 
 Filesystem::~Filesystem() {

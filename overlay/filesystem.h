@@ -28,6 +28,21 @@ struct MountOptions {
   bool allow_other = true;
   bool debug = false;
   unsigned threads = 4;
+  // FUSE passthrough where the kernel and libfuse offer it: the kernel reads, splices and
+  // maps each opened file straight from its backing file (booted file or store object), in
+  // the backing file's page cache. Costs one OPEN round trip per open; false serves reads
+  // through the daemon and lets the kernel skip opens (no-open support).
+  bool passthrough = true;
+};
+
+// How file contents are served: what was negotiated with the kernel, and what happened.
+struct FileIo {
+  std::string libfuse;         // the libfuse version livefs runs with, and where it came from
+  bool passthrough = false;    // negotiated: the kernel reads opened files from backing files
+  std::string why_not;         // when not: why (empty while not yet negotiated)
+  bool no_open = false;        // the kernel sends no opens (reads go through the daemon)
+  uint64_t backing_files = 0;  // backing ids registered so far
+  uint64_t fallbacks = 0;      // opens served through the daemon although passthrough is on
 };
 
 struct SwitchStats {
@@ -85,7 +100,9 @@ class Filesystem {
   // Ends serving now, for teardown paths that cannot wait for users (tests, a failed start,
   // a second signal): detaches, then makes serve() return without waiting. Processes still
   // using the view block until this Filesystem is destroyed, then get ENOTCONN (SIGBUS on a
-  // mapping). Returns once serve() has returned (at once when it is not running).
+  // mapping) — except reads and mappings of files opened with passthrough, which the kernel
+  // serves from the backing file without the daemon. Returns once serve() has returned (at
+  // once when it is not running).
   void abort();
 
   // The old versions of `touched_paths` (relative paths some switch changed) that processes
@@ -98,6 +115,9 @@ class Filesystem {
   std::vector<StaleFile> stale_files(const std::vector<std::string>& touched_paths) const;
 
   size_t node_count() const { return nodes_.size(); }
+  FileIo file_io() const;
+  // The libfuse linked in: version, and whether it is the system's or built from source.
+  static std::string libfuse_description();
   // The absolute, canonical path mounted on: as /proc/self/mountinfo shows it (see
   // host::find_mount). Never stat'ed by livefs once mounted.
   const std::filesystem::path& mountpoint() const { return options_.mountpoint; }
@@ -108,6 +128,15 @@ class Filesystem {
   void set_no_opendir(bool on) { no_opendir_ = on; }
   bool no_open() const { return no_open_; }
   void set_no_open(bool on) { no_open_ = on; }
+  const MountOptions& options() const { return options_; }
+  // Set at init when the kernel accepted FUSE passthrough.
+  bool passthrough() const { return passthrough_; }
+  void set_passthrough(bool on, std::string why_not);
+  // A backing file lives on a stacked file system (overlayfs, FUSE): the kernel must allow
+  // one more level below this mount.
+  bool backing_stacked() const { return backing_stacked_; }
+  void count_backing_file() { backing_files_.fetch_add(1, std::memory_order_relaxed); }
+  void count_fallback() { fallbacks_.fetch_add(1, std::memory_order_relaxed); }
 
  private:
   Filesystem(const MountOptions& options, std::shared_ptr<const View> initial, Resolved root);
@@ -116,11 +145,17 @@ class Filesystem {
   std::atomic<std::shared_ptr<const View>> view_;
   NodeTable nodes_;
   fuse_session* session_ = nullptr;
-  std::atomic<bool> mounted_{false};     // the mount point is still attached
-  std::atomic<bool> connected_{false};   // serve() may still answer: notifications are sent
-  std::atomic<bool> no_opendir_{false};  // negotiated at init
-  std::atomic<bool> no_open_{false};     // negotiated at init
-  std::mutex switch_mutex_;              // one switch at a time; never held by a FUSE op
+  std::atomic<bool> mounted_{false};      // the mount point is still attached
+  std::atomic<bool> connected_{false};    // serve() may still answer: notifications are sent
+  std::atomic<bool> no_opendir_{false};   // negotiated at init
+  std::atomic<bool> no_open_{false};      // negotiated at init
+  std::atomic<bool> passthrough_{false};  // negotiated at init
+  bool backing_stacked_ = false;          // set before mounting
+  mutable std::mutex why_mutex_;
+  std::string why_no_passthrough_;  // guarded by why_mutex_
+  std::atomic<uint64_t> backing_files_{0};
+  std::atomic<uint64_t> fallbacks_{0};
+  std::mutex switch_mutex_;  // one switch at a time; never held by a FUSE op
 
   // For stale_files: the booted tree with an empty layer (resolves a path's booted version),
   // and the layer versions switches replaced, which nodes may still stand for. A switch only

@@ -167,12 +167,12 @@ fuse_ino_t NodeTable::acquire(const Resolved& r) {
   return next_id_++;
 }
 
-void NodeTable::forget(fuse_ino_t id, uint64_t n) {
+int NodeTable::forget(fuse_ino_t id, uint64_t n) {
   Node* freed = nullptr;
   {
     std::lock_guard lock(mutex_);
     Node* node = by_id_.find(NodeHashes::of_id(id), [&](const Node* p) { return p->id_ == id; });
-    if (node == nullptr) return;
+    if (node == nullptr) return 0;
     node->lookups = n >= node->lookups ? 0 : node->lookups - n;
     if (node->lookups == 0 && id != FUSE_ROOT_ID) {
       by_key_.erase(node);
@@ -180,8 +180,13 @@ void NodeTable::forget(fuse_ino_t id, uint64_t n) {
       freed = node;
     }
   }
+  if (freed == nullptr) return 0;
+  // The kernel has dropped the inode, so no open of it can come; -1 also stops a (buggy)
+  // late one from adopting an id nobody would release.
+  int backing_id = freed->backing_id_.exchange(-1, std::memory_order_acq_rel);
   // Outside the lock: closing a backing descriptor may take a while.
-  if (freed != nullptr) freed->unref();
+  freed->unref();
+  return backing_id > 0 ? backing_id : 0;
 }
 
 NodeRef NodeTable::get(fuse_ino_t id) const {

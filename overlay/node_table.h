@@ -76,6 +76,18 @@ class Node {
   int adopt_backing_fd(int fd) const;
   int backing_fd() const { return backing_fd_.load(std::memory_order_acquire); }
 
+  // FUSE passthrough: the backing id registered for this node's content (the kernel then
+  // reads, splices and maps the backing file itself; see Filesystem). One per node, kept
+  // until the kernel forgets the node: the kernel allows one backing file per inode, and a
+  // node's content never changes. 0 until registered.
+  int backing_id() const { return backing_id_.load(std::memory_order_acquire); }
+  // Keeps `id` unless the node has one already or was forgotten; false: the caller closes
+  // `id` and uses backing_id() (when positive).
+  bool adopt_backing_id(int id) const {
+    int expected = 0;
+    return backing_id_.compare_exchange_strong(expected, id, std::memory_order_acq_rel);
+  }
+
   uint64_t lookups = 1;  // guarded by NodeTable::mutex_
 
  private:
@@ -92,6 +104,8 @@ class Node {
 
   mutable std::atomic<uint32_t> refs_{1};
   mutable std::atomic<int> backing_fd_{-1};
+  // -1: none will be adopted (forgotten, or the kernel refused passthrough for it).
+  mutable std::atomic<int> backing_id_{0};
   const fuse_ino_t id_;
   const uint32_t key_hash_;  // of (path, identity): the by-key index's hash
   const uint32_t path_len_;
@@ -154,8 +168,9 @@ class NodeTable {
 
   // Finds or creates the node for `r` and adds one lookup; returns its id.
   fuse_ino_t acquire(const Resolved& r);
-  // Subtracts `n` lookups; frees the node at zero (never the root).
-  void forget(fuse_ino_t id, uint64_t n);
+  // Subtracts `n` lookups; frees the node at zero (never the root). Returns the passthrough
+  // backing id the freed node had (the caller releases it), else 0.
+  [[nodiscard]] int forget(fuse_ino_t id, uint64_t n);
   // The node, or null when the id is unknown (a kernel bug or a stale id).
   NodeRef get(fuse_ino_t id) const;
   // The node standing for `r`'s (path, identity), if the kernel holds one; counts no lookup.

@@ -102,7 +102,7 @@ class MountTest : public ::testing::Test {
     ASSERT_TRUE(fd);
     auto view = View::create(std::move(fd), store_, std::move(layer), 0);
     mnt_ = mountpoint;
-    auto mounted = Filesystem::mount({.mountpoint = mountpoint}, view);
+    auto mounted = Filesystem::mount({.mountpoint = mountpoint, .passthrough = passthrough_}, view);
     ASSERT_TRUE(mounted) << mounted.error().message();
     fs_ = std::move(*mounted);
     server_ = std::thread([this] {
@@ -156,11 +156,48 @@ class MountTest : public ::testing::Test {
   fs::path booted_, mnt_;
   std::shared_ptr<store::ObjectStore> store_;
   std::unique_ptr<Filesystem> fs_;
+  bool passthrough_ = true;  // MountOptions::passthrough of start()
   std::thread server_;
   std::mutex served_mutex_;
   std::condition_variable served_cv_;
   bool served_ = false;  // guarded by served_mutex_
 };
+
+// The same, serving every read through the daemon (--no-passthrough, or a kernel or libfuse
+// without passthrough).
+class MountTestNoPassthrough : public MountTest {
+ protected:
+  void SetUp() override {
+    passthrough_ = false;
+    MountTest::SetUp();
+  }
+};
+
+// Drops the page cache of `path` (written back first: dirty pages stay).
+void evict_pages(const fs::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(fd);
+  ASSERT_EQ(fsync(fd.get()), 0);
+  ASSERT_EQ(posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED), 0);
+}
+
+// How many pages of `path` are in the page cache behind a mapping of it (mincore: nothing
+// is read in).
+size_t resident_pages(const fs::path& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  EXPECT_TRUE(fd);
+  struct stat st {};
+  EXPECT_EQ(fstat(fd.get(), &st), 0);
+  size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  size_t len = static_cast<size_t>(st.st_size);
+  void* map = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd.get(), 0);
+  EXPECT_NE(map, MAP_FAILED) << strerror(errno);
+  if (map == MAP_FAILED) return SIZE_MAX;
+  std::vector<unsigned char> vec((len + page - 1) / page);
+  EXPECT_EQ(mincore(map, len, vec.data()), 0) << strerror(errno);
+  munmap(map, len);
+  return static_cast<size_t>(std::ranges::count_if(vec, [](unsigned char v) { return v & 1; }));
+}
 
 TEST_F(MountTest, ServesTheBootedTreeAsItIs) {
   start(empty_layer(), mnt_);
@@ -512,11 +549,73 @@ TEST_F(MountTest, AbortEndsServeWhileAFileIsOpen) {
   fs_->abort();  // returns once serve() has returned
   server_.join();
   EXPECT_TRUE(served());
+  bool passthrough = fs_->file_io().passthrough;
   fs_.reset();  // the device is closed: the connection ends
   char buf[16];
-  EXPECT_EQ(pread(fd, buf, sizeof buf, 0), -1);
-  EXPECT_EQ(errno, ENOTCONN);
+  if (passthrough) {
+    // The kernel reads an open passthrough file from its backing file itself: it outlives
+    // the daemon.
+    EXPECT_EQ(pread(fd, buf, sizeof buf, 0), 9);
+    EXPECT_EQ(std::string(buf, 9), "old tool\n");
+  } else {
+    EXPECT_EQ(pread(fd, buf, sizeof buf, 0), -1);
+    EXPECT_EQ(errno, ENOTCONN);
+  }
   close(fd);
+}
+
+// ---- passthrough: one page cache ---------------------------------------------------------
+
+// A file read through the view is cached once: in its backing file's pages (booted file or
+// store object), which the kernel reads and maps itself.
+TEST_F(MountTest, PassthroughReadsLeaveNoPagesOfTheirOwn) {
+  const std::string content(1 << 20, 'b');
+  write_file(booted_ / "lib/booted-big", content);
+  start(*store::Tree::build({layer_file("lib/layer-big", std::string(1 << 20, 'l'))}), mnt_);
+  EXPECT_EQ(read_file(mnt_ / "lib/booted-big"), content);  // after INIT: negotiated
+  ASSERT_TRUE(fs_->file_io().passthrough) << fs_->file_io().why_not;
+  EXPECT_EQ(read_file(mnt_ / "lib/layer-big"), std::string(1 << 20, 'l'));
+  EXPECT_EQ(fs_->file_io().backing_files, 2u);
+  EXPECT_EQ(fs_->file_io().fallbacks, 0u);
+  // Without its backing file's pages, the view's file has none: no second copy.
+  evict_pages(booted_ / "lib/booted-big");
+  EXPECT_EQ(resident_pages(mnt_ / "lib/booted-big"), 0u);
+  // A second open of the node uses the backing file registered by the first.
+  EXPECT_EQ(read_file(mnt_ / "lib/booted-big"), content);
+  EXPECT_EQ(fs_->file_io().backing_files, 2u);
+}
+
+TEST_F(MountTestNoPassthrough, ReadsThroughTheDaemonCacheASecondCopy) {
+  const std::string content(1 << 20, 'b');
+  write_file(booted_ / "lib/booted-big", content);
+  start(empty_layer(), mnt_);
+  EXPECT_EQ(read_file(mnt_ / "lib/booted-big"), content);
+  EXPECT_FALSE(fs_->file_io().passthrough);
+  EXPECT_EQ(fs_->file_io().why_not, "turned off (--no-passthrough)");
+  evict_pages(booted_ / "lib/booted-big");
+  // The FUSE inode keeps its own copy (what passthrough avoids).
+  EXPECT_EQ(resident_pages(mnt_ / "lib/booted-big"), content.size() / 4096);
+  EXPECT_EQ(fs_->file_io().backing_files, 0u);
+}
+
+// A file opened before a switch keeps its content, read and mapped by the kernel from its
+// own backing file; the new content is another node with another backing file.
+TEST_F(MountTest, PassthroughOpenFilesKeepTheirContentAcrossASwitch) {
+  start(empty_layer(), mnt_);
+  UniqueFd old(::open((mnt_ / "bin/tool").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(old);
+  ASSERT_TRUE(fs_->file_io().passthrough);
+  void* map = mmap(nullptr, 9, PROT_READ, MAP_SHARED, old.get(), 0);
+  ASSERT_NE(map, MAP_FAILED);
+  ASSERT_TRUE(fs_->switch_to(fs_->current()->with_layer(
+      *store::Tree::build({layer_file("bin/tool", "new tool, longer\n", 0755)}), 1)));
+  EXPECT_EQ(read_file(mnt_ / "bin/tool"), "new tool, longer\n");
+  char buf[32] = {};
+  EXPECT_EQ(pread(old.get(), buf, sizeof buf, 0), 9);
+  EXPECT_EQ(std::string(buf, 9), "old tool\n");
+  EXPECT_EQ(std::string(static_cast<const char*>(map), 9), "old tool\n");
+  munmap(map, 9);
+  EXPECT_EQ(fs_->file_io().backing_files, 2u);
 }
 
 // ---- symlinks ---------------------------------------------------------------------------------

@@ -116,21 +116,21 @@ TEST(NodeTableTest, OneNodePerPathAndIdentityWithExactCounts) {
   EXPECT_EQ(table.dir_at(""), FUSE_ROOT_ID);
   EXPECT_EQ(table.size(), 5u);
 
-  table.forget(a, 1);
+  (void)table.forget(a, 1);
   EXPECT_TRUE(table.get(a)) << "two lookups, one forgotten";
-  table.forget(a, 1);
+  (void)table.forget(a, 1);
   EXPECT_FALSE(table.get(a));
   EXPECT_EQ(table.size(), 4u);
   // Acquired again after being freed: a new id.
   fuse_ino_t again = table.acquire(booted_file("usr/bin/a", 10));
   EXPECT_NE(again, a);
   // More than counted drops to zero; unknown ids are ignored; the root stays.
-  table.forget(b, 100);
+  (void)table.forget(b, 100);
   EXPECT_FALSE(table.get(b));
-  table.forget(987654, 1);
-  table.forget(FUSE_ROOT_ID, 1000);
+  (void)table.forget(987654, 1);
+  (void)table.forget(FUSE_ROOT_ID, 1000);
   EXPECT_TRUE(table.get(FUSE_ROOT_ID));
-  table.forget(d, 1);
+  (void)table.forget(d, 1);
   EXPECT_EQ(table.dir_at("usr/bin"), 0u);
   EXPECT_EQ(table.size(), 3u);
 }
@@ -189,12 +189,30 @@ TEST(NodeTableTest, AReferenceOutlivesTheForget) {
   fuse_ino_t id = table.acquire(booted_file("f", 3));
   NodeRef held = table.get(id);
   NodeRef copy = held;
-  table.forget(id, 1);
+  (void)table.forget(id, 1);
   EXPECT_FALSE(table.get(id));
   EXPECT_EQ(held->path(), "f");
   held = NodeRef();
   EXPECT_EQ(copy->path(), "f");
   EXPECT_EQ(copy->stat().st_ino, 3u);
+}
+
+// A passthrough backing id lives as long as the kernel holds the node: one per node, handed
+// back by the forget that frees it, and never adopted after that.
+TEST(NodeTableTest, ABackingIdIsKeptUntilTheNodeIsForgotten) {
+  NodeTable table(dir(""));
+  fuse_ino_t id = table.acquire(booted_file("usr/lib/libc.so.6", 5));
+  NodeRef node = table.get(id);
+  ASSERT_TRUE(node);
+  EXPECT_EQ(node->backing_id(), 0);
+  EXPECT_TRUE(node->adopt_backing_id(7));
+  EXPECT_FALSE(node->adopt_backing_id(8)) << "a second id for one inode";
+  EXPECT_EQ(node->backing_id(), 7);
+  (void)table.acquire(booted_file("usr/lib/libc.so.6", 5));
+  EXPECT_EQ(table.forget(id, 1), 0) << "still held: the id stays";
+  EXPECT_EQ(table.forget(id, 1), 7);
+  EXPECT_FALSE(node->adopt_backing_id(9)) << "forgotten: nobody would release it";
+  EXPECT_LT(node->backing_id(), 0);
 }
 
 TEST(NodeTableTest, ManyNodesComeAndGo) {
@@ -203,7 +221,7 @@ TEST(NodeTableTest, ManyNodesComeAndGo) {
   for (int i = 0; i < 20000; ++i)
     ids.push_back(table.acquire(booted_file("d/" + std::to_string(i), static_cast<ino_t>(i))));
   EXPECT_EQ(table.size(), 20001u);
-  for (int i = 0; i < 20000; i += 2) table.forget(ids[static_cast<size_t>(i)], 1);
+  for (int i = 0; i < 20000; i += 2) (void)table.forget(ids[static_cast<size_t>(i)], 1);
   for (int i = 0; i < 20000; ++i) {
     NodeRef n = table.get(ids[static_cast<size_t>(i)]);
     ASSERT_EQ(static_cast<bool>(n), i % 2 == 1) << i;
