@@ -46,7 +46,13 @@ livefs_fuse3() {
     pkg-config --atleast-version="$LIVEFS_FUSE3_MIN" fuse3 2>/dev/null; then
     return
   fi
-  if [ -e "$dir/prefix/lib/libfuse3.a" ]; then
+  # IGNORE_MTAB: libfuse 3.17 updates /etc/mtab after mounting by running /bin/mount, even
+  # where /etc/mtab is the kernel's list (a symlink into /proc). That program comes from
+  # /usr; over /usr the view is not served yet, so the mount would wait for itself forever.
+  local meson_args=(-Dbuildtype=release -Ddefault_library=static -Dexamples=false
+    -Dutils=false -Dtests=false -Dc_args=-DIGNORE_MTAB)
+  local recipe="$LIVEFS_FUSE3_SUITE ${meson_args[*]}"
+  if [ -e "$dir/prefix/lib/libfuse3.a" ] && [ "$(cat "$dir/recipe" 2>/dev/null)" = "$recipe" ]; then
     echo "$dir/prefix"
     return
   fi
@@ -70,10 +76,10 @@ livefs_fuse3() {
   "${apt[@]}" update >&2 &&
     (cd "$dir/download" && "${apt[@]}" source --download-only fuse3 >&2) &&
     dpkg-source -x "$dir"/download/fuse3_*.dsc "$dir/src" >&2 &&
-    meson setup "$dir/build" "$dir/src" --prefix="$dir/prefix" --libdir=lib \
-      -Dbuildtype=release -Ddefault_library=static -Dexamples=false -Dutils=false \
-      -Dtests=false -Dudevrulesdir="$dir/prefix/udev" -Dinitscriptdir= >&2 &&
-    ninja -C "$dir/build" >&2 && meson install -C "$dir/build" >&2 || {
+    meson setup "$dir/build" "$dir/src" --prefix="$dir/prefix" --libdir=lib "${meson_args[@]}" \
+      -Dudevrulesdir="$dir/prefix/udev" -Dinitscriptdir= >&2 &&
+    ninja -C "$dir/build" >&2 && meson install -C "$dir/build" >&2 &&
+    echo "$recipe" >"$dir/recipe" || {
     echo "error: could not build libfuse from the $LIVEFS_FUSE3_SUITE source package (see above);" \
       "LIVEFS_SYSTEM_FUSE3=1 builds against the system's libfuse, without passthrough" >&2
     return 1
