@@ -199,7 +199,7 @@ class Results {
  public:
   void add(Result r) {
     std::fprintf(
-        stderr, "%-40s %-5s %-15s %s\n", r.workload.c_str(), r.cache.c_str(), r.peer.c_str(),
+        stderr, "%-44s %-5s %-15s %s\n", r.workload.c_str(), r.cache.c_str(), r.peer.c_str(),
         r.value ? (format_value(*r.value, r.unit)).c_str() : ("skipped: " + r.note).c_str());
     results_.push_back(std::move(r));
   }
@@ -210,7 +210,7 @@ class Results {
   }
   // Case x peer: native's absolute figure, every other peer's ratio to it.
   void print_table(const std::vector<std::string>& peers) const {
-    std::printf("\n%-40s %-5s %12s", "case (ratio to native; lower is better)", "cache", "native");
+    std::printf("\n%-44s %-5s %12s", "case (ratio to native; lower is better)", "cache", "native");
     for (const auto& p : peers)
       if (p != "native") std::printf(" %15s", p.c_str());
     std::printf("\n");
@@ -222,7 +222,7 @@ class Results {
     for (const auto& [workload, cache] : cases) {
       const Result* native = find(workload, cache, "native");
       std::printf(
-          "%-40s %-5s %12s", workload.c_str(), cache.c_str(),
+          "%-44s %-5s %12s", workload.c_str(), cache.c_str(),
           native && native->value ? format_value(*native->value, native->unit).c_str() : "-");
       for (const auto& p : peers) {
         if (p == "native") continue;
@@ -234,6 +234,8 @@ class Results {
             char buf[32];
             std::snprintf(buf, sizeof buf, "%.2fx", *x);
             cell = buf;
+            // Measured, but something was wrong (the note in the CSV and above says what).
+            if (!r->note.empty()) cell += " (!)";
           }
         }
         std::printf(" %15s", cell.c_str());
@@ -265,7 +267,10 @@ class Results {
  private:
   static std::string format_value(double v, const std::string& unit) {
     char buf[48];
-    std::snprintf(buf, sizeof buf, unit == "s" ? "%.3f %s" : "%.0f %s", v, unit.c_str());
+    if (unit == "s" && v < 1)
+      std::snprintf(buf, sizeof buf, "%.1f ms", v * 1e3);
+    else
+      std::snprintf(buf, sizeof buf, unit == "s" ? "%.3f %s" : "%.0f %s", v, unit.c_str());
     return buf;
   }
   const Result* find(const std::string& w, const std::string& c, const std::string& p) const {
@@ -347,10 +352,10 @@ std::string peer_mount_command(const std::string& peer, const fs::path& src, con
   }
   if (peer == "mergerfs") {
     // cache.files=full keeps file pages across opens (its fastest warm reads); the tree does
-    // not change under it, so the entry, attribute, readdir and symlink caches can be long.
-    return "mergerfs -o ro,allow_other,use_ino,inodecalc=passthrough,cache.files=full,"
-           "cache.attr=3600,cache.entry=3600,cache.negative_entry=3600,cache.readdir=true,"
-           "cache.symlinks=true,cache.statfs=3600,fsname=bench-mergerfs " +
+    // not change under it, so the entry, attribute and readdir caches can be long. (use_ino,
+    // inodecalc=passthrough, cache.symlinks and cache.statfs were no faster here.)
+    return "mergerfs -o ro,allow_other,cache.files=full,cache.attr=3600,cache.entry=3600,"
+           "cache.negative_entry=3600,cache.readdir=true,fsname=bench-mergerfs " +
            shell_word(src.string() + "=RO") + " " + shell_word(mnt);
   }
   die("no mount command for " + peer);
