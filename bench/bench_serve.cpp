@@ -422,6 +422,17 @@ class PeerSet {
 
 using Command = std::function<std::string(const fs::path& root)>;
 
+// The peers in the order of run `run`: each run starts one peer later, so that no peer is
+// always the one right after the untimed pass or after a given other.
+std::vector<const Peer*> in_turn(const std::vector<Peer>& peers, int run) {
+  std::vector<const Peer*> out;
+  for (size_t i = 0; i < peers.size(); ++i) {
+    const Peer& p = peers[(i + static_cast<size_t>(run)) % peers.size()];
+    if (p.skip.empty()) out.push_back(&p);
+  }
+  return out;
+}
+
 // `cmd` through every peer, cold (caches dropped before each run) and warm (right after an
 // untimed pass); the best of `runs` runs. The runs go round the peers in turn, so that what
 // else the machine does falls on all of them alike.
@@ -434,8 +445,8 @@ void time_workload(Results& results, const std::string& workload, const std::vec
   for (bool cold : {true, false}) {
     std::map<std::string, double> best;
     for (int run = 0; run < runs; ++run) {
-      for (const Peer& p : peers) {
-        if (!p.skip.empty()) continue;
+      for (const Peer* peer : in_turn(peers, run)) {
+        const Peer& p = *peer;
         std::string c = cmd(p.root);
         if (cold)
           drop_caches();
@@ -489,8 +500,8 @@ void measure_page_cache(Results& results, const std::vector<Peer>& peers, const 
   std::string workload = numbered("page cache growth, read ", mib) + " MiB";
   std::map<std::string, double> least;
   for (int run = 0; run < runs; ++run) {
-    for (const Peer& p : peers) {
-      if (!p.skip.empty()) continue;
+    for (const Peer* peer : in_turn(peers, run)) {
+      const Peer& p = *peer;
       fs::path file = p.root / rel;
       drop_caches();
       long long before = bench::meminfo_kib("Cached");
@@ -541,6 +552,14 @@ void section_large_file(Results& results, const Options& o, const fs::path& work
 
 // The peers that can be mounted over the tree they serve.
 const std::vector<std::string> kOverUsrPeers = {"native", "overlayfs", "livefs"};
+
+// As in_turn: each run starts one peer later.
+std::vector<std::string> over_usr_in_turn(int run) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < kOverUsrPeers.size(); ++i)
+    out.push_back(kOverUsrPeers[(i + static_cast<size_t>(run)) % kOverUsrPeers.size()]);
+  return out;
+}
 
 struct OverUsr {
   std::string cli;
@@ -640,7 +659,7 @@ void section_dpkg(Results& results, const Options& o, const OverUsr& u) {
   std::map<std::string, double> best;
   std::map<std::string, std::vector<std::string>> outputs;
   for (int run = 0; run < o.runs; ++run) {
-    for (const std::string& peer : kOverUsrPeers) {
+    for (const std::string& peer : over_usr_in_turn(run)) {
       auto r = run_over_usr(u, peer, cmd, true, "dpkg");
       if (!best.contains(peer) || r.seconds < best[peer]) best[peer] = r.seconds;
       auto lines = read_lines(r.out);
@@ -716,7 +735,7 @@ void section_build(Results& results, const Options& o, const OverUsr& u) {
   for (bool cold : {true, false}) {
     std::map<std::string, double> best;
     for (int run = 0; run < o.runs; ++run) {
-      for (const std::string& peer : kOverUsrPeers) {
+      for (const std::string& peer : over_usr_in_turn(run)) {
         auto r = run_over_usr(u, peer, script, cold, "build");
         if (r.rc != 0) die("build through " + peer + " failed (see " + u.dir.string() + ")");
         if (!best.contains(peer) || r.seconds < best[peer]) best[peer] = r.seconds;
