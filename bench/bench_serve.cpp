@@ -289,8 +289,11 @@ class Results {
 // Peers: every way of seeing one tree, each mounted at its own directory.
 
 // The columns, in the order printed.
-const std::vector<std::string> kPeers = {"native",       "overlayfs", "fuse-overlayfs",
-                                         "unionfs-fuse", "mergerfs",  "livefs"};
+// "livefs" serves opened files by FUSE passthrough (the default where the kernel has it);
+// "livefs-np" is the same view with --no-passthrough (reads through the daemon, no opens).
+const std::vector<std::string> kPeers = {"native",   "overlayfs", "fuse-overlayfs", "unionfs-fuse",
+                                         "mergerfs", "livefs",    "livefs-np"};
+bool is_livefs(const std::string& peer) { return peer == "livefs" || peer == "livefs-np"; }
 
 struct Peer {
   std::string name;
@@ -301,12 +304,13 @@ struct Peer {
 // A livefs view of `booted` mounted at `mnt` in this process.
 class LiveMount {
  public:
-  LiveMount(const fs::path& booted, const fs::path& mnt,
-            std::shared_ptr<store::ObjectStore> store) {
+  LiveMount(const fs::path& booted, const fs::path& mnt, std::shared_ptr<store::ObjectStore> store,
+            bool passthrough) {
     UniqueFd fd(::open(booted.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     must(fd.valid(), "open " + booted.string());
     auto view = overlay::View::create(std::move(fd), std::move(store), *store::Tree::build({}), 0);
-    auto mounted = overlay::Filesystem::mount({.mountpoint = mnt}, view);
+    auto mounted =
+        overlay::Filesystem::mount({.mountpoint = mnt, .passthrough = passthrough}, view);
     must(mounted.has_value(), "livefs mount " + mnt.string());
     fs_ = std::move(*mounted);
     mnt_ = fs_->mountpoint();
@@ -384,8 +388,8 @@ class PeerSet {
       }
       fs::path mnt = dir / name;
       fs::create_directories(mnt);
-      if (name == "livefs") {
-        live_ = std::make_unique<LiveMount>(src, mnt, store);
+      if (is_livefs(name)) {
+        live_.push_back(std::make_unique<LiveMount>(src, mnt, store, name == "livefs"));
         peers_.push_back({name, mnt, ""});
         continue;
       }
@@ -414,7 +418,7 @@ class PeerSet {
  private:
   std::vector<Peer> peers_;
   std::vector<fs::path> mounted_;
-  std::unique_ptr<LiveMount> live_;
+  std::vector<std::unique_ptr<LiveMount>> live_;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -551,7 +555,7 @@ void section_large_file(Results& results, const Options& o, const fs::path& work
 // bash's $EPOCHREALTIME (no program started to read the clock) and unmounts.
 
 // The peers that can be mounted over the tree they serve.
-const std::vector<std::string> kOverUsrPeers = {"native", "overlayfs", "livefs"};
+const std::vector<std::string> kOverUsrPeers = {"native", "overlayfs", "livefs", "livefs-np"};
 
 // As in_turn: each run starts one peer later.
 std::vector<std::string> over_usr_in_turn(int run) {
@@ -582,13 +586,14 @@ OverUsrRun run_over_usr(const OverUsr& u, const std::string& peer, const std::st
   fs::create_directories(empty);
   std::ostringstream s;
   s << "export LC_ALL=C\n";
-  if (peer == "livefs") {
+  if (is_livefs(peer)) {
     // The first start scans the booted tree in the background (later ones load the
     // manifest cached in the state directory): the clock starts when the daemon is idle
     // (its status says `"loading": null`).
     std::string status = u.cli + " status --json --state " + shell_word(state);
-    s << u.cli << " mount --booted /usr --staged " << shell_word(staged) << " --state "
-      << shell_word(state) << " /usr >> " << shell_word(dir / "mount.log") << " 2>&1 || exit 90\n"
+    s << u.cli << " mount " << (peer == "livefs" ? "" : "--no-passthrough ")
+      << "--booted /usr --staged " << shell_word(staged) << " --state " << shell_word(state)
+      << " /usr >> " << shell_word(dir / "mount.log") << " 2>&1 || exit 90\n"
       << "grep -q ' /usr fuse.livefs ' /proc/self/mounts || exit 91\n"
       << "while " << status << " 2>/dev/null | grep -q '\"loading\": *{'; do sleep 0.2; done\n";
   } else if (peer == "overlayfs") {
@@ -607,12 +612,12 @@ OverUsrRun run_over_usr(const OverUsr& u, const std::string& peer, const std::st
     << "echo \"$t0 $t1 $rc\" > " << shell_word(dir / "times") << "\n";
   std::ofstream(dir / "run.sh") << s.str();
   fs::remove(dir / "times");
-  if (peer == "livefs") {
+  if (is_livefs(peer)) {
     std::lock_guard lock(g_cleanup.mutex);
     g_cleanup.daemons.push_back(state);
   }
   int rc = sh("unshare -m --propagation private bash " + shell_word(dir / "run.sh"));
-  if (peer == "livefs") {
+  if (is_livefs(peer)) {
     // From here, outside the namespace: a client started inside it runs on the view's
     // libraries, and `umount --wait` would wait for itself.
     int unmounted = sh(u.cli + " umount --wait --state " + shell_word(state) + " > /dev/null");
@@ -792,7 +797,7 @@ void section_switch(Results& results, const Options& o, const fs::path& work,
     {
       fs::path lv = work / "sw-livefs";
       fs::create_directories(lv);
-      LiveMount live(booted, lv, store);
+      LiveMount live(booted, lv, store, true);
       must(read_str(lv / probe_rel) == numbered("old ", n - 1), "livefs old content");
       auto t = Clock::now();
       std::vector<store::Entry> layer(staged.begin(), staged.begin() + n);
