@@ -4,6 +4,8 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <system_error>
+
 #include "common/log.h"
 
 namespace livefs::overlay {
@@ -30,17 +32,26 @@ Prefetcher::~Prefetcher() { stop(); }
 void Prefetcher::listed(const std::shared_ptr<const View>& view, std::string_view dir_path,
                         const std::vector<DirEntry>& listing) {
   if (threads_.empty() || options_.depth == 0) return;
-  std::lock_guard lock(mutex_);
-  queue_locked(view, dir_path, listing, options_.depth);
+  try {
+    std::lock_guard lock(mutex_);
+    queue_locked(view, dir_path, listing, options_.depth);
+  } catch (...) {
+    // Out of memory: the listing is served all the same, without read-ahead.
+  }
 }
 
 void Prefetcher::queue_locked(const std::shared_ptr<const View>& view, std::string_view dir_path,
                               const std::vector<DirEntry>& listing, unsigned depth) {
   if (stopping_) return;
   // Pushed to the front last name first, so that the first name ends up in front: a walk
-  // visits them in listing order, after whatever it found below the previous ones.
+  // visits them in listing order, after whatever it found below the previous ones. Only the
+  // first max_queued subdirectories: the others would be pushed out at once (a directory of
+  // many thousands costs no more here than one of max_queued).
+  auto end = listing.begin();
+  for (size_t dirs = 0; end != listing.end() && dirs < options_.max_queued; ++end)
+    if (end->type == S_IFDIR) ++dirs;
   bool added = false;
-  for (auto it = listing.rbegin(); it != listing.rend(); ++it) {
+  for (auto it = std::make_reverse_iterator(end); it != listing.rend(); ++it) {
     if (it->type != S_IFDIR) continue;
     std::string path = join_path(dir_path, it->name);
     if (!queued_paths_.insert(path).second) continue;

@@ -173,27 +173,44 @@ TEST_F(PrefetchTest, DepthTwoReadsTheSubdirectoriesOfSubdirectories) {
 }
 
 TEST_F(PrefetchTest, TheQueueIsBoundedAndKeepsTheDirectoriesNeededFirst) {
-  // More subdirectories than the bound: the first eight in listing order are read ahead (a
-  // walk visits them first), the others are dropped, never read.
+  // More subdirectories than the bound: the first eight in listing order are taken (a walk
+  // visits them first), the others are never read.
   make_tree(50, 1);
   auto v = view();
   v->set_listing_cache_limit(1 << 20);
-  Prefetcher p({.threads = 1, .max_queued = 8, .depth = 1});
+  Gate entered, release;
+  Prefetcher p(
+      {.threads = 1, .max_queued = 8, .depth = 1, .before_job = hold_first_job(entered, release)});
   auto listing = root_listing(*v);
+  std::vector<std::string> names;
+  for (const DirEntry& e : *listing) names.push_back(e.name);
   p.listed(v, "", *listing);
-  Prefetcher::Stats queued = p.stats();
-  EXPECT_EQ(queued.queued, 50u);
-  EXPECT_EQ(queued.dropped, 42u);
+  EXPECT_EQ(p.stats().queued, 8u);
+  ASSERT_TRUE(entered.wait());  // the worker holds names[0]; names[1..7] wait
+
+  // Two listings deeper in the walk: their subdirectories are needed sooner, so they go in
+  // front, and the one queued longest ago (names[7]) is pushed out.
+  auto listing_of = [&](const std::string& path) {
+    auto dir = v->resolve(path);
+    EXPECT_TRUE(dir);
+    return *v->list(*dir);
+  };
+  p.listed(v, names[10], listing_of(names[10]));
+  p.listed(v, names[11], listing_of(names[11]));
+  EXPECT_EQ(p.stats().queued, 10u);
+  EXPECT_EQ(p.stats().dropped, 1u);
+  release.open();
   p.wait_idle();
-  EXPECT_EQ(p.stats().prefetched, 8u);
-  for (size_t i = 0; i < listing->size(); ++i) {
-    const std::string& name = (*listing)[i].name;
-    EXPECT_EQ(v->cached_listing(name) != nullptr, i < 8) << name << " at " << i;
-  }
-  // Listed again: the eight read ahead are found in the View's cache and not read again.
+  EXPECT_EQ(p.stats().prefetched, 9u);
+  for (size_t i = 0; i < names.size(); ++i)
+    EXPECT_EQ(v->cached_listing(names[i]) != nullptr, i < 7) << names[i] << " at " << i;
+  EXPECT_TRUE(v->cached_listing(names[10] + "/s"));
+  EXPECT_TRUE(v->cached_listing(names[11] + "/s"));
+
+  // Listed again: the ones read ahead are found in the View's cache and not read again.
   p.listed(v, "", *listing);
   p.wait_idle();
-  EXPECT_EQ(p.stats().prefetched, 8u);
+  EXPECT_EQ(p.stats().prefetched, 10u);  // names[7] only
 }
 
 TEST_F(PrefetchTest, StopDropsQueuedWorkAndEndsTheRunningJob) {
