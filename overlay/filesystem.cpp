@@ -228,6 +228,7 @@ Result<DirHandle> open_listing(Filesystem& fs, const Node& node, bool with_paren
   auto entries = view->cached_list(dir);
   if (!entries) return std::unexpected(entries.error());
   DirHandle handle{dir.path, dir.st.st_ino, dir.st.st_ino, std::move(*entries)};
+  if (with_parent) fs.prefetcher().listed(view, dir.path, *handle.entries);  // first chunk
   if (with_parent && !dir.path.empty()) {
     auto parent = view->resolve(parent_of(dir.path));
     if (parent) handle.parent_ino = parent->st.st_ino;
@@ -608,7 +609,10 @@ void install_wake_handler() {
 
 Filesystem::Filesystem(const MountOptions& options, std::shared_ptr<const View> initial,
                        Resolved root)
-    : options_(options), view_(std::move(initial)), nodes_(std::move(root)) {}
+    : options_(options),
+      view_(std::move(initial)),
+      nodes_(std::move(root)),
+      prefetch_(options.prefetch) {}
 
 Result<std::unique_ptr<Filesystem>> Filesystem::mount(const MountOptions& options,
                                                       std::shared_ptr<const View> initial) {

@@ -15,6 +15,7 @@
 
 #include "common/error.h"
 #include "overlay/node_table.h"
+#include "overlay/prefetch.h"
 #include "overlay/view.h"
 
 struct fuse_session;
@@ -33,6 +34,7 @@ struct MountOptions {
   // the backing file's page cache. Costs one OPEN round trip per open; false serves reads
   // through the daemon and lets the kernel skip opens (no-open support).
   bool passthrough = true;
+  Prefetcher::Options prefetch{};  // read-ahead of listings and attributes (cold walks)
 };
 
 // How file contents are served: what was negotiated with the kernel, and what happened.
@@ -137,6 +139,7 @@ class Filesystem {
   bool backing_stacked() const { return backing_stacked_; }
   void count_backing_file() { backing_files_.fetch_add(1, std::memory_order_relaxed); }
   void count_fallback() { fallbacks_.fetch_add(1, std::memory_order_relaxed); }
+  Prefetcher& prefetcher() { return prefetch_; }
 
  private:
   Filesystem(const MountOptions& options, std::shared_ptr<const View> initial, Resolved root);
@@ -183,6 +186,9 @@ class Filesystem {
   bool serving_ = false;
   pthread_t serve_thread_{};
   std::condition_variable serve_done_;
+
+  // Last: stopped (its threads joined) before anything else goes.
+  Prefetcher prefetch_;
 };
 
 }  // namespace livefs::overlay

@@ -402,6 +402,12 @@ Result<std::shared_ptr<const std::vector<DirEntry>>> View::cached_list(const Res
   return it->second.entries;
 }
 
+std::shared_ptr<const std::vector<DirEntry>> View::cached_listing(std::string_view path) const {
+  std::lock_guard lock(listings_mutex_);
+  auto it = listings_.find(std::string(path));
+  return it == listings_.end() ? nullptr : it->second.entries;
+}
+
 size_t View::cached_listing_entries() const {
   std::lock_guard lock(listings_mutex_);
   return listed_entries_;

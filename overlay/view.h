@@ -114,6 +114,9 @@ class View {
   // kernel caches them meanwhile).
   Result<std::shared_ptr<const std::vector<DirEntry>>> cached_list(const Resolved& dir) const;
   static constexpr size_t kListingCacheEntries = 1 << 15;
+  // The cached listing of the directory at `path`, or null: never reads the disk, and does
+  // not count as a use (read-ahead asks before it reads a directory).
+  std::shared_ptr<const std::vector<DirEntry>> cached_listing(std::string_view path) const;
   // Names held by the listing cache, and its bound (tests use a small one).
   size_t cached_listing_entries() const;
   void set_listing_cache_limit(size_t names) const;
