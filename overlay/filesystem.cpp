@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/statfs.h>
@@ -31,6 +32,15 @@ namespace {
 constexpr double kTimeout = 86400.0;  // a day: nothing served changes behind our back
 // fuse_file_info::fh of an open served by passthrough: the daemon holds no descriptor for it.
 constexpr uint64_t kNoFh = UINT64_MAX;
+
+// FUSE_DEV_IOC_BACKING_OPEN of <linux/fuse.h> (Linux 6.9; Debian 12's headers are older):
+// registers a backing file with the connection and returns its id.
+struct BackingMap {
+  int32_t fd;
+  uint32_t flags;
+  uint64_t padding;
+};
+constexpr unsigned long kBackingOpen = _IOW(229, 1, BackingMap);
 
 Filesystem& fs_of(fuse_req_t req) { return *static_cast<Filesystem*>(fuse_req_userdata(req)); }
 
@@ -374,12 +384,18 @@ int backing_id_for(fuse_req_t req, Filesystem& fs, const Node& node, Status& err
     error = std::unexpected(fd.error());
     return 0;
   }
-  int id = fuse_passthrough_open(req, fd->get());
+  // The ioctl itself rather than fuse_passthrough_open, which logs every failure to stderr
+  // (and may lose errno doing so).
+  BackingMap map{.fd = fd->get(), .flags = 0, .padding = 0};
+  int id = ::ioctl(fs.device_fd(), kBackingOpen, &map);
   if (id <= 0) {
-    int e = errno;
+    int e = id < 0 ? errno : EIO;
     // This node is served through the daemon for good: the kernel refuses a passthrough
     // open of an inode that has a caching one (EIO), so a later retry could fail opens.
-    (void)node.adopt_backing_id(-1);
+    // Unless another open registered one meanwhile: then that one is the inode's.
+    if (!node.adopt_backing_id(-1)) {
+      if (int other = node.backing_id(); other > 0) return other;
+    }
     static std::atomic<int> logged_errno{0};
     if (logged_errno.exchange(e) != e) {
       logger("overlay")->warn(
@@ -387,10 +403,22 @@ int backing_id_for(fuse_req_t req, Filesystem& fs, const Node& node, Status& err
           "through the daemon",
           std::string(node.path()), strerror(e));
     }
+    // Refused for the whole connection (no CAP_SYS_ADMIN in the initial user namespace,
+    // e.g. in a container): stop trying, and let the kernel skip opens from now on, as
+    // without passthrough (only while no backing file was ever registered: no inode is
+    // in passthrough mode then).
+    if (e == EPERM && fs.file_io().backing_files == 0) {
+      fs.set_passthrough(false,
+                         "the kernel refused backing files (EPERM: the daemon needs "
+                         "CAP_SYS_ADMIN in the initial user namespace)");
+      fs.set_no_open(true);
+    }
     return 0;
   }
-  fs.count_backing_file();
-  if (node.adopt_backing_id(id)) return id;
+  if (node.adopt_backing_id(id)) {
+    fs.count_backing_file();
+    return id;
+  }
   release_backing(req, id);  // another open of this node registered one first
   return std::max(node.backing_id(), 0);
 #else
@@ -694,6 +722,8 @@ void Filesystem::set_passthrough(bool on, std::string why_not) {
       "file contents: {}",
       on ? "FUSE passthrough" : "through the daemon, no passthrough: " + why_no_passthrough_);
 }
+
+int Filesystem::device_fd() const { return fuse_session_fd(session_); }
 
 FileIo Filesystem::file_io() const {
   FileIo io;

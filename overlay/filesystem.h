@@ -131,6 +131,8 @@ class Filesystem {
   bool no_open() const { return no_open_; }
   void set_no_open(bool on) { no_open_ = on; }
   const MountOptions& options() const { return options_; }
+  // The connection's /dev/fuse descriptor (passthrough registers backing files on it).
+  int device_fd() const;
   // Set at init when the kernel accepted FUSE passthrough.
   bool passthrough() const { return passthrough_; }
   void set_passthrough(bool on, std::string why_not);

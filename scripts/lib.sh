@@ -60,27 +60,40 @@ livefs_fuse3() {
   echo "building libfuse from Debian's $LIVEFS_FUSE3_SUITE source package (passthrough needs >= $LIVEFS_FUSE3_MIN)" >&2
   rm -rf "$dir"
   mkdir -p "$dir/apt/lists/partial" "$dir/apt/cache/archives/partial" "$dir/download"
-  # The archive the machine's apt already uses (first deb822 URIs or one-line entry), with a
-  # private sources list, lists and cache: the machine's apt configuration is not touched.
-  local uri
-  uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
-    awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}')
-  [ -n "$uri" ] || uri=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' \
-    /etc/apt/sources.list 2>/dev/null | head -n1)
-  [ -n "$uri" ] || uri=http://deb.debian.org/debian
-  echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $LIVEFS_FUSE3_SUITE main" \
-    >"$dir/apt/sources.list"
+  # The Debian archive the machine's apt already uses (a mirror, a proxy), then Debian's
+  # own, each through a private sources list, lists and cache: the machine's apt
+  # configuration is not touched; apt checks the files against the signed index.
+  local uris uri built=0
+  uris=$( (cat /etc/apt/sources.list.d/*.sources 2>/dev/null || true) | awk '
+      /^$/ { if (keyring && uri != "") print uri; uri = ""; keyring = 0 }
+      /^URIs:/ && $2 !~ /security/ { uri = $2 }
+      /^Signed-By:.*debian-archive-keyring/ { keyring = 1 }
+      END { if (keyring && uri != "") print uri }'
+    awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++)
+      if ($i ~ /^[a-z]+:\/\//) { print $i; break } }' /etc/apt/sources.list 2>/dev/null || true
+    echo http://deb.debian.org/debian)
   local apt=(apt-get -q -o "Dir::Etc::SourceList=$dir/apt/sources.list"
     -o Dir::Etc::SourceParts=/dev/null -o "Dir::State::Lists=$dir/apt/lists"
     -o "Dir::Cache=$dir/apt/cache" -o APT::Get::List-Cleanup=0 -o APT::Sandbox::User=root)
-  "${apt[@]}" update >&2 &&
-    (cd "$dir/download" && "${apt[@]}" source --download-only fuse3 >&2) &&
+  for uri in $(printf '%s\n' "$uris" | awk '!seen[$0]++'); do
+    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $LIVEFS_FUSE3_SUITE main" \
+      >"$dir/apt/sources.list"
+    rm -f "$dir"/download/*
+    if "${apt[@]}" update >&2 &&
+      (cd "$dir/download" && "${apt[@]}" source --download-only fuse3 >&2); then
+      built=1
+      break
+    fi
+    echo "($uri has no $LIVEFS_FUSE3_SUITE source of fuse3; trying the next archive)" >&2
+  done
+  [ "$built" = 1 ] &&
     dpkg-source -x "$dir"/download/fuse3_*.dsc "$dir/src" >&2 &&
     meson setup "$dir/build" "$dir/src" --prefix="$dir/prefix" --libdir=lib "${meson_args[@]}" \
       -Dudevrulesdir="$dir/prefix/udev" -Dinitscriptdir= >&2 &&
     ninja -C "$dir/build" >&2 && meson install -C "$dir/build" >&2 &&
+    PKG_CONFIG_PATH=$dir/prefix/lib/pkgconfig pkg-config --atleast-version="$LIVEFS_FUSE3_MIN" fuse3 &&
     echo "$recipe" >"$dir/recipe" || {
-    echo "error: could not build libfuse from the $LIVEFS_FUSE3_SUITE source package (see above);" \
+    echo "error: could not build libfuse >= $LIVEFS_FUSE3_MIN from the $LIVEFS_FUSE3_SUITE source package (see above);" \
       "LIVEFS_SYSTEM_FUSE3=1 builds against the system's libfuse, without passthrough" >&2
     return 1
   }
