@@ -30,9 +30,6 @@ namespace livefs::overlay {
 namespace {
 
 constexpr double kTimeout = 86400.0;  // a day: nothing served changes behind our back
-// fuse_file_info::fh of an open served by passthrough: the daemon holds no descriptor for it.
-constexpr uint64_t kNoFh = UINT64_MAX;
-
 // FUSE_DEV_IOC_BACKING_OPEN of <linux/fuse.h> (Linux 6.9; Debian 12's headers are older):
 // registers a backing file with the connection and returns its id.
 struct BackingMap {
@@ -428,8 +425,9 @@ int backing_id_for(fuse_req_t req, Filesystem& fs, const Node& node, Status& err
 }
 
 // Valid replies: fuse_reply_open, fuse_reply_err. With passthrough, the reply names the
-// node's backing file and fh is kNoFh; otherwise fh is a backing descriptor (a booted file
-// or a store object) of this open, read by splicing.
+// node's backing file. Otherwise reads are spliced from the node's backing descriptor, as
+// without opens: an open owns no descriptor (a RELEASE the kernel drops when the connection
+// ends would leak it, and keep whatever it is on busy).
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "open", ino, [&] {
     Filesystem& fs = fs_of(req);
@@ -451,17 +449,20 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 #ifdef FUSE_CAP_PASSTHROUGH
         fi->backing_id = id;
 #endif
-        fi->fh = kNoFh;
         fuse_reply_open(req, fi);
         return;
       }
       fs.count_fallback();
     }
-    auto fd = fs.current()->open(node->snapshot());
-    if (!fd) return reply_error(req, "open", ino, fd.error());
+    // Opened here, so that a corrupt object fails the open (as it fails a passthrough one);
+    // kept in the node for the reads when there is room.
+    if (node->backing_fd() < 0) {
+      auto fd = fs.current()->open(node->snapshot());
+      if (!fd) return reply_error(req, "open", ino, fd.error());
+      if (node->adopt_backing_fd(fd->get()) >= 0) (void)fd->release();
+    }
     fi->keep_cache = 1;
-    fi->fh = static_cast<uint64_t>(fd->release());
-    if (fuse_reply_open(req, fi) != 0) ::close(static_cast<int>(fi->fh));
+    fuse_reply_open(req, fi);
   });
 }
 
@@ -473,13 +474,11 @@ void reply_spliced(fuse_req_t req, int fd, size_t size, off_t off) {
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
-// Valid replies: fuse_reply_data (spliced from the descriptor), fuse_reply_err. Without
-// opens (no-open support), the descriptor is the node's cached one; so it is for a
-// passthrough open, whose reads the kernel does itself (this is only a safety net).
-void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+// Valid replies: fuse_reply_data (spliced from the descriptor), fuse_reply_err. The
+// descriptor is the node's cached one, opened by the first open or read (a passthrough
+// open's reads the kernel does itself).
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   Filesystem& fs = fs_of(req);
-  if (!fs.no_open() && fi != nullptr && fi->fh != kNoFh)
-    return reply_spliced(req, static_cast<int>(fi->fh), size, off);
   guarded(req, "read", ino, [&] {
     auto node = fs.nodes().get(ino);  // held until the reply is sent: the fd stays open
     if (!node) return reply_error(req, "read", ino, make_error(ESTALE, "unknown node"));
@@ -492,11 +491,6 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
     }
     reply_spliced(req, opened->get(), size, off);  // over the cache's limit: this read's own
   });
-}
-
-void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  if (fi->fh != kNoFh) ::close(static_cast<int>(fi->fh));
-  fuse_reply_err(req, 0);
 }
 
 void op_statfs(fuse_req_t req, fuse_ino_t ino) {
@@ -591,7 +585,6 @@ fuse_lowlevel_ops make_ops() {
   ops.open = op_open;
   ops.read = op_read;
   ops.write = op_write;
-  ops.release = op_release;
   ops.opendir = op_opendir;
   ops.readdir = op_readdir;
   ops.releasedir = op_releasedir;
