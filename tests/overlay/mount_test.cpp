@@ -32,6 +32,7 @@
 #include "host/mount_users.h"
 #include "overlay/filesystem.h"
 #include "store/import.h"
+#include "support/served_view.h"
 #include "support/temp_dir.h"
 
 namespace livefs::overlay {
@@ -630,28 +631,6 @@ TEST_F(MountTest, PassthroughOpenFilesKeepTheirContentAcrossASwitch) {
   EXPECT_EQ(fs_->file_io().backing_files, 2u);
 }
 
-// A view in this process of `booted`, at `mnt`, served until destroyed.
-struct ServedView {
-  std::unique_ptr<Filesystem> fs;
-  std::thread server;
-  ServedView(const fs::path& booted, const fs::path& mnt,
-             std::shared_ptr<store::ObjectStore> store) {
-    UniqueFd fd(::open(booted.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    EXPECT_TRUE(fd);
-    auto view = View::create(std::move(fd), std::move(store), *store::Tree::build({}), 0);
-    auto mounted = Filesystem::mount({.mountpoint = mnt}, view);
-    EXPECT_TRUE(mounted) << mounted.error().message();
-    if (!mounted) return;
-    fs = std::move(*mounted);
-    server = std::thread([this] { (void)fs->serve(); });
-  }
-  ~ServedView() {
-    if (!fs) return;
-    fs->abort();
-    server.join();
-  }
-};
-
 // The kernel stacks two file systems at most. A view of a booted tree on overlayfs takes
 // the second level for its backing files (and gets passthrough); a view of that view finds
 // its backing files at the limit, and the kernel refuses them: its files are served through
@@ -664,15 +643,16 @@ TEST_F(MountTest, BackingFilesTooDeepAreServedThroughTheDaemon) {
   ASSERT_EQ(::mount("overlay", on_overlay.c_str(), "overlay", MS_RDONLY, options.c_str()), 0)
       << strerror(errno);
   {
-    ServedView over_overlay(on_overlay, first, store_);
-    ServedView over_view(first, second, store_);
-    ASSERT_TRUE(over_overlay.fs && over_view.fs);
+    testing::ServedView over_overlay(on_overlay, store_, empty_layer(), first);
+    ASSERT_TRUE(over_overlay.ok()) << over_overlay.error();
+    testing::ServedView over_view(first, store_, empty_layer(), second);
+    ASSERT_TRUE(over_view.ok()) << over_view.error();
     for (int i = 0; i < 2; ++i) {
       EXPECT_EQ(read_file(second / "bin/tool"), "old tool\n");
       EXPECT_EQ(read_file(second / "etc/conf"), "conf\n");
     }
     if (kLibfuseHasPassthrough) {
-      FileIo upper = over_view.fs->file_io(), lower = over_overlay.fs->file_io();
+      FileIo upper = over_view.fs().file_io(), lower = over_overlay.fs().file_io();
       EXPECT_TRUE(lower.passthrough) << lower.why_not;
       EXPECT_EQ(lower.fallbacks, 0u);
       EXPECT_GE(lower.backing_files, 2u);

@@ -13,48 +13,16 @@
 #include "overlay/view.h"
 #include "store/object_store.h"
 #include "store/tree.h"
+#include "support/served_view.h"
 #include "support/temp_dir.h"
 
 namespace livefs::store {
 namespace {
 
+using livefs::testing::ServedView;
 using livefs::testing::TempDir;
 using livefs::testing::write_file;
 namespace fs = std::filesystem;
-
-// Serves `booted` with `layer` at `mnt` until destroyed.
-class Mounted {
- public:
-  Mounted(const fs::path& booted, std::shared_ptr<const ObjectStore> store, Tree layer,
-          const fs::path& mnt)
-      : mnt_(mnt) {
-    UniqueFd fd(::open(booted.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    auto view = overlay::View::create(std::move(fd), std::move(store), std::move(layer), 0);
-    auto mounted = overlay::Filesystem::mount({.mountpoint = mnt}, view);
-    if (!mounted) {
-      error_ = mounted.error().message();
-      return;
-    }
-    fs_ = std::move(*mounted);
-    server_ = std::thread([this] { (void)fs_->serve(); });
-  }
-  ~Mounted() {
-    if (fs_) {
-      fs_->stop();
-      if (server_.joinable()) server_.join();
-      fs_.reset();
-    }
-    ::umount2(mnt_.c_str(), MNT_DETACH);
-  }
-  bool ok() const { return fs_ != nullptr; }
-  const std::string& error() const { return error_; }
-
- private:
-  fs::path mnt_;
-  std::unique_ptr<overlay::Filesystem> fs_;
-  std::thread server_;
-  std::string error_;
-};
 
 // Reads `path` whole with read(2); the errno of the first failure, or 0.
 int read_all(const fs::path& path, std::string& out) {
@@ -117,7 +85,7 @@ TEST(CorruptObjectMount, IsEioNotTheWrongBytesAndAPutRepairsIt) {
   fs::path mnt = tmp / "mnt";
   fs::create_directories(mnt);
   {
-    Mounted m(booted, store, *layer, mnt);
+    ServedView m(booted, store, *layer, mnt);
     ASSERT_TRUE(m.ok()) << m.error();
     std::string got;
     EXPECT_EQ(read_all(mnt / "bin/tool", got), EIO) << "served as: " << got;
@@ -137,7 +105,7 @@ TEST(CorruptObjectMount, IsEioNotTheWrongBytesAndAPutRepairsIt) {
   auto repaired = ObjectStore::open(tmp / "store");
   ASSERT_TRUE(repaired);
   {
-    Mounted m(booted, std::make_shared<ObjectStore>(std::move(*repaired)), *layer, mnt);
+    ServedView m(booted, std::make_shared<ObjectStore>(std::move(*repaired)), *layer, mnt);
     ASSERT_TRUE(m.ok()) << m.error();
     std::string got;
     EXPECT_EQ(read_all(mnt / "bin/tool", got), 0);
