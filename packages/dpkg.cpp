@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdlib>
 #include <mutex>
 #include <unordered_map>
 
@@ -84,6 +85,7 @@ struct Package {
   PackageInfo info;  // info.name is the id (name or name:arch)
   std::string name;  // the bare package name
   std::string multi_arch;
+  std::string depends, pre_depends, provides;  // as in the status file, parsed on demand
 };
 
 class DpkgDb final : public PackageDb {
@@ -149,6 +151,38 @@ class DpkgDb final : public PackageDb {
     }
     return out;  // packages_ is sorted and indices were added in order
   }
+
+  Result<Dependencies> dependencies(std::string_view name) const override {
+    auto index = lookup(name);
+    if (!index) return fail(ENOENT, unknown_package(name));
+    const Package& p = packages_[*index];
+    Dependencies deps;
+    deps.multi_arch = p.multi_arch;
+    for (const auto& [field, text] :
+         {std::pair<std::string_view, const std::string*>{"Pre-Depends", &p.pre_depends},
+          {"Depends", &p.depends}}) {
+      auto parsed = parse_relations(*text, p.info.name + " " + std::string(field));
+      if (!parsed) return std::unexpected(parsed.error());
+      for (Requirement& r : *parsed) deps.requirements.push_back(std::move(r));
+    }
+    auto provided = parse_relations(p.provides, p.info.name + " Provides");
+    if (!provided) return std::unexpected(provided.error());
+    for (Requirement& r : *provided) {
+      // A provide is one name, at most "(= version)".
+      if (r.size() != 1 || (r[0].op != VersionOp::any && r[0].op != VersionOp::eq)) {
+        return fail(EBADMSG, p.info.name + " Provides: '" + requirement_text(r) +
+                                 "' is not a name with at most an exact version");
+      }
+      deps.provides.push_back(std::move(r[0]));
+    }
+    return deps;
+  }
+
+  int compare_versions(std::string_view a, std::string_view b) const override {
+    return dpkg::compare_versions(a, b);
+  }
+
+  std::string native_arch() const override { return native_arch_; }
 
  private:
   std::optional<size_t> lookup(std::string_view name) const {
@@ -350,6 +384,15 @@ Result<std::vector<StatusEntry>> parse_status(std::string_view text, std::string
     } else if (iequals(field, "Multi-Arch")) {
       current.multi_arch = std::move(value);
       last_value = &current.multi_arch;
+    } else if (iequals(field, "Depends")) {
+      current.depends = std::move(value);
+      last_value = &current.depends;
+    } else if (iequals(field, "Pre-Depends")) {
+      current.pre_depends = std::move(value);
+      last_value = &current.pre_depends;
+    } else if (iequals(field, "Provides")) {
+      current.provides = std::move(value);
+      last_value = &current.provides;
     }
   }
   if (auto done = finish(); !done) return std::unexpected(done.error());
@@ -373,6 +416,157 @@ Result<std::vector<Diversion>> parse_diversions(std::string_view text, std::stri
         Diversion{std::string(lines[i]), std::string(lines[i + 1]), std::string(lines[i + 2])});
   }
   return diversions;
+}
+
+Result<std::vector<Requirement>> parse_relations(std::string_view field, std::string_view what) {
+  std::vector<Requirement> out;
+  auto bad = [&](std::string_view element, const std::string& why) {
+    return fail(EBADMSG, std::string(what) + ": '" + shorten(trim(element)) + "': " + why);
+  };
+  auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  auto name_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '+' || c == '-' || c == '.' ||
+           c == '_';
+  };
+  while (!field.empty()) {
+    size_t comma = field.find(',');
+    std::string_view element = field.substr(0, comma);
+    field = comma == std::string_view::npos ? std::string_view() : field.substr(comma + 1);
+    if (trim(element).empty()) {
+      // "a, , b" and a trailing comma are tolerated, as dpkg does for the last one.
+      continue;
+    }
+    Requirement requirement;
+    while (true) {
+      size_t bar = element.find('|');
+      std::string_view text = element.substr(0, bar);
+      size_t i = 0;
+      auto skip_space = [&] {
+        while (i < text.size() && is_space(text[i])) ++i;
+      };
+      skip_space();
+      Relation r;
+      size_t start = i;
+      while (i < text.size() && name_char(text[i])) ++i;
+      r.name = std::string(text.substr(start, i - start));
+      if (r.name.empty()) return bad(text, "expected a package name");
+      if (i < text.size() && text[i] == ':') {
+        size_t arch_start = ++i;
+        while (i < text.size() && name_char(text[i])) ++i;
+        r.arch = std::string(text.substr(arch_start, i - arch_start));
+        if (r.arch.empty()) return bad(text, "expected an architecture after ':'");
+      }
+      skip_space();
+      if (i < text.size() && text[i] == '(') {
+        ++i;
+        skip_space();
+        size_t op_start = i;
+        while (i < text.size() && (text[i] == '<' || text[i] == '>' || text[i] == '=')) ++i;
+        std::string_view op = text.substr(op_start, i - op_start);
+        if (op == "<<") {
+          r.op = VersionOp::lt;
+        } else if (op == "<=" || op == "<") {
+          r.op = VersionOp::le;
+        } else if (op == "=") {
+          r.op = VersionOp::eq;
+        } else if (op == ">=" || op == ">") {
+          r.op = VersionOp::ge;
+        } else if (op == ">>") {
+          r.op = VersionOp::gt;
+        } else {
+          return bad(text, "expected one of << <= = >= >> in the version constraint");
+        }
+        skip_space();
+        size_t version_start = i;
+        while (i < text.size() && text[i] != ')' && !is_space(text[i])) ++i;
+        r.version = std::string(text.substr(version_start, i - version_start));
+        skip_space();
+        if (r.version.empty() || i >= text.size() || text[i] != ')') {
+          return bad(text, "expected '(OP VERSION)'");
+        }
+        ++i;
+        skip_space();
+      }
+      if (i != text.size()) return bad(text, "unexpected text after the relation");
+      requirement.push_back(std::move(r));
+      if (bar == std::string_view::npos) break;
+      element = element.substr(bar + 1);
+    }
+    out.push_back(std::move(requirement));
+  }
+  return out;
+}
+
+namespace {
+
+// dpkg's weight of a character in a non-digit run: the end and digits 0, "~" below them,
+// letters by their code, everything else after all letters.
+int version_order(char c) {
+  if (std::isdigit(static_cast<unsigned char>(c))) return 0;
+  if (std::isalpha(static_cast<unsigned char>(c))) return static_cast<unsigned char>(c);
+  if (c == '~') return -1;
+  return static_cast<unsigned char>(c) + 256;
+}
+
+int compare_fragment(std::string_view a, std::string_view b) {
+  size_t i = 0, j = 0;
+  auto is_digit = [](char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; };
+  while (i < a.size() || j < b.size()) {
+    while ((i < a.size() && !is_digit(a[i])) || (j < b.size() && !is_digit(b[j]))) {
+      int ca = i < a.size() ? version_order(a[i]) : 0;
+      int cb = j < b.size() ? version_order(b[j]) : 0;
+      if (ca != cb) return ca < cb ? -1 : 1;
+      ++i;
+      ++j;
+    }
+    while (i < a.size() && a[i] == '0') ++i;
+    while (j < b.size() && b[j] == '0') ++j;
+    size_t da = i, db = j;
+    while (da < a.size() && is_digit(a[da])) ++da;
+    while (db < b.size() && is_digit(b[db])) ++db;
+    // Without leading zeros, the longer run is the larger number; equal lengths compare as
+    // text.
+    if (da - i != db - j) return da - i < db - j ? -1 : 1;
+    if (int c = a.substr(i, da - i).compare(b.substr(j, db - j)); c != 0) return c < 0 ? -1 : 1;
+    i = da;
+    j = db;
+  }
+  return 0;
+}
+
+struct DebianVersion {
+  unsigned long long epoch = 0;
+  std::string_view upstream, revision;
+};
+
+DebianVersion split_version(std::string_view v) {
+  DebianVersion out;
+  v = trim(v);
+  if (size_t colon = v.find(':'); colon != std::string_view::npos) {
+    bool digits = colon > 0;
+    for (char c : v.substr(0, colon))
+      digits = digits && std::isdigit(static_cast<unsigned char>(c));
+    if (digits) {
+      // An epoch beyond what fits sorts as the largest (such a version is not valid anyway).
+      errno = 0;
+      out.epoch = std::strtoull(std::string(v.substr(0, colon)).c_str(), nullptr, 10);
+      if (errno == ERANGE) out.epoch = ~0ull;
+    }
+    v = v.substr(colon + 1);
+  }
+  size_t dash = v.rfind('-');
+  out.upstream = v.substr(0, dash);
+  if (dash != std::string_view::npos) out.revision = v.substr(dash + 1);
+  return out;
+}
+
+}  // namespace
+
+int compare_versions(std::string_view a, std::string_view b) {
+  DebianVersion va = split_version(a), vb = split_version(b);
+  if (va.epoch != vb.epoch) return va.epoch < vb.epoch ? -1 : 1;
+  if (int c = compare_fragment(va.upstream, vb.upstream); c != 0) return c;
+  return compare_fragment(va.revision, vb.revision);
 }
 
 bool is_installed(std::string_view status) {
@@ -415,6 +609,9 @@ Result<std::unique_ptr<PackageDb>> open(const TreeReader& tree,
     p.name = std::move(entry.package);
     p.info = PackageInfo{p.name, std::move(entry.version), std::move(entry.architecture)};
     p.multi_arch = std::move(entry.multi_arch);
+    p.depends = std::move(entry.depends);
+    p.pre_depends = std::move(entry.pre_depends);
+    p.provides = std::move(entry.provides);
     packages.push_back(std::move(p));
   }
   std::sort(packages.begin(), packages.end(), [](const Package& a, const Package& b) {

@@ -21,6 +21,10 @@ struct StatusEntry {
   std::string architecture;
   std::string multi_arch;  // "same", "foreign", "allowed" or ""
   std::string status;      // "install ok installed"
+  // Relation fields as written (continuation lines joined): parse_relations reads them.
+  std::string depends;
+  std::string pre_depends;
+  std::string provides;
 };
 
 // Parses a status file. EBADMSG naming `what` and the line for anything that is not
@@ -39,6 +43,16 @@ struct Diversion {
 // Parses a diversions file; EBADMSG naming `what` when it is not whole triples of two
 // absolute paths and a package.
 Result<std::vector<Diversion>> parse_diversions(std::string_view text, std::string_view what);
+
+// Parses a relation field (Depends, Pre-Depends, Provides): comma-separated requirements of
+// "|"-separated alternatives, each "name[:arch] [(op version)]". dpkg's obsolete "<" and ">"
+// mean "<=" and ">=". EBADMSG naming `what` and the bad element; "" parses to none.
+Result<std::vector<Requirement>> parse_relations(std::string_view field, std::string_view what);
+
+// Orders two Debian versions ("[epoch:]upstream[-revision]") as dpkg does: epochs
+// numerically, then upstream and revision by alternating non-digit runs (letters before
+// other characters, "~" before everything, even the end) and digit runs (numerically).
+int compare_versions(std::string_view a, std::string_view b);
 
 // Whether a Status value means the package's files are on disk and configured: the state
 // "installed", or one of the "triggers-*" states (configured, only waiting for a trigger to

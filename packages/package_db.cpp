@@ -106,3 +106,70 @@ std::vector<PackageChanges> group_by_package(const std::vector<std::string>& cha
 }
 
 }  // namespace livefs::packages
+
+namespace livefs::packages {
+
+std::vector<std::string> PackageDb::file_owners(std::string_view) const { return {}; }
+
+std::string constraint_text(VersionOp op, std::string_view version) {
+  const char* symbol = "";
+  switch (op) {
+    case VersionOp::any:
+      return "";
+    case VersionOp::lt:
+      symbol = "<<";
+      break;
+    case VersionOp::le:
+      symbol = "<=";
+      break;
+    case VersionOp::eq:
+      symbol = "=";
+      break;
+    case VersionOp::ge:
+      symbol = ">=";
+      break;
+    case VersionOp::gt:
+      symbol = ">>";
+      break;
+  }
+  return "(" + std::string(symbol) + " " + std::string(version) + ")";
+}
+
+std::string relation_text(const Relation& r) {
+  std::string text = r.name;
+  if (!r.arch.empty()) text += ":" + r.arch;
+  if (r.op != VersionOp::any) text += " " + constraint_text(r.op, r.version);
+  return text;
+}
+
+std::string requirement_text(const Requirement& r) {
+  std::string text;
+  for (const Relation& alternative : r) {
+    if (!text.empty()) text += " | ";
+    text += relation_text(alternative);
+  }
+  return text;
+}
+
+bool version_satisfies(const PackageDb& db, std::string_view version, VersionOp op,
+                       std::string_view required) {
+  if (op == VersionOp::any) return true;
+  int order = db.compare_versions(version, required);
+  switch (op) {
+    case VersionOp::lt:
+      return order < 0;
+    case VersionOp::le:
+      return order <= 0;
+    case VersionOp::eq:
+      return order == 0;
+    case VersionOp::ge:
+      return order >= 0;
+    case VersionOp::gt:
+      return order > 0;
+    case VersionOp::any:
+      break;
+  }
+  return true;
+}
+
+}  // namespace livefs::packages

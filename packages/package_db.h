@@ -1,8 +1,9 @@
 // The package database of an OS tree, behind one interface so `apply --package` and
-// `diff --by-package` do not care which package manager wrote it (dpkg today, RPM later),
-// and the grouping of changed paths by owning package.
+// `diff --by-package` do not care which package manager wrote it (dpkg or RPM),
+// and the grouping of changed paths by owning package. dpkg and RPM (librpm) implement it.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +24,41 @@ struct PackageInfo {
   auto operator<=>(const PackageInfo&) const = default;
 };
 
+// A version constraint of a dependency or a versioned provide.
+enum class VersionOp : uint8_t { any, lt, le, eq, ge, gt };
+
+// One name a requirement can be met by, or one thing a package provides.
+struct Relation {
+  // A package name or a virtual/capability name: "libapt-pkg6.0", "mail-transport-agent",
+  // RPM's "libfoo.so.1()(64bit)" or a file ("/bin/sh", RPM only).
+  std::string name;
+  // dpkg's architecture qualifier: "any", "native", an architecture, or "" (none).
+  std::string arch;
+  VersionOp op = VersionOp::any;
+  std::string version;  // "" with VersionOp::any
+  auto operator<=>(const Relation&) const = default;
+};
+
+// Met when any one alternative is (dpkg's "a | b"; an RPM requirement has one).
+using Requirement = std::vector<Relation>;
+
+struct Dependencies {
+  // What must be installed for the package to work: dpkg's Pre-Depends and Depends; RPM's
+  // Requires without rpmlib() features and without what the package provides itself.
+  std::vector<Requirement> requirements;
+  // What the package provides besides its own name (dpkg's Provides; RPM's Provides, which
+  // include sonames and config() entries). A Relation here has op eq or any.
+  std::vector<Relation> provides;
+  // dpkg's Multi-Arch ("same", "foreign", "allowed" or ""); "" for RPM.
+  std::string multi_arch;
+};
+
+// "(>= 2.6.2)" as written by dpkg; "" for VersionOp::any.
+std::string constraint_text(VersionOp op, std::string_view version);
+// "libapt-pkg6.0 (>= 2.6.2)", "a | b (<< 2)".
+std::string relation_text(const Relation& r);
+std::string requirement_text(const Requirement& r);
+
 // Paths are relative to the SERVED subdirectory ("usr": "bin/ls" is the OS tree's
 // usr/bin/ls). The lists name every directory a package ships, so directories such as "bin"
 // have many owners; match them exactly, never as prefixes of what they contain.
@@ -42,7 +78,22 @@ class PackageDb {
   // The packages owning a path (sorted names as in PackageInfo::name; empty: none). The
   // first call reads every file list; later calls are hash lookups.
   virtual std::vector<std::string> owners(std::string_view served_path) const = 0;
+
+  // The package's dependencies; ENOENT for an unknown package, EBADMSG naming the package
+  // and the field for a dependency field that does not parse.
+  virtual Result<Dependencies> dependencies(std::string_view name) const = 0;
+  // Orders two versions by this package manager's rules (<0, 0, >0).
+  virtual int compare_versions(std::string_view a, std::string_view b) const = 0;
+  // The packages owning a file by its absolute OS path ("/bin/sh"), for RPM's file
+  // requirements; {} where requirements never name files (dpkg).
+  virtual std::vector<std::string> file_owners(std::string_view absolute_path) const;
+  // The native architecture (dpkg's own; RPM: the rpm package's), "" when unknown.
+  virtual std::string native_arch() const = 0;
 };
+
+// Whether `version` meets `op required` by `db`'s ordering (always for VersionOp::any).
+bool version_satisfies(const PackageDb& db, std::string_view version, VersionOp op,
+                       std::string_view required);
 
 // Finds the tree's package database: dpkg's `status` under var/lib/dpkg, then under
 // usr/var/lib/dpkg (OSTree-based Debian keeps it in /usr). nullptr (not an error) when the
