@@ -208,6 +208,12 @@ int live_diff(const fs::path& state, bool as_json, bool by_package) {
       } else {
         std::printf("%s: %s -> %s\n", name.c_str(), from.c_str(), to.c_str());
       }
+      if (g.goes_with) {
+        std::string partners;
+        for (const auto& p : *g.goes_with) partners += (partners.empty() ? "" : ", ") + p;
+        std::printf("  needs, to go live: %s  (apply --package %s --with-deps)\n", partners.c_str(),
+                    name.c_str());
+      }
       for (const auto& path : g.paths) {
         auto it = by_path.find(path);
         const proto::Change* c = it == by_path.end() ? nullptr : it->second;
@@ -283,6 +289,7 @@ void register_live_commands(CLI::App& app, int& status) {
       std::vector<std::string> patterns;
       std::vector<std::string> packages;
       bool all = false, allow_replace = false, dry_run = false, json = false, etc = false;
+      bool with_deps = false, ignore_deps = false;
     };
     auto a = std::make_shared<ApplyArgs>();
     auto* cmd = app.add_subcommand("apply", "Make selected staged changes live");
@@ -291,6 +298,13 @@ void register_live_commands(CLI::App& app, int& status) {
     cmd->add_flag("--all", a->all, "Select every pending change");
     cmd->add_option("--package", a->packages,
                     "Select what the package owns in the staged tree (repeatable)");
+    auto* with_deps = cmd->add_flag(
+        "--with-deps", a->with_deps,
+        "With --package: also apply the pending packages their requirements need (else an "
+        "unmet requirement refuses the apply)");
+    cmd->add_flag("--ignore-deps", a->ignore_deps,
+                  "With --package: apply even when requirements are unmet (they are listed)")
+        ->excludes(with_deps);
     cmd->add_flag("--allow-replace", a->allow_replace, "Allow replacing or removing booted files");
     cmd->add_flag("--dry-run", a->dry_run, "Show what would be applied");
     cmd->add_flag("--etc", a->etc,
@@ -306,6 +320,8 @@ void register_live_commands(CLI::App& app, int& status) {
                                                                .allow_replace = a->allow_replace,
                                                                .dry_run = a->dry_run,
                                                                .etc = a->etc,
+                                                               .with_deps = a->with_deps,
+                                                               .ignore_deps = a->ignore_deps,
                                                            });
       if (!r) {
         status = kExitError;
@@ -334,6 +350,14 @@ void register_live_commands(CLI::App& app, int& status) {
           std::printf("applied generation %llu: %zu change%s\n",
                       static_cast<unsigned long long>(r->generation.value_or(0)), applied.size(),
                       applied.size() == 1 ? "" : "s");
+        }
+        if (r->added_packages) {
+          for (const auto& added : *r->added_packages)
+            std::printf("added package %s: %s\n", added.package.c_str(), added.because.c_str());
+        }
+        if (r->dependency_problems) {
+          for (const auto& problem : *r->dependency_problems)
+            std::printf("unmet (--ignore-deps): %s\n", problem.c_str());
         }
         if (!etc_only) print_changes(applied);
         if (r->etc) print_etc_merge(*r->etc);

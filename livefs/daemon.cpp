@@ -61,6 +61,7 @@
 #include "overlay/journal.h"
 #include "overlay/selection.h"
 #include "overlay/view.h"
+#include "packages/deps.h"
 #include "packages/package_db.h"
 #include "store/diff.h"
 #include "store/import.h"
@@ -713,11 +714,25 @@ class Daemon {
                                              (error.empty() ? "" : " (" + error + ")")));
           return;
         }
-        for (const auto& g : packages::group_by_package(paths, before, after)) {
-          groups.push_back({{"package", g.package},
-                            {"old_version", g.old_version},
-                            {"new_version", g.new_version},
-                            {"paths", g.paths}});
+        auto grouped = packages::group_by_package(paths, before, after);
+        // Which pending packages must go live together: a problem in the databases'
+        // dependency fields leaves the groups without it (and says so in the log).
+        std::map<std::string, std::vector<std::string>> goes_with;
+        auto resolver = packages::DependencyResolver::create(before, after, pending_names(grouped));
+        if (resolver) {
+          for (auto& [package, partners] : (*resolver)->must_go_together())
+            goes_with[package] = std::move(partners);
+        } else {
+          log()->warn("diff --by-package: dependencies: {}", resolver.error().message());
+        }
+        for (const auto& g : grouped) {
+          json group = {{"package", g.package},
+                        {"old_version", g.old_version},
+                        {"new_version", g.new_version},
+                        {"paths", g.paths}};
+          if (auto it = goes_with.find(g.package); it != goes_with.end())
+            group["goes_with"] = it->second;
+          groups.push_back(std::move(group));
         }
       });
       if (refused_reply) return *refused_reply;
@@ -750,9 +765,20 @@ class Daemon {
     }
     // --etc alone: a generation whose layer is the live one, with the /etc merge.
     bool etc_only = merge_etc && patterns.empty() && package_names.empty() && !options.all;
+    bool with_deps = request.value("with_deps", false);
+    bool ignore_deps = request.value("ignore_deps", false);
+    std::optional<packages::SelectionPlan> package_plan;
     if (!package_names.empty()) {
       if (!patterns.empty() || options.all)
         return refusal(make_error(EINVAL, "--package cannot be combined with paths or --all"));
+      auto planned = plan_packages(*sides, package_names, with_deps);
+      if (!planned) return refusal(planned.error());
+      if (*planned) {
+        package_plan = std::move(**planned);
+        if (!package_plan->problems.empty() && !ignore_deps)
+          return refusal(dependency_refusal(*package_plan, with_deps));
+        package_names = package_plan->packages();
+      }
       auto files = staging_->package_files(*sides, package_names);
       if (!files) return refusal(files.error());
       patterns = std::move(*files);
@@ -801,6 +827,17 @@ class Daemon {
                 {"kept", kept}};
     if (etc_plan) out["etc"] = protocol::to_json(etc_merge_reply(*etc_plan));
     if (no_tree_change) out["note"] = *no_tree_change;
+    if (package_plan && !package_plan->added.empty()) {
+      json added = json::array();
+      for (const auto& a : package_plan->added)
+        added.push_back({{"package", a.package}, {"because", a.because}});
+      out["added_packages"] = added;
+    }
+    if (package_plan && !package_plan->problems.empty()) {
+      json problems = json::array();
+      for (const auto& p : package_plan->problems) problems.push_back(p.text());
+      out["dependency_problems"] = problems;
+    }
     if (dry_run) return out;
     if (etc_only && !etc_plan->changes()) return out;  // nothing to merge: no generation
     auto t1 = Clock::now();
@@ -847,6 +884,69 @@ class Daemon {
     // request: `status` lists them.
     out["holders_scan"] = holders_scan_json(holders_->latest());
     return out;
+  }
+
+  // The names of the packages that own pending paths.
+  static std::set<std::string> pending_names(const std::vector<packages::PackageChanges>& groups) {
+    std::set<std::string> names;
+    for (const auto& g : groups) {
+      if (!g.package.empty()) names.insert(g.package);
+    }
+    return names;
+  }
+
+  // What `apply --package NAMES` does to dependencies, against what is live now. nullopt
+  // (no check) when a name is unknown: selecting its files then says so, with close names.
+  Result<std::optional<packages::SelectionPlan>> plan_packages(
+      const Sides& sides, const std::vector<std::string>& names, bool with_deps) {
+    auto pending = overlay::pending_changes({sides.booted_tree, sides.staged_tree,
+                                             generations_->applied_layer(), sides.staged_diff.get(),
+                                             link_counts()});
+    std::vector<std::string> paths;
+    paths.reserve(pending.size());
+    for (const auto& c : pending) paths.push_back(c.path);
+    Result<std::optional<packages::SelectionPlan>> out = std::nullopt;
+    staging_->with_packages(
+        sides, [&](packages::PackageDb* before, packages::PackageDb* after, const std::string&) {
+          if (before == nullptr && after == nullptr) return;  // package_files says why
+          auto resolver = packages::DependencyResolver::create(
+              before, after, pending_names(packages::group_by_package(paths, before, after)));
+          if (!resolver) {
+            out = std::unexpected(with_context(resolver.error(), "dependencies"));
+            return;
+          }
+          auto plan = (*resolver)->plan(names, with_deps);
+          if (!plan) {
+            if (plan.error().code != ENOENT) out = std::unexpected(plan.error());
+            return;
+          }
+          out = std::move(*plan);
+        });
+    return out;
+  }
+
+  // "apt 2.6.2 needs libapt-pkg6.0 (>= 2.6.2); live has 2.6.1", and what would fix it.
+  static Error dependency_refusal(const packages::SelectionPlan& plan, bool with_deps) {
+    std::string message;
+    std::vector<std::string> fixes;
+    for (const auto& p : plan.problems) {
+      message += (message.empty() ? "" : "; ") + p.text();
+      if (p.fixes.empty()) {
+        message += " (no pending package meets it)";
+      } else if (std::find(fixes.begin(), fixes.end(), p.fixes.front()) == fixes.end()) {
+        fixes.push_back(p.fixes.front());
+      }
+    }
+    std::string hint;
+    if (!with_deps && !fixes.empty()) {
+      hint = ": add";
+      for (const auto& f : fixes) hint += " --package " + f;
+      hint += ", or use --with-deps";
+    } else {
+      hint = ": --ignore-deps applies it anyway";
+    }
+    return make_error(EPERM,
+                      "apply --package " + join_words(plan.requested) + ": " + message + hint);
   }
 
   // `apply --etc` alone: no change selected, the live layer again. (Whatever else a

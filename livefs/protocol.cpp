@@ -154,6 +154,7 @@ Status read_fields(const json& j, ConfigChange& x, const std::string& w);
 Status read_fields(const json& j, EtcConflict& x, const std::string& w);
 Status read_fields(const json& j, EtcMerge& x, const std::string& w);
 Status read_fields(const json& j, PackageGroup& x, const std::string& w);
+Status read_fields(const json& j, AddedPackage& x, const std::string& w);
 Status read_fields(const json& j, Origin& x, const std::string& w);
 Status read_fields(const json& j, Generation& x, const std::string& w);
 Status read_fields(const json& j, HistoryRecord& x, const std::string& w);
@@ -217,6 +218,8 @@ void put_fields(json& j, const ApplyRequest& r) {
   j["allow_replace"] = r.allow_replace;
   j["dry_run"] = r.dry_run;
   if (r.etc) j["etc"] = true;
+  if (r.with_deps) j["with_deps"] = true;
+  if (r.ignore_deps) j["ignore_deps"] = true;
 }
 void put_fields(json& j, const RollbackRequest& r) {
   if (r.to) j["to"] = *r.to;
@@ -247,7 +250,11 @@ Status get_fields(const json& j, ApplyRequest& r, const std::string& w) {
   LIVEFS_FIELDS(optional_field(j, "patterns", r.patterns, w),
                 optional_field(j, "packages", r.packages, w), optional_field(j, "all", r.all, w),
                 optional_field(j, "allow_replace", r.allow_replace, w),
-                optional_field(j, "dry_run", r.dry_run, w), optional_field(j, "etc", r.etc, w));
+                optional_field(j, "dry_run", r.dry_run, w), optional_field(j, "etc", r.etc, w),
+                optional_field(j, "with_deps", r.with_deps, w),
+                optional_field(j, "ignore_deps", r.ignore_deps, w));
+  if (r.with_deps && r.ignore_deps)
+    return bad(w, "\"with_deps\" and \"ignore_deps\" exclude each other");
   return {};
 }
 Status get_fields(const json& j, RollbackRequest& r, const std::string& w) {
@@ -368,11 +375,15 @@ json to_json(const EtcMerge& x) {
 }
 
 json to_json(const PackageGroup& x) {
-  return {{"package", x.package},
-          {"old_version", x.old_version},
-          {"new_version", x.new_version},
-          {"paths", x.paths}};
+  json j = {{"package", x.package},
+            {"old_version", x.old_version},
+            {"new_version", x.new_version},
+            {"paths", x.paths}};
+  if (x.goes_with) j["goes_with"] = *x.goes_with;
+  return j;
 }
+
+json to_json(const AddedPackage& x) { return {{"package", x.package}, {"because", x.because}}; }
 
 json to_json(const Holder& x) {
   return {
@@ -489,6 +500,8 @@ json to_json(const ApplyReply& x) {
   if (x.holders_scan) j["holders_scan"] = to_json(*x.holders_scan);
   if (x.etc) j["etc"] = to_json(*x.etc);
   if (x.note) j["note"] = *x.note;
+  if (x.added_packages) j["added_packages"] = array_of(*x.added_packages);
+  if (x.dependency_problems) j["dependency_problems"] = *x.dependency_problems;
   return j;
 }
 
@@ -590,7 +603,13 @@ Status read_fields(const json& j, EtcMerge& x, const std::string& w) {
 
 Status read_fields(const json& j, PackageGroup& x, const std::string& w) {
   LIVEFS_FIELDS(field(j, "package", x.package, w), field(j, "old_version", x.old_version, w),
-                field(j, "new_version", x.new_version, w), field(j, "paths", x.paths, w));
+                field(j, "new_version", x.new_version, w), field(j, "paths", x.paths, w),
+                field(j, "goes_with", x.goes_with, w));
+  return {};
+}
+
+Status read_fields(const json& j, AddedPackage& x, const std::string& w) {
+  LIVEFS_FIELDS(field(j, "package", x.package, w), field(j, "because", x.because, w));
   return {};
 }
 
@@ -694,7 +713,9 @@ Status read_fields(const json& j, ApplyReply& x, const std::string& w) {
                 field(j, "skipped_kernel", x.skipped_kernel, w), field(j, "kept", x.kept, w),
                 field(j, "generation", x.generation, w), field(j, "switch", x.switch_stats, w),
                 field(j, "holders", x.holders, w), field(j, "holders_scan", x.holders_scan, w),
-                field(j, "etc", x.etc, w), field(j, "note", x.note, w));
+                field(j, "etc", x.etc, w), field(j, "note", x.note, w),
+                field(j, "added_packages", x.added_packages, w),
+                field(j, "dependency_problems", x.dependency_problems, w));
   return {};
 }
 
@@ -810,6 +831,7 @@ LIVEFS_INSTANTIATE(ConfigChange)
 LIVEFS_INSTANTIATE(EtcConflict)
 LIVEFS_INSTANTIATE(EtcMerge)
 LIVEFS_INSTANTIATE(PackageGroup)
+LIVEFS_INSTANTIATE(AddedPackage)
 LIVEFS_INSTANTIATE(Holder)
 LIVEFS_INSTANTIATE(Origin)
 LIVEFS_INSTANTIATE(Generation)

@@ -42,6 +42,10 @@ struct ApplyRequest {
   bool allow_replace = false;
   bool dry_run = false;
   bool etc = false;  // also merge /etc (alone: a generation with the same layer)
+  // With packages: add the pending packages their requirements need (else an unmet
+  // requirement refuses the apply), or apply regardless of requirements.
+  bool with_deps = false;
+  bool ignore_deps = false;
   bool operator==(const ApplyRequest&) const = default;
 };
 struct RollbackRequest {
@@ -163,7 +167,17 @@ struct PackageGroup {
   std::string old_version;  // "" when the package is new
   std::string new_version;  // "" when it is removed
   std::vector<std::string> paths;
+  // Other pending packages this one needs to go live with (its requirements, or live
+  // packages it would break); absent when none.
+  std::optional<std::vector<std::string>> goes_with;
   bool operator==(const PackageGroup&) const = default;
+};
+
+// A package `apply --package --with-deps` added, and the requirement that brought it in.
+struct AddedPackage {
+  std::string package;
+  std::string because;  // "apt 2.6.2 needs libapt-pkg6.0 (>= 2.6.2)"
+  bool operator==(const AddedPackage&) const = default;
 };
 
 // A process still using a replaced file: host::Holder, {pid, command, path, how, unit}.
@@ -316,6 +330,8 @@ struct ApplyReply {
   std::optional<EtcMerge> etc;             // with --etc only
   // `apply --all --etc` with no tree change pending: why (the /etc merge is still made).
   std::optional<std::string> note;
+  std::optional<std::vector<AddedPackage>> added_packages;      // --with-deps
+  std::optional<std::vector<std::string>> dependency_problems;  // --ignore-deps
   bool operator==(const ApplyReply&) const = default;
 };
 
@@ -395,6 +411,7 @@ nlohmann::json to_json(const ConfigChange& x);
 nlohmann::json to_json(const EtcConflict& x);
 nlohmann::json to_json(const EtcMerge& x);
 nlohmann::json to_json(const PackageGroup& x);
+nlohmann::json to_json(const AddedPackage& x);
 nlohmann::json to_json(const Holder& x);
 nlohmann::json to_json(const Origin& x);
 nlohmann::json to_json(const Generation& x);

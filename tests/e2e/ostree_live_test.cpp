@@ -32,9 +32,11 @@ using livefs::testing::write_file;
 using json = nlohmann::json;
 
 // A dpkg status stanza for an installed package.
-std::string stanza(const std::string& name, const std::string& version) {
+std::string stanza(const std::string& name, const std::string& version,
+                   const std::string& depends = "") {
   return "Package: " + name + "\nStatus: install ok installed\nVersion: " + version +
-         "\nArchitecture: amd64\n\n";
+         "\nArchitecture: amd64\n" + (depends.empty() ? "" : "Depends: " + depends + "\n") +
+         "\n";
 }
 
 // Commit A: foo 1.0 (bin/foo, share/foo/data, share/foo/old), bar 2.0, kernel 6.1.0.
@@ -63,7 +65,8 @@ void make_tree_b(const fs::path& root) {
   fs::remove(root / "usr/share/foo/old");
   write_file(root / "usr/bin/baz", "baz 0.1\n", 0755);
   write_file(root / "usr/var/lib/dpkg/status",
-             stanza("foo", "1.1") + stanza("bar", "2.0") + stanza("baz", "0.1"));
+             stanza("foo", "1.1", "bar (>= 2.0)") + stanza("bar", "2.0") +
+                 stanza("baz", "0.1", "foo (>= 1.1)"));
   write_file(root / "usr/var/lib/dpkg/info/foo.list", "/usr/bin/foo\n/usr/share/foo/data\n");
   write_file(root / "usr/var/lib/dpkg/info/baz.list", "/usr/bin/baz\n");
 }
@@ -121,6 +124,9 @@ TEST_F(OstreeLive, DiffGroupsByPackageAndListsConfigChanges) {
   EXPECT_EQ(groups["baz"]["old_version"], "");
   EXPECT_EQ(groups["baz"]["new_version"], "0.1");
   EXPECT_EQ(groups["baz"]["paths"], json({"bin/baz"}));
+  // baz 0.1 needs foo >= 1.1, which is pending too.
+  EXPECT_EQ(groups["baz"]["goes_with"], json({"foo"})) << d.dump(2);
+  EXPECT_FALSE(groups["foo"].contains("goes_with")) << d.dump(2);
   EXPECT_FALSE(groups.contains("bar"));
 
   // The deployments' /etc (usr/etc merged by `ostree admin deploy`) differ in xyz.conf.
@@ -131,6 +137,54 @@ TEST_F(OstreeLive, DiffGroupsByPackageAndListsConfigChanges) {
   Ran text = m.cmd("diff", "--by-package");
   ASSERT_EQ(text.status, 0) << text.out;
   EXPECT_NE(text.out.find("foo: 1.0 -> 1.1"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("needs, to go live: foo"), std::string::npos) << text.out;
+}
+
+TEST_F(OstreeLive, ApplyPackageChecksWhatThePackageNeeds) {
+  Sysroot& s = *shared_;
+  OstreeMount m;
+  Ran mounted = m.mount(s);
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+
+  // baz 0.1 needs foo (>= 1.1); live has foo 1.0.
+  Ran refused = m.cmd("apply", "--package baz");
+  EXPECT_EQ(refused.status, 1) << refused.out;
+  EXPECT_NE(refused.out.find("baz 0.1 needs foo (>= 1.1); live has 1.0"), std::string::npos)
+      << refused.out;
+  EXPECT_NE(refused.out.find("--package foo, or use --with-deps"), std::string::npos)
+      << refused.out;
+  EXPECT_FALSE(present(m.mnt / "bin/baz"));
+  EXPECT_EQ(m.status()["live_generation"], 0);
+
+  // A dry run shows the plan; nothing changes.
+  json plan = m.cmd_json("apply", "--package baz --with-deps --allow-replace --dry-run");
+  ASSERT_EQ(plan["added_packages"].size(), 1u) << plan.dump(2);
+  EXPECT_EQ(plan["added_packages"][0]["package"], "foo");
+  EXPECT_EQ(plan["added_packages"][0]["because"], "baz 0.1 needs foo (>= 1.1)");
+  EXPECT_EQ(kinds_of(plan["applied"]).size(), 4u) << plan.dump(2);
+  EXPECT_FALSE(present(m.mnt / "bin/baz"));
+
+  Ran with = m.cmd("apply", "--package baz --with-deps --allow-replace");
+  ASSERT_EQ(with.status, 0) << with.out;
+  EXPECT_NE(with.out.find("added package foo: baz 0.1 needs foo (>= 1.1)"), std::string::npos)
+      << with.out;
+  EXPECT_EQ(read_file(m.mnt / "bin/baz"), "baz 0.1\n");
+  EXPECT_EQ(read_file(m.mnt / "bin/foo"), "foo 1.1, rebuilt\n");
+
+  // Once foo is live, baz alone is fine; and --ignore-deps applies against the check.
+  ASSERT_EQ(m.cmd("reset").status, 0);
+  json foo = m.cmd_json("apply", "--package foo --allow-replace");
+  EXPECT_TRUE(foo.contains("generation")) << foo.dump(2);
+  json baz = m.cmd_json("apply", "--package baz");
+  EXPECT_TRUE(baz.contains("generation")) << baz.dump(2);
+  EXPECT_FALSE(baz.contains("added_packages"));
+  EXPECT_EQ(kinds_of(baz["applied"]), (std::map<std::string, std::string>{{"bin/baz", "added"}}));
+  ASSERT_EQ(m.cmd("reset").status, 0);
+  json forced = m.cmd_json("apply", "--package baz --ignore-deps");
+  EXPECT_EQ(forced["dependency_problems"], json({"baz 0.1 needs foo (>= 1.1); live has 1.0"}))
+      << forced.dump(2);
+  EXPECT_EQ(read_file(m.mnt / "bin/baz"), "baz 0.1\n");
+  EXPECT_EQ(read_file(m.mnt / "bin/foo"), "foo 1.0\n");
 }
 
 TEST_F(OstreeLive, ApplyPackagesRollbackResetAndStatusNamesTheCommits) {
