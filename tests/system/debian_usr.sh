@@ -197,6 +197,44 @@ grep -qx "added ${NEW_BIN#usr/}" "$W/changes" || {
 debian_log "livefs diff: $(wc -l <"$W/changes") changes: $(cut -d' ' -f1 "$W/changes" | sort | uniq -c | xargs)"
 
 # ---------------------------------------------------------------------------------------
+# The Debian update upgrades apt together with libapt-pkg6.0, and the new apt needs the new
+# library: apt alone is refused, --with-deps brings the library along.
+dpkg_version() {  # ROOT PACKAGE
+  dpkg-query --admindir="$1/var/lib/dpkg" -W -f='${Version}' "$2" 2>/dev/null || true
+}
+APT_OLD=$(dpkg_version "$ROOT" apt)
+APT_NEW=$(dpkg_version "$STAGED" apt)
+LIB_OLD=$(dpkg_version "$ROOT" libapt-pkg6.0)
+LIB_NEW=$(dpkg_version "$STAGED" libapt-pkg6.0)
+if [[ -z $APT_OLD || $APT_OLD == "$APT_NEW" ]]; then
+  debian_log "== 3b. skipped: the staged update does not upgrade apt ($APT_OLD -> $APT_NEW)"
+else
+  step "3b. apply --package apt ($APT_OLD -> $APT_NEW): refused alone, --with-deps adds libapt-pkg6.0"
+  "$LIVEFS" diff --state "$S" --by-package --json >"$W/by-package.json" ||
+    fail "livefs diff --by-package failed"
+  json_get '"\n".join(g["package"] + ": " + " ".join(g.get("goes_with", [])) for g in d["packages"])' \
+    <"$W/by-package.json" >"$W/goes_with"
+  grep -q "^apt: .*libapt-pkg6.0" "$W/goes_with" ||
+    fail "diff --by-package does not say apt goes with libapt-pkg6.0: $(grep '^apt' "$W/goes_with")"
+  if out=$("$LIVEFS" apply --state "$S" --package apt --allow-replace 2>&1); then
+    fail "apply --package apt alone was accepted: $out"
+  fi
+  grep -qF "apt $APT_NEW needs libapt-pkg6.0 (>= $LIB_NEW); live has $LIB_OLD" <<<"$out" ||
+    fail "apply --package apt alone: unexpected refusal: $out"
+  debian_log "refused: $out"
+  [[ $(live_generation) == 0 ]] || fail "a refused apply changed the live generation"
+  out=$(lv apply --package apt --with-deps --allow-replace)
+  grep -q "^added package libapt-pkg6.0: apt $APT_NEW needs libapt-pkg6.0" <<<"$out" ||
+    fail "apply --package apt --with-deps did not add libapt-pkg6.0: $out"
+  out=$(in_root apt-get --version) || fail "chroot apt-get --version failed: $out"
+  [[ $(head -n 1 <<<"$out") == "apt $APT_NEW "* ]] ||
+    fail "chroot apt-get --version after apply: $(head -n 1 <<<"$out")"
+  debian_log "apt-get --version through the view: $(head -n 1 <<<"$out")"
+  lv reset >/dev/null
+  expect_view_listing "$W/booted.listing" "the booted listing (after apply --package apt and reset)"
+fi
+
+# ---------------------------------------------------------------------------------------
 step "4. readers on the view"
 : >"$FAILURES"
 : >"$W/reader-races"
