@@ -772,8 +772,12 @@ class Daemon {
       if (!patterns.empty() || options.all)
         return refusal(make_error(EINVAL, "--package cannot be combined with paths or --all"));
       auto planned = plan_packages(*sides, package_names, with_deps);
-      if (!planned) return refusal(planned.error());
-      if (*planned) {
+      if (!planned && !ignore_deps) {
+        Error e = planned.error();
+        e.context += " (--ignore-deps applies without the check)";
+        return refusal(e);
+      }
+      if (planned && *planned) {
         package_plan = std::move(**planned);
         if (!package_plan->problems.empty() && !ignore_deps)
           return refusal(dependency_refusal(*package_plan, with_deps));
