@@ -49,6 +49,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     (void)livefs::protocol::parse_reply<livefs::protocol::ApplyReply>(*request);
     (void)livefs::protocol::parse_reply<livefs::protocol::DiffReply>(*request);
+    auto plan = livefs::protocol::parse_reply<livefs::protocol::RestartPlanReply>(*request);
+    if (plan) {
+      auto back = livefs::protocol::from_json<livefs::protocol::RestartPlanReply>(
+          livefs::protocol::to_json(*plan));
+      FUZZ_CHECK(back.has_value() && *back == *plan);
+    }
   }
   return 0;
 }

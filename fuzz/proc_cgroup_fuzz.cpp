@@ -1,4 +1,5 @@
-// /proc/PID/cgroup as the holder scan reads it: host::unit_from_cgroup.
+// /proc/PID/cgroup as the holder scan reads it (host::unit_from_cgroup) and as the restart plan
+// does (host::systemd_cgroup_path).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -6,6 +7,7 @@
 
 #include "fuzz_support.h"
 #include "host/holders.h"
+#include "host/restart_plan.h"
 
 namespace {
 
@@ -22,6 +24,10 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view contents(reinterpret_cast<const char*>(data), size);
+  // The restart plan's path is one line's path, whole.
+  std::string path = livefs::host::systemd_cgroup_path(contents);
+  FUZZ_CHECK(path.find('\n') == std::string::npos);
+  FUZZ_CHECK(path.empty() || contents.find(path) != std::string_view::npos);
   std::string unit = livefs::host::unit_from_cgroup(contents);
   if (unit.empty()) return 0;
   // A unit is one path component of one line, with a name before a unit suffix; never a

@@ -1,13 +1,17 @@
-// The client commands: diff --state, apply, rollback, reset, status, stage, hotfix, umount.
+// The client commands: diff --state, apply, rollback, reset, status, stage, hotfix, umount,
+// restart.
 // Each sends one typed request (livefs/protocol.h) over STATEDIR/control.sock and prints the
 // typed reply. This file is part of the thin `livefs` executable: it links no view, store
 // or OSTree code (mount is in cli_mount.cpp, in livefsd).
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <future>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -241,6 +245,179 @@ void print_etc_merge(const proto::EtcMerge& m) {
     std::printf("  %-12s /%s  (kept: %s)\n", "etc conflict", c.path.c_str(), c.reason.c_str());
 }
 
+// ---- restart -----------------------------------------------------------------------------
+//
+// The daemon plans (restart_plan: it knows the holders and its own unit) and this process
+// runs `systemctl try-restart`. Not the daemon: it serves the view — over /usr, every
+// program's files — and a fork of it is a copy of a many-threaded FUSE server whose child
+// would exec from the view it serves; a unit whose stop waits on a file of the view would
+// wait on the daemon from inside it. Here, systemctl runs as the operator on the host, its
+// messages and its exit status reach the operator, and the daemon stays a server that forks
+// nothing.
+
+// What sd_booted() checks: systemd is the service manager (PID 1) when it made this directory.
+bool systemd_booted() {
+  struct stat st {};
+  return ::lstat("/run/systemd/system", &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// The units of the plan that systemctl may be given. The daemon decides (never its own unit,
+// PID 1, a scope, a user's unit or manager); an answer that says otherwise is not trusted.
+std::vector<std::string> units_to_restart(const proto::RestartPlanReply& r) {
+  std::vector<std::string> out;
+  for (const auto& u : r.plan.units) {
+    if (!u.restart || !u.manager.empty() || !u.unit.ends_with(".service") ||
+        u.unit == r.plan.own_unit || u.unit.starts_with("user@"))
+      continue;
+    out.push_back(u.unit);
+  }
+  return out;
+}
+
+// `systemctl try-restart -- UNIT...`, waited for; its exit status (-1: it could not run).
+// Its output goes to stderr, so that --json's stdout stays one document.
+int run_systemctl_try_restart(const std::vector<std::string>& units) {
+  std::vector<char*> argv;
+  std::string systemctl = "systemctl", verb = "try-restart", end = "--";
+  argv.push_back(systemctl.data());
+  argv.push_back(verb.data());
+  argv.push_back(end.data());
+  std::vector<std::string> names = units;
+  for (auto& u : names) argv.push_back(u.data());
+  argv.push_back(nullptr);
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    ::dup2(STDERR_FILENO, STDOUT_FILENO);
+    ::execvp(argv[0], argv.data());
+    std::fprintf(stderr, "livefs: exec(systemctl): %s\n", std::strerror(errno));
+    ::_exit(127);
+  }
+  int wstatus = 0;
+  while (::waitpid(pid, &wstatus, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  return WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
+}
+
+std::string stale_paths(const proto::StaleProcess& p) {
+  std::string out;
+  for (const auto& path : p.paths) out += (out.empty() ? "" : " ") + show_path(path);
+  return out;
+}
+
+void print_stale_process(const proto::StaleProcess& p) {
+  if (!p.scripts.empty()) {
+    std::string scripts;
+    for (const auto& s : p.scripts) scripts += (scripts.empty() ? "" : " ") + show_path(s);
+    std::printf("    interpreter %d %s running %s\n", static_cast<int>(p.pid), p.command.c_str(),
+                scripts.c_str());
+  } else {
+    std::printf("    pid %-7d %-16s %s\n", static_cast<int>(p.pid), p.command.c_str(),
+                stale_paths(p).c_str());
+  }
+}
+
+void print_restart_plan(const proto::RestartPlanReply& r) {
+  const host::RestartPlan& plan = r.plan;
+  if (plan.empty()) {
+    std::printf("no process uses replaced files\n");
+  }
+  if (!plan.units.empty()) std::printf("systemd units:\n");
+  for (const auto& u : plan.units) {
+    std::string what = u.restart ? "systemctl try-restart" : "not restarted: " + u.note;
+    std::printf("  %s%s%s  (%s)\n", u.manager.empty() ? "" : u.manager.c_str(),
+                u.manager.empty() ? "" : " ", u.unit.c_str(), what.c_str());
+    for (const auto& p : u.processes) print_stale_process(p);
+  }
+  if (!plan.sessions.empty()) std::printf("user sessions (the user logs out and in again):\n");
+  for (const auto& s : plan.sessions) {
+    std::printf("  %s%s%s%s\n", s.session.c_str(), s.slice.empty() ? "" : " (", s.slice.c_str(),
+                s.slice.empty() ? "" : ")");
+    for (const auto& p : s.processes) print_stale_process(p);
+  }
+  if (!plan.interpreters.empty()) std::printf("interpreters (restart by hand):\n");
+  for (const auto& p : plan.interpreters) print_stale_process(p);
+  if (!plan.processes.empty()) std::printf("other processes (restart by hand):\n");
+  for (const auto& p : plan.processes) print_stale_process(p);
+  const proto::HolderScan& h = r.holders_scan;
+  if (h.error) std::printf("holder scan failed: %s\n", h.error->c_str());
+  if (!h.current)
+    std::printf("holder scan: not finished in time (the plan is from %s)\n",
+                h.finished.empty() ? "no scan yet" : h.finished.c_str());
+}
+
+// `restart` (and `apply --restart`): the plan, systemctl for its units unless a dry run, and
+// the plan again from a new scan: what is still stale. Returns the JSON `--json` prints and
+// the exit status; prints the text itself unless `as_json`.
+struct RestartOutcome {
+  json out;
+  int status = kExitOk;
+};
+
+RestartOutcome run_restart(const fs::path& state, bool dry_run, bool as_json) {
+  RestartOutcome o;
+  auto plan = request<proto::RestartPlanReply>(state, proto::RestartPlanRequest{});
+  if (!plan) {
+    o.status = kExitError;
+    return o;
+  }
+  std::vector<std::string> units = units_to_restart(*plan);
+  o.out = proto::to_json(*plan);
+  o.out["dry_run"] = dry_run;
+  o.out["restarted"] = json::array();
+  o.out["not_restarted"] = nullptr;
+  if (!as_json) print_restart_plan(*plan);
+  auto not_restarted = [&](const std::string& why, int status) {
+    o.out["not_restarted"] = why;
+    o.status = status;
+    if (!as_json) std::printf("nothing was restarted: %s\n", why.c_str());
+  };
+  if (dry_run) {
+    if (!as_json && !units.empty()) std::printf("(dry run: nothing was restarted)\n");
+    if (units.empty()) o.out["not_restarted"] = "no unit to restart";
+    return o;
+  }
+  if (units.empty()) {
+    not_restarted("no unit to restart", kExitOk);
+    return o;
+  }
+  if (!systemd_booted()) {
+    not_restarted(
+        "systemd is not the service manager (PID 1) of this machine (no /run/systemd/system); "
+        "restart the units listed by hand",
+        kExitError);
+    return o;
+  }
+  int rc = run_systemctl_try_restart(units);
+  if (rc != 0) {
+    std::string why = rc < 0 ? std::string("systemctl could not be run")
+                             : "systemctl try-restart exited with status " + std::to_string(rc);
+    o.out["systemctl_error"] = why;
+    o.status = kExitError;
+    std::fprintf(stderr, "livefs: %s\n", why.c_str());
+  }
+  o.out["restarted"] = units;
+  if (!as_json) {
+    std::printf("systemctl try-restart:");
+    for (const auto& u : units) std::printf(" %s", u.c_str());
+    std::printf("\n");
+  }
+  // A new scan: what the restarted units run now uses the new files.
+  auto after = request<proto::RestartPlanReply>(state, proto::RestartPlanRequest{});
+  if (!after) {
+    o.status = kExitError;
+    return o;
+  }
+  o.out["after"] = proto::to_json(*after);
+  if (!as_json) {
+    std::printf("still using replaced files after the restart:\n");
+    print_restart_plan(*after);
+  }
+  return o;
+}
+
 }  // namespace
 
 void register_live_commands(CLI::App& app, int& status) {
@@ -290,6 +467,7 @@ void register_live_commands(CLI::App& app, int& status) {
       std::vector<std::string> packages;
       bool all = false, allow_replace = false, dry_run = false, json = false, etc = false;
       bool with_deps = false, ignore_deps = false;
+      bool restart = false;
     };
     auto a = std::make_shared<ApplyArgs>();
     auto* cmd = app.add_subcommand("apply", "Make selected staged changes live");
@@ -310,6 +488,9 @@ void register_live_commands(CLI::App& app, int& status) {
     cmd->add_flag("--etc", a->etc,
                   "Also merge /etc: the staged default configuration where the administrator "
                   "did not change it (alone: only /etc)");
+    cmd->add_flag("--restart", a->restart,
+                  "After the apply, restart the systemd units still using replaced files "
+                  "(livefs restart)");
     cmd->add_flag("--json", a->json, "JSON output");
     cmd->callback([a, &status] {
       auto r = request_showing_progress<proto::ApplyReply>(a->state,
@@ -327,8 +508,17 @@ void register_live_commands(CLI::App& app, int& status) {
         status = kExitError;
         return;
       }
+      status = kExitOk;
+      // --restart: not after a dry run (nothing was switched).
+      const bool restart = a->restart && !a->dry_run;
       if (a->json) {
-        print_reply(*r);
+        json j = proto::to_json(*r);
+        if (restart) {
+          RestartOutcome o = run_restart(a->state, false, true);
+          j["restart"] = o.out;
+          status = o.status;
+        }
+        print_json(j);
       } else {
         const auto& applied = r->applied;
         // --all --etc with no tree change pending is answered as --etc alone, with a note.
@@ -372,12 +562,32 @@ void register_live_commands(CLI::App& app, int& status) {
         }
         if (r->switch_stats) print_switch(*r->switch_stats);
         if (r->holders) print_holders(*r->holders);
-        if (!a->dry_run && !r->applied.empty())
+        if (restart) {
+          status = run_restart(a->state, false, false).status;
+        } else if (!a->dry_run && !r->applied.empty()) {
           std::printf(
               "processes still using replaced files: `livefs status` (scanned in the "
               "background)\n");
+        }
       }
-      status = kExitOk;
+    });
+  }
+
+  // restart
+  {
+    auto state = std::make_shared<std::string>();
+    auto as_json = std::make_shared<bool>(false);
+    auto dry_run = std::make_shared<bool>(false);
+    auto* cmd = app.add_subcommand(
+        "restart",
+        "Restart the systemd units whose processes still use replaced files; list the rest");
+    cmd->add_option("--state", *state, "State directory")->required();
+    cmd->add_flag("--dry-run", *dry_run, "Print the plan; restart nothing");
+    cmd->add_flag("--json", *as_json, "JSON output");
+    cmd->callback([state, as_json, dry_run, &status] {
+      RestartOutcome o = run_restart(*state, *dry_run, *as_json);
+      if (*as_json && !o.out.is_null()) print_json(o.out);
+      status = o.status;
     });
   }
 

@@ -20,8 +20,8 @@ void register_store_commands(CLI::App& app, int& status);
 // mount: starts the daemon (cli_mount.cpp; livefsd).
 void register_mount_command(CLI::App& app, int& status);
 
-// diff --state, apply, rollback, reset, status, stage, hotfix, umount: the client commands,
-// which talk to a running daemon (cli_live.cpp; both executables). Registered after
+// diff --state, apply, rollback, reset, status, stage, hotfix, umount, restart: the client
+// commands, which talk to a running daemon (cli_live.cpp; both executables). Registered after
 // register_store_commands, --state joins its `diff`.
 void register_live_commands(CLI::App& app, int& status);
 

@@ -42,6 +42,8 @@
 #include "host/holder_monitor.h"
 #include "host/holders.h"
 #include "host/mount_users.h"
+#include "host/proc_files.h"
+#include "host/restart_plan.h"
 #include "inotify/watch_loop.h"
 #include "livefs/control.h"
 #include "livefs/control_server.h"
@@ -494,6 +496,7 @@ class Daemon {
         {"hotfix_add", exclusive([this](const json& r, bool&) { return hotfix_add(r); })},
         {"hotfix_reset", exclusive([this](const json& r, bool&) { return hotfix_reset(r); })},
         {"umount", shared([this](const json&, bool& stop_after) { return unmount(stop_after); })},
+        {"restart_plan", shared([this](const json&, bool&) { return restart_plan(); })},
     };
   }
 
@@ -610,6 +613,32 @@ class Daemon {
     out["holders_scan"] = holders_scan_json(holders);
     if (sides) out["reboot_needed_for"] = reboot_needed_for(*sides, holders);
     return out;
+  }
+
+  // restart_plan: the processes still using replaced files, grouped by what restarts them,
+  // from a scan made for this request (waited for, up to a limit): the plan is asked for right
+  // after an apply, and again right after `systemctl try-restart`, when the last scan is
+  // about processes that no longer run. The daemon plans; `livefs restart` runs systemctl
+  // (see there why).
+  json restart_plan() {
+    if (auto f = wait_ready()) return reply_error(*f);
+    constexpr auto kScanWait = std::chrono::seconds(30);
+    host::HolderReport report = holders_->wait_for(holders_->refresh(), kScanWait);
+    host::RestartPlanOptions options{.own_unit = own_unit(),
+                                     .mountpoint = args_.mountpoint.string()};
+    json out = protocol::to_json(protocol::RestartPlanReply{
+        .plan = host::plan_restart(report.holders, options), .holders_scan = {}});
+    out["holders_scan"] = holders_scan_json(report);
+    out["ok"] = true;
+    return out;
+  }
+
+  // The daemon's own systemd unit ("" when it runs in none), from its cgroup: never restarted
+  // by a plan of its own (stopping it would stop the view under every process).
+  static std::string own_unit() {
+    int err = 0;
+    auto cgroup = host::read_all_at(AT_FDCWD, "/proc/self/cgroup", &err);
+    return cgroup ? host::unit_from_cgroup(*cgroup) : std::string();
   }
 
   static json holders_scan_json(const host::HolderReport& r) {

@@ -1,9 +1,9 @@
 // livefs: apply OS updates to a running system through a merged FUSE view.
 //
 // The command the operator types. It serves the client commands (status, diff --state,
-// apply, rollback, reset, stage, hotfix, umount: one request on the daemon's socket) itself,
-// and links nothing else: no libostree, libfuse or GLib for the dynamic loader to resolve,
-// so `livefs status` costs what the request costs. Every other command line (mount, store,
+// apply, rollback, reset, stage, hotfix, umount, restart: one request on the daemon's socket
+// each) itself, and links nothing else: no libostree, libfuse or GLib for the dynamic loader to
+// resolve, so `livefs status` costs what the request costs. Every other command line (mount, store,
 // diff OLD NEW, --help, --version, anything it does not recognise) is handed to livefsd with
 // argv unchanged, by exec: the same process, so `livefs mount --foreground` is the daemon's
 // pid as before.
@@ -39,7 +39,8 @@ bool served_here(int argc, char** argv) {
     command = a;
     break;
   }
-  for (std::string_view c : {"status", "apply", "rollback", "reset", "stage", "hotfix", "umount"})
+  for (std::string_view c :
+       {"status", "apply", "rollback", "reset", "stage", "hotfix", "umount", "restart"})
     if (command == c) return true;
   if (command != "diff") return false;
   for (++i; i < argc; ++i) {

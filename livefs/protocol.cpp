@@ -175,12 +175,16 @@ Status read_fields(const json& j, HotfixAddReply& x, const std::string& w);
 Status read_fields(const json& j, HotfixListReply& x, const std::string& w);
 Status read_fields(const json& j, HotfixResetReply& x, const std::string& w);
 Status read_fields(const json& j, UmountReply& x, const std::string& w);
+Status read_fields(const json& j, RestartPlanReply& x, const std::string& w);
 }  // namespace livefs::protocol
 
 // host::Holder lives in livefs::host: its reader is found there.
 namespace livefs::host {
 Status read_fields(const nlohmann::json& j, Holder& x, const std::string& w);
-}
+Status read_fields(const nlohmann::json& j, StaleProcess& x, const std::string& w);
+Status read_fields(const nlohmann::json& j, UnitRestart& x, const std::string& w);
+Status read_fields(const nlohmann::json& j, SessionRestart& x, const std::string& w);
+}  // namespace livefs::host
 
 namespace livefs::protocol {
 
@@ -206,6 +210,7 @@ LIVEFS_REQUEST(HotfixAddRequest, "hotfix_add")
 LIVEFS_REQUEST(HotfixListRequest, "hotfix_list")
 LIVEFS_REQUEST(HotfixResetRequest, "hotfix_reset")
 LIVEFS_REQUEST(UmountRequest, "umount")
+LIVEFS_REQUEST(RestartPlanRequest, "restart_plan")
 #undef LIVEFS_REQUEST
 
 // The request bodies: fields beside "cmd". A request without fields has no overload of
@@ -557,6 +562,35 @@ json to_json(const UmountReply& x) {
   return j;
 }
 
+json to_json(const StaleProcess& x) {
+  return {{"pid", x.pid},
+          {"command", x.command},
+          {"unit", x.unit},
+          {"paths", x.paths},
+          {"scripts", x.scripts}};
+}
+
+json to_json(const UnitRestart& x) {
+  return {{"unit", x.unit},
+          {"manager", x.manager},
+          {"restart", x.restart},
+          {"note", x.note},
+          {"processes", array_of(x.processes)}};
+}
+
+json to_json(const SessionRestart& x) {
+  return {{"session", x.session}, {"slice", x.slice}, {"processes", array_of(x.processes)}};
+}
+
+json to_json(const RestartPlanReply& x) {
+  return {{"units", array_of(x.plan.units)},
+          {"sessions", array_of(x.plan.sessions)},
+          {"interpreters", array_of(x.plan.interpreters)},
+          {"processes", array_of(x.plan.processes)},
+          {"own_unit", x.plan.own_unit},
+          {"holders_scan", to_json(x.holders_scan)}};
+}
+
 // ---- reading -------------------------------------------------------------------------------
 
 Status read_fields(const json& j, SwitchStats& x, const std::string& w) {
@@ -767,9 +801,40 @@ Status read_fields(const json& j, UmountReply& x, const std::string& w) {
   return {};
 }
 
+Status read_fields(const json& j, RestartPlanReply& x, const std::string& w) {
+  LIVEFS_FIELDS(
+      field(j, "units", x.plan.units, w), field(j, "sessions", x.plan.sessions, w),
+      field(j, "interpreters", x.plan.interpreters, w), field(j, "processes", x.plan.processes, w),
+      field(j, "own_unit", x.plan.own_unit, w), field(j, "holders_scan", x.holders_scan, w));
+  return {};
+}
+
 }  // namespace livefs::protocol
 
 namespace livefs::host {
+
+Status read_fields(const nlohmann::json& j, StaleProcess& x, const std::string& w) {
+  using protocol::field;
+  LIVEFS_FIELDS(field(j, "pid", x.pid, w), field(j, "command", x.command, w),
+                field(j, "unit", x.unit, w), field(j, "paths", x.paths, w),
+                field(j, "scripts", x.scripts, w));
+  return {};
+}
+
+Status read_fields(const nlohmann::json& j, UnitRestart& x, const std::string& w) {
+  using protocol::field;
+  LIVEFS_FIELDS(field(j, "unit", x.unit, w), field(j, "manager", x.manager, w),
+                field(j, "restart", x.restart, w), field(j, "note", x.note, w),
+                field(j, "processes", x.processes, w));
+  return {};
+}
+
+Status read_fields(const nlohmann::json& j, SessionRestart& x, const std::string& w) {
+  using protocol::field;
+  LIVEFS_FIELDS(field(j, "session", x.session, w), field(j, "slice", x.slice, w),
+                field(j, "processes", x.processes, w));
+  return {};
+}
 
 Status read_fields(const nlohmann::json& j, Holder& x, const std::string& w) {
   using protocol::field;
@@ -853,6 +918,10 @@ LIVEFS_INSTANTIATE(HotfixAddReply)
 LIVEFS_INSTANTIATE(HotfixListReply)
 LIVEFS_INSTANTIATE(HotfixResetReply)
 LIVEFS_INSTANTIATE(UmountReply)
+LIVEFS_INSTANTIATE(StaleProcess)
+LIVEFS_INSTANTIATE(UnitRestart)
+LIVEFS_INSTANTIATE(SessionRestart)
+LIVEFS_INSTANTIATE(RestartPlanReply)
 #undef LIVEFS_INSTANTIATE
 
 }  // namespace livefs::protocol

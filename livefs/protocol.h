@@ -23,6 +23,7 @@
 
 #include "common/error.h"
 #include "host/holders.h"
+#include "host/restart_plan.h"
 
 namespace livefs::protocol {
 
@@ -83,10 +84,16 @@ struct HotfixResetRequest {
 struct UmountRequest {
   bool operator==(const UmountRequest&) const = default;
 };
+// What to restart: the daemon scans for holders again (waiting for that scan) and groups
+// them (host/restart_plan.h). `livefs restart` runs systemctl itself.
+struct RestartPlanRequest {
+  bool operator==(const RestartPlanRequest&) const = default;
+};
 
-using Request = std::variant<StatusRequest, DiffRequest, ApplyRequest, RollbackRequest,
-                             ResetRequest, StageRequest, HotfixWatchRequest, HotfixAddRequest,
-                             HotfixListRequest, HotfixResetRequest, UmountRequest>;
+using Request =
+    std::variant<StatusRequest, DiffRequest, ApplyRequest, RollbackRequest, ResetRequest,
+                 StageRequest, HotfixWatchRequest, HotfixAddRequest, HotfixListRequest,
+                 HotfixResetRequest, UmountRequest, RestartPlanRequest>;
 
 // The "cmd" of a request ("status", "hotfix_watch", ...).
 const char* command_name(const Request& request);
@@ -182,6 +189,13 @@ struct AddedPackage {
 
 // A process still using a replaced file: host::Holder, {pid, command, path, how, unit}.
 using Holder = host::Holder;
+
+// The restart plan's parts (host/restart_plan.h): a process still using replaced files
+// {pid, command, unit, paths, scripts}, a unit {unit, manager, restart, note, processes}, a
+// login session {session, slice, processes}.
+using StaleProcess = host::StaleProcess;
+using UnitRestart = host::UnitRestart;
+using SessionRestart = host::SessionRestart;
 
 // Where one side of the view comes from.
 struct Origin {
@@ -402,6 +416,14 @@ struct UmountReply {
   bool operator==(const UmountReply&) const = default;
 };
 
+// restart_plan: host::RestartPlan's fields at the top level, and the scan it was made from
+// (a fresh one: the daemon waits for it, up to a limit; `current` false when it gave up).
+struct RestartPlanReply {
+  host::RestartPlan plan;
+  HolderScan holders_scan;
+  bool operator==(const RestartPlanReply&) const = default;
+};
+
 // to_json(x): the body of a reply (or a part) without "ok".
 nlohmann::json to_json(const SwitchStats& x);
 nlohmann::json to_json(const Change& x);
@@ -433,6 +455,10 @@ nlohmann::json to_json(const HotfixAddReply& x);
 nlohmann::json to_json(const HotfixListReply& x);
 nlohmann::json to_json(const HotfixResetReply& x);
 nlohmann::json to_json(const UmountReply& x);
+nlohmann::json to_json(const StaleProcess& x);
+nlohmann::json to_json(const UnitRestart& x);
+nlohmann::json to_json(const SessionRestart& x);
+nlohmann::json to_json(const RestartPlanReply& x);
 
 // from_json<T>(body): the inverse of to_json for every type above (an "ok" member is
 // ignored). EINVAL naming the field when the body is not such a value.

@@ -59,6 +59,7 @@ TEST(ProtocolTest, EveryRequestRoundTripsOverTheWire) {
       HotfixResetRequest{},
       HotfixResetRequest{.prefix = kOddBytes},
       UmountRequest{},
+      RestartPlanRequest{},
   };
   for (const Request& r : requests) {
     json j = over_the_wire(to_json(r));
@@ -361,6 +362,53 @@ TEST(ProtocolTest, EveryOtherReplyAsTheDaemonSendsItParsesAndReprints) {
                                           {"mountpoint", "/usr"},
                                           {"detached", true},
                                           {"pid", 77}});
+
+  json python = {{"pid", 500},
+                 {"command", "python3"},
+                 {"unit", ""},
+                 {"paths", {"lib/python3/" + kOddBytes + ".py", "lib/libc.so.6"}},
+                 {"scripts", {"lib/python3/" + kOddBytes + ".py"}}};
+  json nginx = {{"pid", 100},
+                {"command", "nginx"},
+                {"unit", "nginx.service"},
+                {"paths", {"sbin/nginx"}},
+                {"scripts", json::array()}};
+  json plan = {
+      {"ok", true},
+      {"units",
+       {{{"unit", "nginx.service"},
+         {"manager", ""},
+         {"restart", true},
+         {"note", ""},
+         {"processes", {nginx}}},
+        {{"unit", "pipewire.service"},
+         {"manager", "user@1000.service"},
+         {"restart", false},
+         {"note", "a user's unit"},
+         {"processes", json::array()}}}},
+      {"sessions",
+       {{{"session", "session-3.scope"}, {"slice", "user-1000.slice"}, {"processes", {nginx}}}}},
+      {"interpreters", {python}},
+      {"processes", json::array()},
+      {"own_unit", "livefs-usr.service"},
+      {"holders_scan",
+       {{"current", true},
+        {"scanning", false},
+        {"finished", "2024-01-01T00:00:00Z"},
+        {"seconds", 0.01},
+        {"error", nullptr}}}};
+  expect_reprints_unchanged<RestartPlanReply>(plan);
+  auto typed = parse_reply<RestartPlanReply>(plan);
+  ASSERT_TRUE(typed.has_value());
+  EXPECT_EQ(typed->plan.units_to_restart(), std::vector<std::string>{"nginx.service"});
+  EXPECT_EQ(typed->plan.interpreters.at(0).scripts.at(0), "lib/python3/" + kOddBytes + ".py");
+  plan["units"][0].erase("restart");
+  auto missing = parse_reply<RestartPlanReply>(plan);
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_EQ(missing.error().code, EPROTO);
+  EXPECT_NE(missing.error().context.find("reply.units[0]: missing field \"restart\""),
+            std::string::npos)
+      << missing.error().context;
 }
 
 TEST(ProtocolTest, AnOriginsOstreeFieldsBelongToItsChecksum) {

@@ -93,6 +93,7 @@ TEST_F(ReplyShapeTest, EveryReplyOfARealDaemonIsItsStruct) {
   expect_same_shape<StatusReply>(StatusRequest{});
   expect_same_shape<GoBackReply>(ResetRequest{});
   expect_same_shape<HotfixResetReply>(HotfixResetRequest{});
+  expect_same_shape<RestartPlanReply>(RestartPlanRequest{});
   expect_same_shape<UmountReply>(UmountRequest{});
 }
 
