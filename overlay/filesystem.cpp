@@ -190,12 +190,19 @@ void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 }
 
 // Valid replies: fuse_reply_attr, fuse_reply_err.
+// A version a switch replaced or removed is served with link count 0, as the kernel was told
+// (see switch_to): an attribute refresh must not give its links back while it is not what
+// its path serves. Only nodes a switch marked are checked against the current view.
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   guarded(req, "getattr", ino, [&] {
     Filesystem& fs = fs_of(req);
     auto node = fs.nodes().get(ino);
     if (!node) return reply_error(req, "getattr", ino, make_error(ESTALE, "unknown node"));
     Resolved r = current_attrs(fs, *node);
+    if (!node->is_dir() && node->maybe_retired()) {
+      auto now = fs.current()->resolve(node->path());
+      if (!now || now->identity != node->identity()) r.st.st_nlink = 0;
+    }
     fuse_reply_attr(req, &r.st, kTimeout);
   });
 }
@@ -837,10 +844,18 @@ Result<SwitchStats> Filesystem::switch_to(std::shared_ptr<const View> next) {
       if (fuse_ino_t self = nodes_.dir_at(c.path)) listings.insert(self);
       continue;
     }
+    fuse_ino_t replaced = retire(*old, *next, c.path);
     if (fuse_ino_t dir = nodes_.dir_at(parent)) {
       std::string name = c.path.substr(parent.empty() ? 0 : parent.size() + 1);
       if (session_ != nullptr && connected_) {
-        fuse_lowlevel_notify_inval_entry(session_, dir, name.c_str(), name.size());
+        // A held old version is deleted as an unlink deletes it: the kernel clears its link
+        // count when the name's dentry is still that node, and /proc shows its mappings and
+        // descriptors with " (deleted)" (what zypper ps, needrestart and lsof look for). The
+        // delete drops the dentry as the invalidation does; where it does not apply (no such
+        // dentry, or an older kernel) the plain invalidation is sent.
+        if (replaced == 0 ||
+            fuse_lowlevel_notify_delete(session_, dir, replaced, name.c_str(), name.size()) != 0)
+          fuse_lowlevel_notify_inval_entry(session_, dir, name.c_str(), name.size());
         ++stats.invalidations;
       }
       listings.insert(dir);
@@ -886,6 +901,16 @@ Result<SwitchStats> Filesystem::switch_to(std::shared_ptr<const View> next) {
                           stats.from_generation, stats.to_generation, stats.changed_paths,
                           stats.invalidations, stats.seconds * 1e3);
   return stats;
+}
+
+fuse_ino_t Filesystem::retire(const View& old, const View& next, const std::string& path) {
+  auto before = old.resolve(path);
+  if (!before || before->is_dir()) return 0;  // a directory's node lives on across versions
+  if (auto after = next.resolve(path); after && after->identity == before->identity) return 0;
+  NodeRef node = nodes_.find(*before);
+  if (!node) return 0;
+  node->mark_retired();
+  return node->id();
 }
 
 void Filesystem::retire_locked(Retiring r) const {
