@@ -826,6 +826,7 @@ Result<SwitchStats> Filesystem::switch_to(std::shared_ptr<const View> next) {
   std::vector<store::Change> changes = store::diff(old->layer(), next->layer());
   stats.changed_paths = changes.size();
   std::set<fuse_ino_t> listings;
+  std::vector<std::pair<std::string, fuse_ino_t>> dropped_dirs;  // held, not kept merged
   // A directory that stays a merged (non-opaque) directory keeps its dentry and its cached
   // children: only its listing is invalidated, and changes below it carry their own entries.
   auto stays_merged_dir = [&](const std::string& path) {
@@ -860,8 +861,20 @@ Result<SwitchStats> Filesystem::switch_to(std::shared_ptr<const View> next) {
       }
       listings.insert(dir);
     }
-    if (fuse_ino_t self = nodes_.dir_at(c.path)) listings.insert(self);
+    if (fuse_ino_t self = nodes_.dir_at(c.path)) {
+      listings.insert(self);
+      // Descendants follow their directory in the diff; the top one's walk covers them.
+      bool below_last = !dropped_dirs.empty() && c.path.starts_with(dropped_dirs.back().first) &&
+                        c.path[dropped_dirs.back().first.size()] == '/';
+      if (!below_last) dropped_dirs.emplace_back(c.path, self);
+    }
   }
+  // Below a directory the switch removed or hid (a whiteout, an opaque directory, a file in
+  // its place), the layer diff names only the layer's own entries: held booted ones would
+  // stay cached under the old directory, neither deleted nor gone from the kernel's cache.
+  // Only directories the kernel holds are listed (a held file pins its parents).
+  for (const auto& [path, self] : dropped_dirs)
+    stats.invalidations += retire_below(*old, *next, path, self);
   for (fuse_ino_t dir : listings) {
     if (session_ != nullptr && connected_) {
       fuse_lowlevel_notify_inval_inode(session_, dir, 0, 0);
@@ -911,6 +924,34 @@ fuse_ino_t Filesystem::retire(const View& old, const View& next, const std::stri
   if (!node) return 0;
   node->mark_retired();
   return node->id();
+}
+
+size_t Filesystem::retire_below(const View& old, const View& next, const std::string& path,
+                                fuse_ino_t dir) {
+  auto self = old.resolve(path);
+  if (!self || !self->is_dir()) return 0;
+  auto entries = old.list(*self);
+  if (!entries) return 0;
+  bool notify = session_ != nullptr && connected_;
+  size_t sent = 0;
+  for (const DirEntry& e : *entries) {
+    std::string child = join_path(path, e.name);
+    if (S_ISDIR(e.type)) {
+      fuse_ino_t sub = nodes_.dir_at(child);
+      if (sub == 0) continue;
+      sent += retire_below(old, next, child, sub);
+      // Its dentry goes after its children's (a directory node stands for every version of
+      // its path, so it is never deleted, only dropped).
+      if (auto now = next.resolve(child); notify && !(now && now->is_dir())) {
+        fuse_lowlevel_notify_inval_entry(session_, dir, e.name.c_str(), e.name.size());
+        ++sent;
+      }
+    } else if (fuse_ino_t node = retire(old, next, child); node != 0 && notify) {
+      fuse_lowlevel_notify_delete(session_, dir, node, e.name.c_str(), e.name.size());
+      ++sent;
+    }
+  }
+  return sent;
 }
 
 void Filesystem::retire_locked(Retiring r) const {

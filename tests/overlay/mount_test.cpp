@@ -968,5 +968,56 @@ TEST_F(MountTestNoPassthrough, ReplacedFilesLookDeletedToProcessesStillUsingThem
       [&](std::string path, std::string content) { return layer_file(path, content); });
 }
 
+// A layer directory that goes takes its files with it: each held one looks deleted too
+// (its name is deleted before its directory's entry goes, while the kernel can still find it).
+TEST_F(MountTest, FilesOfARemovedLayerDirectoryLookDeleted) {
+  start(*store::Tree::build({layer_file("opt/pkg/lib/libx.so", "x v1\n"),
+                             layer_file("opt/pkg/bin/tool", "tool\n", 0755)}),
+        mnt_);
+  auto lib = hold(mnt_ / "opt/pkg/lib/libx.so");
+  ASSERT_NE(lib->map, nullptr);
+  EXPECT_EQ(nlink_of(lib->fd.get()), 1u);
+  switch_to({}, 1);
+  EXPECT_FALSE(fs::exists(mnt_ / "opt"));
+  EXPECT_EQ(mapped_path(lib->map), (mnt_ / "opt/pkg/lib/libx.so").string() + " (deleted)");
+  EXPECT_EQ(nlink_of(lib->fd.get()), 0u);
+  EXPECT_EQ(served_nlink(lib->fd.get()), 0u);
+  EXPECT_EQ(pread_all(lib->fd.get()), "x v1\n");
+}
+
+// A booted directory hidden by a whiteout or an opaque layer directory takes its booted
+// files with it (the layer lists none of them): each held one looks deleted too, and comes
+// back with its links when the directory does.
+TEST_F(MountTest, FilesOfAHiddenBootedDirectoryLookDeleted) {
+  write_file(booted_ / "lib/opaque/y", "y\n");
+  write_file(booted_ / "lib/opaque/sub/z", "z\n");
+  start(empty_layer(), mnt_);
+  auto gone = hold(mnt_ / "lib/gone/x");
+  auto hidden = hold(mnt_ / "lib/opaque/sub/z");
+  ASSERT_NE(gone->map, nullptr);
+  ASSERT_NE(hidden->map, nullptr);
+  store::Entry opaque;
+  opaque.path = "lib/opaque";
+  opaque.type = store::EntryType::dir;
+  opaque.mode = 0755;
+  opaque.opaque = true;
+  switch_to({whiteout("lib/gone"), opaque, layer_file("lib/opaque/y", "new y\n")}, 1);
+  EXPECT_FALSE(fs::exists(mnt_ / "lib/gone"));
+  EXPECT_FALSE(fs::exists(mnt_ / "lib/opaque/sub"));
+  EXPECT_EQ(mapped_path(gone->map), (mnt_ / "lib/gone/x").string() + " (deleted)");
+  EXPECT_EQ(nlink_of(gone->fd.get()), 0u);
+  EXPECT_EQ(served_nlink(gone->fd.get()), 0u);
+  EXPECT_EQ(nlink_of(hidden->fd.get()), 0u);
+  EXPECT_EQ(served_nlink(hidden->fd.get()), 0u);
+  EXPECT_EQ(pread_all(hidden->fd.get()), "z\n");
+
+  switch_to({}, 2);
+  UniqueFd again(::open((mnt_ / "lib/gone/x").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(nlink_of(again.get()), 1u);
+  EXPECT_EQ(nlink_of(gone->fd.get()), 1u);
+  EXPECT_EQ(served_nlink(gone->fd.get()), 1u);
+}
+
 }  // namespace
 }  // namespace livefs::overlay
