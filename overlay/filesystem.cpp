@@ -190,12 +190,19 @@ void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
 }
 
 // Valid replies: fuse_reply_attr, fuse_reply_err.
+// A version a switch replaced or removed is served with link count 0, as the kernel was told
+// (see switch_to): an attribute refresh must not give its links back while it is not what
+// its path serves. Only nodes a switch marked are checked against the current view.
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   guarded(req, "getattr", ino, [&] {
     Filesystem& fs = fs_of(req);
     auto node = fs.nodes().get(ino);
     if (!node) return reply_error(req, "getattr", ino, make_error(ESTALE, "unknown node"));
     Resolved r = current_attrs(fs, *node);
+    if (!node->is_dir() && node->maybe_retired()) {
+      auto now = fs.current()->resolve(node->path());
+      if (!now || now->identity != node->identity()) r.st.st_nlink = 0;
+    }
     fuse_reply_attr(req, &r.st, kTimeout);
   });
 }
@@ -819,6 +826,7 @@ Result<SwitchStats> Filesystem::switch_to(std::shared_ptr<const View> next) {
   std::vector<store::Change> changes = store::diff(old->layer(), next->layer());
   stats.changed_paths = changes.size();
   std::set<fuse_ino_t> listings;
+  std::vector<std::pair<std::string, fuse_ino_t>> dropped_dirs;  // held, not kept merged
   // A directory that stays a merged (non-opaque) directory keeps its dentry and its cached
   // children: only its listing is invalidated, and changes below it carry their own entries.
   auto stays_merged_dir = [&](const std::string& path) {
@@ -837,16 +845,36 @@ Result<SwitchStats> Filesystem::switch_to(std::shared_ptr<const View> next) {
       if (fuse_ino_t self = nodes_.dir_at(c.path)) listings.insert(self);
       continue;
     }
+    fuse_ino_t replaced = retire(*old, *next, c.path);
     if (fuse_ino_t dir = nodes_.dir_at(parent)) {
       std::string name = c.path.substr(parent.empty() ? 0 : parent.size() + 1);
       if (session_ != nullptr && connected_) {
-        fuse_lowlevel_notify_inval_entry(session_, dir, name.c_str(), name.size());
+        // A held old version is deleted as an unlink deletes it: the kernel clears its link
+        // count when the name's dentry is still that node, and /proc shows its mappings and
+        // descriptors with " (deleted)" (what zypper ps, needrestart and lsof look for). The
+        // delete drops the dentry as the invalidation does; where it does not apply (no such
+        // dentry, or an older kernel) the plain invalidation is sent.
+        if (replaced == 0 ||
+            fuse_lowlevel_notify_delete(session_, dir, replaced, name.c_str(), name.size()) != 0)
+          fuse_lowlevel_notify_inval_entry(session_, dir, name.c_str(), name.size());
         ++stats.invalidations;
       }
       listings.insert(dir);
     }
-    if (fuse_ino_t self = nodes_.dir_at(c.path)) listings.insert(self);
+    if (fuse_ino_t self = nodes_.dir_at(c.path)) {
+      listings.insert(self);
+      // Descendants follow their directory in the diff; the top one's walk covers them.
+      bool below_last = !dropped_dirs.empty() && c.path.starts_with(dropped_dirs.back().first) &&
+                        c.path[dropped_dirs.back().first.size()] == '/';
+      if (!below_last) dropped_dirs.emplace_back(c.path, self);
+    }
   }
+  // Below a directory the switch removed or hid (a whiteout, an opaque directory, a file in
+  // its place), the layer diff names only the layer's own entries: held booted ones would
+  // stay cached under the old directory, neither deleted nor gone from the kernel's cache.
+  // Only directories the kernel holds are listed (a held file pins its parents).
+  for (const auto& [path, self] : dropped_dirs)
+    stats.invalidations += retire_below(*old, *next, path, self);
   for (fuse_ino_t dir : listings) {
     if (session_ != nullptr && connected_) {
       fuse_lowlevel_notify_inval_inode(session_, dir, 0, 0);
@@ -886,6 +914,44 @@ Result<SwitchStats> Filesystem::switch_to(std::shared_ptr<const View> next) {
                           stats.from_generation, stats.to_generation, stats.changed_paths,
                           stats.invalidations, stats.seconds * 1e3);
   return stats;
+}
+
+fuse_ino_t Filesystem::retire(const View& old, const View& next, const std::string& path) {
+  auto before = old.resolve(path);
+  if (!before || before->is_dir()) return 0;  // a directory's node lives on across versions
+  if (auto after = next.resolve(path); after && after->identity == before->identity) return 0;
+  NodeRef node = nodes_.find(*before);
+  if (!node) return 0;
+  node->mark_retired();
+  return node->id();
+}
+
+size_t Filesystem::retire_below(const View& old, const View& next, const std::string& path,
+                                fuse_ino_t dir) {
+  auto self = old.resolve(path);
+  if (!self || !self->is_dir()) return 0;
+  auto entries = old.list(*self);
+  if (!entries) return 0;
+  bool notify = session_ != nullptr && connected_;
+  size_t sent = 0;
+  for (const DirEntry& e : *entries) {
+    std::string child = join_path(path, e.name);
+    if (S_ISDIR(e.type)) {
+      fuse_ino_t sub = nodes_.dir_at(child);
+      if (sub == 0) continue;
+      sent += retire_below(old, next, child, sub);
+      // Its dentry goes after its children's (a directory node stands for every version of
+      // its path, so it is never deleted, only dropped).
+      if (auto now = next.resolve(child); notify && !(now && now->is_dir())) {
+        fuse_lowlevel_notify_inval_entry(session_, dir, e.name.c_str(), e.name.size());
+        ++sent;
+      }
+    } else if (fuse_ino_t node = retire(old, next, child); node != 0 && notify) {
+      fuse_lowlevel_notify_delete(session_, dir, node, e.name.c_str(), e.name.size());
+      ++sent;
+    }
+  }
+  return sent;
 }
 
 void Filesystem::retire_locked(Retiring r) const {

@@ -181,6 +181,13 @@ class Filesystem {
   mutable std::unordered_map<std::string, std::vector<Retired>> retired_;
   mutable uint64_t stale_calls_ = 0;
   void retire_locked(Retiring r) const;
+  // The node the kernel holds for `path`'s version in `old` when `next` serves another one
+  // there (or none), marked retired (served with link count 0 from now on); 0 when there is
+  // none, or it is a directory.
+  fuse_ino_t retire(const View& old, const View& next, const std::string& path);
+  // Retires the held versions below `path`, a directory of `old` (node `dir`), that `next`
+  // does not serve, and tells the kernel; returns the notifications sent.
+  size_t retire_below(const View& old, const View& next, const std::string& path, fuse_ino_t dir);
 
   // abort() wakes the thread in serve() with a signal (libfuse's loop waits on a semaphore
   // that only a finishing worker posts, so an exit flag alone is seen at the next request).

@@ -88,6 +88,12 @@ class Node {
     return backing_id_.compare_exchange_strong(expected, id, std::memory_order_acq_rel);
   }
 
+  // A switch replaced or removed this version at its path, and the kernel was told it is
+  // deleted (link count 0). A later switch may serve it there again (a rollback): the flag
+  // only says "check the current view before serving the link count", it is never cleared.
+  bool maybe_retired() const { return retired_.load(std::memory_order_acquire); }
+  void mark_retired() const { retired_.store(true, std::memory_order_release); }
+
   uint64_t lookups = 1;  // guarded by NodeTable::mutex_
 
  private:
@@ -106,6 +112,7 @@ class Node {
   mutable std::atomic<int> backing_fd_{-1};
   // -1: none will be adopted (forgotten, or the kernel refused passthrough for it).
   mutable std::atomic<int> backing_id_{0};
+  mutable std::atomic<bool> retired_{false};  // in the padding before id_
   const fuse_ino_t id_;
   const uint32_t key_hash_;  // of (path, identity): the by-key index's hash
   const uint32_t path_len_;

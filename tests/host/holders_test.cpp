@@ -315,6 +315,12 @@ TEST(FindHoldersFakeProcTest, Parsers) {
       &ino));
   EXPECT_EQ(dev, makedev(0xfd, 0x01));
   EXPECT_EQ(ino, static_cast<ino_t>(9223372036854775809ULL));
+  // A replaced file (unlinked, or deleted by a livefs switch) carries " (deleted)".
+  ASSERT_TRUE(parse_maps_line(
+      "7f0000002000-7f0000003000 r-xp 00003000 00:3a 17   /usr/lib/libz.so.1 (deleted)", &dev,
+      &ino));
+  EXPECT_EQ(dev, makedev(0, 0x3a));
+  EXPECT_EQ(ino, 17u);
   ASSERT_TRUE(parse_maps_line("7f0000004000-7f0000005000 rw-p 00000000 00:00 0", &dev, &ino));
   EXPECT_EQ(ino, 0u);
   EXPECT_FALSE(parse_maps_line("7f0000004000-7f0000005000 rw-p 00000000 0000 0", &dev, &ino));

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -804,6 +805,218 @@ TEST_F(MountTest, NamesOfAnyBytesAreListedAndLookedUp) {
   EXPECT_EQ(got, want);
   for (const std::string& n : booted_names) EXPECT_EQ(read_file(mnt_ / "odd" / n), "booted " + n);
   EXPECT_EQ(read_file(mnt_ / "odd" / layer_name), "layer");
+}
+
+// What /proc/self/maps shows for the mapping that starts at `addr` (the path column and what
+// follows it), or "" when there is none.
+std::string mapped_path(const void* addr) {
+  std::string maps = read_file("/proc/self/maps");
+  char start[32];
+  std::snprintf(start, sizeof start, "%lx-", reinterpret_cast<unsigned long>(addr));
+  size_t pos = 0;
+  while (pos < maps.size()) {
+    size_t end = maps.find('\n', pos);
+    if (end == std::string::npos) end = maps.size();
+    std::string_view line(maps.data() + pos, end - pos);
+    if (line.starts_with(start)) {
+      size_t slash = line.find('/');
+      return slash == std::string_view::npos ? "" : std::string(line.substr(slash));
+    }
+    pos = end + 1;
+  }
+  return "";
+}
+
+// The link count the daemon serves for `fd` now: asked for with GETATTR (forced), not what
+// the kernel cached.
+nlink_t served_nlink(int fd) {
+  struct statx stx {};
+  EXPECT_EQ(statx(fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_NLINK, &stx), 0)
+      << strerror(errno);
+  return stx.stx_nlink;
+}
+
+nlink_t nlink_of(int fd) {
+  struct stat st {};
+  EXPECT_EQ(fstat(fd, &st), 0) << strerror(errno);
+  return st.st_nlink;
+}
+
+struct HeldFile {
+  UniqueFd fd;
+  void* map = nullptr;
+  size_t size = 0;
+  ~HeldFile() {
+    if (map != nullptr) munmap(map, size);
+  }
+};
+
+// Opens and maps `path` (executable, as the loader maps a library).
+std::unique_ptr<HeldFile> hold(const fs::path& path) {
+  auto held = std::make_unique<HeldFile>();
+  held->fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  EXPECT_TRUE(held->fd) << path << ": " << strerror(errno);
+  if (!held->fd) return held;
+  struct stat st {};
+  EXPECT_EQ(fstat(held->fd.get(), &st), 0);
+  held->size = static_cast<size_t>(st.st_size);
+  void* map = mmap(nullptr, held->size, PROT_READ | PROT_EXEC, MAP_PRIVATE, held->fd.get(), 0);
+  EXPECT_NE(map, MAP_FAILED) << strerror(errno);
+  if (map != MAP_FAILED) held->map = map;
+  return held;
+}
+
+std::string pread_all(int fd) {
+  char buf[256];
+  ssize_t n = pread(fd, buf, sizeof buf, 0);
+  EXPECT_GE(n, 0) << strerror(errno);
+  return n < 0 ? "" : std::string(buf, static_cast<size_t>(n));
+}
+
+// After a switch replaces or removes a file, a process still holding its old version sees
+// what it would after a package upgrade: the mapping's path ends in " (deleted)" and the
+// old inode has no links (what `zypper ps` and needrestart look for), also when the daemon
+// is asked again; the path itself serves the new version with its links. A switch back
+// makes the version live again, links and all. Files the switch leaves alone keep theirs.
+void replaced_files_look_deleted(
+    const fs::path& mnt, const std::function<void(std::vector<store::Entry>, uint64_t)>& switch_to,
+    const std::function<store::Entry(std::string, std::string)>& layer_file) {
+  auto booted = hold(mnt / "bin/keep");
+  auto linked = hold(mnt / "lib/linked");
+  ASSERT_NE(booted->map, nullptr);
+  ASSERT_NE(linked->map, nullptr);
+  EXPECT_EQ(mapped_path(booted->map), (mnt / "bin/keep").string());
+  EXPECT_EQ(nlink_of(booted->fd.get()), 1u);
+  EXPECT_EQ(nlink_of(linked->fd.get()), 2u);
+
+  // The booted file replaced by a layer file.
+  switch_to({layer_file("bin/keep", "keep v1\n")}, 1);
+  EXPECT_EQ(mapped_path(booted->map), (mnt / "bin/keep").string() + " (deleted)");
+  EXPECT_EQ(nlink_of(booted->fd.get()), 0u);
+  EXPECT_EQ(served_nlink(booted->fd.get()), 0u);
+  EXPECT_EQ(pread_all(booted->fd.get()), "keep\n") << "the old version is still served";
+  EXPECT_EQ(std::string(static_cast<const char*>(booted->map), 5), "keep\n");
+  auto v1 = hold(mnt / "bin/keep");
+  EXPECT_EQ(pread_all(v1->fd.get()), "keep v1\n");
+  EXPECT_EQ(nlink_of(v1->fd.get()), 1u);
+  EXPECT_EQ(mapped_path(v1->map), (mnt / "bin/keep").string());
+  // Untouched hard links keep their count, cached and served.
+  EXPECT_EQ(nlink_of(linked->fd.get()), 2u);
+  EXPECT_EQ(served_nlink(linked->fd.get()), 2u);
+  struct stat st {};
+  ASSERT_EQ(stat((mnt / "lib/linked-too").c_str(), &st), 0);
+  EXPECT_EQ(st.st_nlink, 2u);
+
+  // A layer file replaced by another, then removed.
+  switch_to({layer_file("bin/keep", "keep v2\n")}, 2);
+  EXPECT_EQ(nlink_of(v1->fd.get()), 0u);
+  EXPECT_EQ(served_nlink(v1->fd.get()), 0u);
+  EXPECT_EQ(mapped_path(v1->map), (mnt / "bin/keep").string() + " (deleted)");
+  auto v2 = hold(mnt / "bin/keep");
+  EXPECT_EQ(pread_all(v2->fd.get()), "keep v2\n");
+  EXPECT_EQ(nlink_of(v2->fd.get()), 1u);
+  store::Entry gone;
+  gone.path = "bin/keep";
+  gone.type = store::EntryType::whiteout;
+  switch_to({gone}, 3);
+  EXPECT_FALSE(fs::exists(mnt / "bin/keep"));
+  EXPECT_EQ(nlink_of(v2->fd.get()), 0u);
+  EXPECT_EQ(served_nlink(v2->fd.get()), 0u);
+  EXPECT_EQ(pread_all(v2->fd.get()), "keep v2\n");
+
+  // Back to v1 (a rollback): the version held since is live again, with its link.
+  switch_to({layer_file("bin/keep", "keep v1\n")}, 4);
+  UniqueFd again(::open((mnt / "bin/keep").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(pread_all(again.get()), "keep v1\n");
+  EXPECT_EQ(nlink_of(again.get()), 1u);
+  EXPECT_EQ(served_nlink(again.get()), 1u);
+  EXPECT_EQ(nlink_of(v1->fd.get()), 1u) << "the same node as the fresh open";
+  EXPECT_EQ(served_nlink(v1->fd.get()), 1u);
+  EXPECT_EQ(nlink_of(v2->fd.get()), 0u);
+  EXPECT_EQ(served_nlink(v2->fd.get()), 0u);
+
+  // And back to the booted tree.
+  switch_to({}, 5);
+  UniqueFd booted_again(::open((mnt / "bin/keep").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(booted_again);
+  EXPECT_EQ(pread_all(booted_again.get()), "keep\n");
+  EXPECT_EQ(nlink_of(booted_again.get()), 1u);
+  EXPECT_EQ(served_nlink(booted_again.get()), 1u);
+  EXPECT_EQ(nlink_of(booted->fd.get()), 1u);
+  EXPECT_EQ(nlink_of(v1->fd.get()), 0u);
+  EXPECT_EQ(served_nlink(v1->fd.get()), 0u);
+  EXPECT_EQ(nlink_of(linked->fd.get()), 2u);
+  EXPECT_EQ(served_nlink(linked->fd.get()), 2u);
+}
+
+TEST_F(MountTest, ReplacedFilesLookDeletedToProcessesStillUsingThem) {
+  write_file(booted_ / "lib/linked", "linked\n");
+  ASSERT_EQ(link((booted_ / "lib/linked").c_str(), (booted_ / "lib/linked-too").c_str()), 0);
+  start(empty_layer(), mnt_);
+  replaced_files_look_deleted(
+      mnt_, [&](auto entries, uint64_t g) { switch_to(std::move(entries), g); },
+      [&](std::string path, std::string content) { return layer_file(path, content); });
+}
+
+TEST_F(MountTestNoPassthrough, ReplacedFilesLookDeletedToProcessesStillUsingThem) {
+  write_file(booted_ / "lib/linked", "linked\n");
+  ASSERT_EQ(link((booted_ / "lib/linked").c_str(), (booted_ / "lib/linked-too").c_str()), 0);
+  start(empty_layer(), mnt_);
+  replaced_files_look_deleted(
+      mnt_, [&](auto entries, uint64_t g) { switch_to(std::move(entries), g); },
+      [&](std::string path, std::string content) { return layer_file(path, content); });
+}
+
+// A layer directory that goes takes its files with it: each held one looks deleted too
+// (its name is deleted before its directory's entry goes, while the kernel can still find it).
+TEST_F(MountTest, FilesOfARemovedLayerDirectoryLookDeleted) {
+  start(*store::Tree::build({layer_file("opt/pkg/lib/libx.so", "x v1\n"),
+                             layer_file("opt/pkg/bin/tool", "tool\n", 0755)}),
+        mnt_);
+  auto lib = hold(mnt_ / "opt/pkg/lib/libx.so");
+  ASSERT_NE(lib->map, nullptr);
+  EXPECT_EQ(nlink_of(lib->fd.get()), 1u);
+  switch_to({}, 1);
+  EXPECT_FALSE(fs::exists(mnt_ / "opt"));
+  EXPECT_EQ(mapped_path(lib->map), (mnt_ / "opt/pkg/lib/libx.so").string() + " (deleted)");
+  EXPECT_EQ(nlink_of(lib->fd.get()), 0u);
+  EXPECT_EQ(served_nlink(lib->fd.get()), 0u);
+  EXPECT_EQ(pread_all(lib->fd.get()), "x v1\n");
+}
+
+// A booted directory hidden by a whiteout or an opaque layer directory takes its booted
+// files with it (the layer lists none of them): each held one looks deleted too, and comes
+// back with its links when the directory does.
+TEST_F(MountTest, FilesOfAHiddenBootedDirectoryLookDeleted) {
+  write_file(booted_ / "lib/opaque/y", "y\n");
+  write_file(booted_ / "lib/opaque/sub/z", "z\n");
+  start(empty_layer(), mnt_);
+  auto gone = hold(mnt_ / "lib/gone/x");
+  auto hidden = hold(mnt_ / "lib/opaque/sub/z");
+  ASSERT_NE(gone->map, nullptr);
+  ASSERT_NE(hidden->map, nullptr);
+  store::Entry opaque;
+  opaque.path = "lib/opaque";
+  opaque.type = store::EntryType::dir;
+  opaque.mode = 0755;
+  opaque.opaque = true;
+  switch_to({whiteout("lib/gone"), opaque, layer_file("lib/opaque/y", "new y\n")}, 1);
+  EXPECT_FALSE(fs::exists(mnt_ / "lib/gone"));
+  EXPECT_FALSE(fs::exists(mnt_ / "lib/opaque/sub"));
+  EXPECT_EQ(mapped_path(gone->map), (mnt_ / "lib/gone/x").string() + " (deleted)");
+  EXPECT_EQ(nlink_of(gone->fd.get()), 0u);
+  EXPECT_EQ(served_nlink(gone->fd.get()), 0u);
+  EXPECT_EQ(nlink_of(hidden->fd.get()), 0u);
+  EXPECT_EQ(served_nlink(hidden->fd.get()), 0u);
+  EXPECT_EQ(pread_all(hidden->fd.get()), "z\n");
+
+  switch_to({}, 2);
+  UniqueFd again(::open((mnt_ / "lib/gone/x").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(nlink_of(again.get()), 1u);
+  EXPECT_EQ(nlink_of(gone->fd.get()), 1u);
+  EXPECT_EQ(served_nlink(gone->fd.get()), 1u);
 }
 
 }  // namespace
