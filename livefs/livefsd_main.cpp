@@ -4,9 +4,11 @@
 // unchanged, for everything else, so this program takes the whole command line: every
 // command, and the help that lists them all.
 #include <cstdio>
+#include <cstring>
 #include <string_view>
 
 #include "common/log.h"
+#include "livefs/cli_docs.h"
 #include "livefs/commands.h"
 #include "overlay/filesystem.h"
 
@@ -22,6 +24,15 @@ int main(int argc, char** argv) {
   livefs::cli::register_store_commands(app, status);
   livefs::cli::register_mount_command(app, status);
   livefs::cli::register_live_commands(app, status);
+  // The build's way to the man pages and the completion (not a command: CLI11 would ask for
+  // one of the subcommands).
+  if (argc == 3 && std::strcmp(argv[1], "--write-docs") == 0) {
+    if (auto st = livefs::cli::write_docs(app, argv[2]); !st) {
+      std::fprintf(stderr, "livefsd: --write-docs: %s\n", st.error().message().c_str());
+      return livefs::cli::kExitError;
+    }
+    return livefs::cli::kExitOk;
+  }
   app.parse_complete_callback([&] {
     if (verbose) livefs::set_log_level(spdlog::level::debug);
   });

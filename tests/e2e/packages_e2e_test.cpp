@@ -2,7 +2,9 @@
 // database beside it): dependency checks of `apply --package` on dpkg trees.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "live_support.h"
 #include "support/temp_dir.h"
@@ -43,8 +45,7 @@ struct DpkgWorld : LiveWorld {
   Ran mount_usr() {
     mounted_at = mnt;
     return livefs("mount --booted " + quote((booted / "usr").string()) + " --staged " +
-                  quote((staged / "usr").string()) + " " + state_arg() + " " +
-                  quote(mnt.string()));
+                  quote((staged / "usr").string()) + " " + state_arg() + " " + quote(mnt.string()));
   }
 };
 
@@ -79,6 +80,53 @@ TEST(PackagesE2e, AnUnreadableDependencyFieldRefusesUnlessIgnored) {
   ASSERT_EQ(forced.status, 0) << forced.out;
   EXPECT_EQ(read_file(w.mnt / "bin/demo"), "demo 2.0\n");
   EXPECT_EQ(read_file(w.mnt / "lib/libdemo.so.1"), "libdemo 1.0\n");
+}
+
+// What the generated bash completion offers for COMP_WORDS = `words` (the last one is being
+// completed), with the build's livefs first on PATH.
+std::vector<std::string> complete(const std::vector<std::string>& words) {
+  fs::path binary = LIVEFS_BINARY;
+  fs::path script = binary.parent_path() / "doc/bash-completion/livefs";
+  std::string array;
+  for (const std::string& w : words) array += " " + quote(w);
+  std::string command = "PATH=" + quote(binary.parent_path().string()) +
+                        ":$PATH bash -c 'source \"$0\"; COMP_WORDS=(\"$@\"); "
+                        "COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _livefs; "
+                        "printf \"%s\\n\" \"${COMPREPLY[@]}\"' " +
+                        quote(script.string()) + array;
+  std::string out;
+  EXPECT_EQ(livefs::testing::run(command, &out), 0) << command;
+  std::vector<std::string> lines;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) lines.push_back(line);
+  }
+  std::sort(lines.begin(), lines.end());
+  return lines;
+}
+
+using Words = std::vector<std::string>;
+
+TEST(Completion, CommandsOptionsAndWhatTheDaemonHasPending) {
+  EXPECT_EQ(complete({"livefs", "ap"}), Words{"apply"});
+  EXPECT_EQ(complete({"livefs", "apply", "--wi"}), Words{"--with-deps"});
+  EXPECT_EQ(complete({"livefs", "store", ""}),
+            (Words{"--help", "gc", "import", "stats", "verify"}));
+  EXPECT_EQ(complete({"livefs", "store", "gc", "--w"}), Words{"--wait"});
+  DpkgWorld w("Depends: libdemo (>= 2.0)\n");
+  // A directory option takes directories.
+  EXPECT_EQ(complete({"livefs", "mount", "--booted", (w.dir / "boo").string()}),
+            Words{(w.dir / "booted").string()});
+  Ran mounted = w.mount_usr();
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+  std::string state = w.state.string();
+  // The pending packages and paths, asked of the daemon named by --state on the line.
+  EXPECT_EQ(complete({"livefs", "apply", "--state", state, "--package", ""}),
+            (Words{"demo", "libdemo"}));
+  EXPECT_EQ(complete({"livefs", "apply", "--state", state, "--allow-replace", "b"}),
+            Words{"bin/demo"});
+  EXPECT_EQ(complete({"livefs", "apply", "--state", state, ""}),
+            (Words{"bin/demo", "lib/libdemo.so.1"}));
 }
 
 }  // namespace
