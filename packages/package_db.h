@@ -17,7 +17,7 @@ namespace livefs::packages {
 
 struct PackageInfo {
   // The name other calls accept: the package name, or "name:arch" when several
-  // architectures of it are installed (multi-arch).
+  // architectures of it are installed (dpkg's multi-arch; RPM: packages/rpm.h).
   std::string name;
   std::string version;
   std::string arch;

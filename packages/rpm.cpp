@@ -279,7 +279,10 @@ void read_header(Header h, const std::vector<std::string>& aliases, Package& p) 
       if (rpmfilesFState(files, ix) == RPMFILE_STATE_NOTINSTALLED) continue;
       char* fn = rpmfilesFN(files, ix);
       if (fn == nullptr) continue;
-      if (auto path = served_path(fn, aliases, "")) p.files.push_back(std::move(*path));
+      // Normal form ("usr//x" and "usr/./x" are "usr/x"), as owners() looks paths up.
+      std::string normal;
+      for (std::string_view part : path_components(fn)) normal += "/" + std::string(part);
+      if (auto path = served_path(normal, aliases, "")) p.files.push_back(std::move(*path));
       std::free(fn);
     }
     rpmfilesFree(files);
@@ -371,6 +374,10 @@ Result<std::vector<Package>> read_database(const std::string& dir, const std::st
   rpmPopMacro(nullptr, "_dbpath");
   g_captured_errors = nullptr;
   if (opened != 0 || !errors.empty()) {
+    bool unsupported = std::any_of(errors.begin(), errors.end(), [](const std::string& e) {
+      return e.find("dummy database") != std::string::npos;
+    });
+    if (unsupported) return fail(ENOTSUP, "this librpm cannot read a " + backend + " database");
     std::string message = opened != 0 ? "librpm cannot open it" : "librpm cannot read it";
     for (size_t i = 0; i < errors.size() && i < 3; ++i) message += (i ? "; " : ": ") + errors[i];
     return fail(EBADMSG, message);

@@ -36,7 +36,9 @@ namespace livefs::packages::rpm {
 
 // The backend that wrote a database directory holding these file names: "sqlite"
 // (rpmdb.sqlite: Fedora >= 33, CentOS Stream 9), "ndb" (Packages.db: openSUSE), "bdb_ro"
-// (Packages: Berkeley DB, older RHEL/CentOS), or "" when none of them is there.
+// (Packages: Berkeley DB, older RHEL/CentOS), or "" when none of them is there. Which ones
+// open depends on how librpm was built (Debian 12's: sqlite and bdb_ro; an ndb database is
+// then an error saying so).
 std::string backend_of(const std::vector<std::string>& names);
 
 // Opens the database in `location` ("usr/lib/sysimage/rpm", an OS path of `tree`) whose
