@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "common/text.h"
+#include "packages/paths.h"
 #include "store/tree.h"
 
 namespace livefs::packages::dpkg {
@@ -52,33 +53,6 @@ size_t edit_distance(std::string_view a, std::string_view b) {
     }
   }
   return row[b.size()];
-}
-
-// The top-level directories a merged-/usr system turns into symlinks to usr/X.
-constexpr std::string_view kUsrMergeDirs[] = {"bin", "sbin", "lib", "lib32", "lib64", "libx32"};
-
-// Which of kUsrMergeDirs the tree merges into usr: X is a symlink to usr/X, or X is absent
-// altogether while usr/X exists (a reader that sees only usr/, such as a manifest of the
-// served tree: in a tree where /bin/ls is listed and no /bin exists, it can only be
-// /usr/bin/ls).
-Result<std::vector<std::string>> find_usr_aliases(const TreeReader& tree) {
-  std::vector<std::string> aliases;
-  for (std::string_view dir : kUsrMergeDirs) {
-    std::string usr_dir = "usr/" + std::string(dir);
-    auto link = tree.read_link(dir);
-    if (!link) return std::unexpected(link.error());
-    if (*link) {
-      auto parts = path_components(**link);
-      std::string target;
-      for (std::string_view part : parts) target += (target.empty() ? "" : "/") + std::string(part);
-      if (target == usr_dir) aliases.emplace_back(dir);
-      continue;
-    }
-    auto listed = tree.list(dir);
-    if (listed || listed.error().code != ENOENT) continue;  // a real directory (or a file)
-    if (tree.list(usr_dir)) aliases.emplace_back(dir);
-  }
-  return aliases;
 }
 
 struct Package {
@@ -579,19 +553,7 @@ bool is_installed(std::string_view status) {
 std::optional<std::string> served_path(std::string_view listed,
                                        const std::vector<std::string>& usr_aliases,
                                        std::string_view served_subdir) {
-  while (!listed.empty() && listed.back() == '\r') listed.remove_suffix(1);
-  while (!listed.empty() && listed.front() == '/') listed.remove_prefix(1);
-  while (!listed.empty() && listed.back() == '/') listed.remove_suffix(1);
-  if (listed.empty() || listed == ".") return std::nullopt;
-  std::string_view top = listed.substr(0, listed.find('/'));
-  bool aliased = std::find(usr_aliases.begin(), usr_aliases.end(), top) != usr_aliases.end();
-  std::string os_path = aliased ? "usr/" + std::string(listed) : std::string(listed);
-  if (served_subdir.empty()) return os_path;
-  if (os_path.size() <= served_subdir.size() + 1 || !os_path.starts_with(served_subdir) ||
-      os_path[served_subdir.size()] != '/') {
-    return std::nullopt;  // outside (or the served directory itself)
-  }
-  return os_path.substr(served_subdir.size() + 1);
+  return packages::served_path(listed, usr_aliases, served_subdir);
 }
 
 Result<std::unique_ptr<PackageDb>> open(const TreeReader& tree,

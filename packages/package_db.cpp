@@ -3,10 +3,12 @@
 #include "packages/package_db.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <map>
 #include <unordered_map>
 
 #include "packages/dpkg.h"
+#include "packages/rpm.h"
 
 namespace livefs::packages {
 
@@ -37,6 +39,19 @@ Result<std::unique_ptr<PackageDb>> open_with(const TreeReader& tree,
     if (!*status) continue;
     return dpkg::open(tree, std::move(keep_alive), std::move(location), **status,
                       std::move(served_subdir));
+  }
+  // RPM: /usr/lib/sysimage/rpm (rpm >= 4.16's default: Fedora, CentOS Stream, bootc),
+  // /usr/share/rpm (rpm-ostree moves it into the deployment), /var/lib/rpm (older systems;
+  // often a symlink to the first). A directory without a database file is not one (a Debian
+  // host with the rpm tool installed has an empty /var/lib/rpm).
+  for (std::string location : {"usr/lib/sysimage/rpm", "usr/share/rpm", "var/lib/rpm"}) {
+    auto names = tree.list(location);
+    if (!names) {
+      if (names.error().code == ENOENT || names.error().code == ENOTDIR) continue;
+      return std::unexpected(with_context(names.error(), "rpm database in " + location));
+    }
+    if (rpm::backend_of(*names).empty()) continue;
+    return rpm::open(tree, std::move(location), *names, std::move(served_subdir));
   }
   return std::unique_ptr<PackageDb>();
 }

@@ -17,7 +17,7 @@ namespace livefs::packages {
 
 struct PackageInfo {
   // The name other calls accept: the package name, or "name:arch" when several
-  // architectures of it are installed (multi-arch).
+  // architectures of it are installed (dpkg's multi-arch; RPM: packages/rpm.h).
   std::string name;
   std::string version;
   std::string arch;
@@ -96,10 +96,12 @@ bool version_satisfies(const PackageDb& db, std::string_view version, VersionOp 
                        std::string_view required);
 
 // Finds the tree's package database: dpkg's `status` under var/lib/dpkg, then under
-// usr/var/lib/dpkg (OSTree-based Debian keeps it in /usr). nullptr (not an error) when the
-// tree has none; an error when one exists but cannot be read or parsed. `served_subdir` is
+// usr/var/lib/dpkg (OSTree-based Debian keeps it in /usr); else RPM's (packages/rpm.h) in
+// usr/lib/sysimage/rpm, usr/share/rpm (rpm-ostree) or var/lib/rpm. nullptr (not an error)
+// when the tree has none; an error when one exists but cannot be read or parsed. `served_subdir` is
 // the OS path the view serves ("usr", or "" for the whole root).
-// The database reads file lists on demand through `tree`, which must outlive it.
+// dpkg's database reads file lists on demand through `tree`, which must outlive it (RPM's
+// reads everything at open).
 Result<std::unique_ptr<PackageDb>> open_package_db(const TreeReader& tree,
                                                    std::string served_subdir);
 // The same, keeping the reader alive for as long as the database is.
