@@ -17,8 +17,16 @@ bool is_dir(const fs::path& p) {
   return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+// A dpkg or RPM database's directory (whether it holds a database is for
+// packages::open_package_db to find out).
 bool has_package_db(const fs::path& root) {
-  return is_dir(root / "var/lib/dpkg") || is_dir(root / "usr/var/lib/dpkg");
+  for (const char* location : packages::kDpkgLocations) {
+    if (is_dir(root / location)) return true;
+  }
+  for (const char* location : packages::kRpmLocations) {
+    if (is_dir(root / location)) return true;
+  }
+  return false;
 }
 
 }  // namespace

@@ -31,7 +31,7 @@ Result<std::unique_ptr<PackageDb>> open_with(const TreeReader& tree,
   served_subdir = normalize_subdir(served_subdir);
   // dpkg: /var/lib/dpkg on a classic system; OSTree-based Debian moves it under /usr, since
   // /var is not part of a deployment.
-  for (std::string location : {"var/lib/dpkg", "usr/var/lib/dpkg"}) {
+  for (std::string location : {kDpkgLocations[0], kDpkgLocations[1]}) {
     auto status = tree.read_file(location + "/status");
     if (!status) {
       return std::unexpected(with_context(status.error(), "dpkg database in " + location));
@@ -44,7 +44,7 @@ Result<std::unique_ptr<PackageDb>> open_with(const TreeReader& tree,
   // /usr/share/rpm (rpm-ostree moves it into the deployment), /var/lib/rpm (older systems;
   // often a symlink to the first). A directory without a database file is not one (a Debian
   // host with the rpm tool installed has an empty /var/lib/rpm).
-  for (std::string location : {"usr/lib/sysimage/rpm", "usr/share/rpm", "var/lib/rpm"}) {
+  for (std::string location : {kRpmLocations[0], kRpmLocations[1], kRpmLocations[2]}) {
     auto names = tree.list(location);
     if (!names) {
       if (names.error().code == ENOENT || names.error().code == ENOTDIR) continue;

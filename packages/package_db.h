@@ -95,6 +95,11 @@ class PackageDb {
 bool version_satisfies(const PackageDb& db, std::string_view version, VersionOp op,
                        std::string_view required);
 
+// Where package databases are looked for, relative to the OS root, in order.
+inline constexpr const char* kDpkgLocations[] = {"var/lib/dpkg", "usr/var/lib/dpkg"};
+inline constexpr const char* kRpmLocations[] = {"usr/lib/sysimage/rpm", "usr/share/rpm",
+                                                "var/lib/rpm"};
+
 // Finds the tree's package database: dpkg's `status` under var/lib/dpkg, then under
 // usr/var/lib/dpkg (OSTree-based Debian keeps it in /usr); else RPM's (packages/rpm.h) in
 // usr/lib/sysimage/rpm, usr/share/rpm (rpm-ostree) or var/lib/rpm. nullptr (not an error)

@@ -1,12 +1,17 @@
-// Package selection end to end in directory mode (the trees' /usr served, the package
-// database beside it): dependency checks of `apply --package` on dpkg trees.
+// Package selection end to end: dependency checks of `apply --package` on dpkg trees in
+// directory mode (the trees' /usr served, the package database beside it), and the same flow
+// on RPM-built trees (real RPMs installed with `rpm --root`) in directory mode and from an
+// OSTree sysroot; the bash completion's package names.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "live_support.h"
+#include "ostree_support.h"
+#include "packages/rpm_fixture.h"
 #include "support/temp_dir.h"
 
 namespace livefs::e2e {
@@ -80,6 +85,98 @@ TEST(PackagesE2e, AnUnreadableDependencyFieldRefusesUnlessIgnored) {
   ASSERT_EQ(forced.status, 0) << forced.out;
   EXPECT_EQ(read_file(w.mnt / "bin/demo"), "demo 2.0\n");
   EXPECT_EQ(read_file(w.mnt / "lib/libdemo.so.1"), "libdemo 1.0\n");
+}
+
+namespace rpmfx = livefs::packages::rpm_fixture;
+
+bool lists_holder(const json& holders, pid_t pid, const std::string& path) {
+  for (const auto& h : holders) {
+    if (h.value("pid", 0) == pid && h.value("path", "") == path) return true;
+  }
+  return false;
+}
+
+// The RPM flow, through any mounted view: diff --by-package names the versions and what goes
+// together, demo 2.0 alone is refused for want of libdemo 2.0, --with-deps applies both, and
+// a process holding the old library is listed. `cmd` runs a livefs command on the view.
+template <class Cmd>
+void check_rpm_flow(const fs::path& mnt, Cmd&& cmd) {
+  EXPECT_EQ(read_file(mnt / "lib64/libdemo.so.1"), "libdemo 1.0\n");
+  Ran diff = cmd("diff", "--by-package --json");
+  ASSERT_EQ(diff.status, 0) << diff.out;
+  json d = json::parse(diff.out, nullptr, false);
+  std::map<std::string, json> groups;
+  for (const auto& g : d["packages"]) groups[g["package"]] = g;
+  ASSERT_TRUE(groups.contains("demo")) << d.dump(2);
+  EXPECT_EQ(groups["demo"]["old_version"], "1.0-1");
+  EXPECT_EQ(groups["demo"]["new_version"], "2.0-1");
+  EXPECT_EQ(groups["demo"]["paths"], json({"bin/demo"}));
+  EXPECT_EQ(groups["demo"]["goes_with"], json({"libdemo"})) << d.dump(2);
+  ASSERT_TRUE(groups.contains("libdemo")) << d.dump(2);
+  EXPECT_FALSE(groups["libdemo"].contains("goes_with")) << d.dump(2);
+
+  Ran refused = cmd("apply", "--package demo --allow-replace");
+  EXPECT_EQ(refused.status, 1) << refused.out;
+  EXPECT_NE(refused.out.find("demo 2.0-1 needs libdemo (>= 2.0); live has 1.0-1"),
+            std::string::npos)
+      << refused.out;
+  EXPECT_NE(refused.out.find("--package libdemo"), std::string::npos) << refused.out;
+
+  Holder holder(mnt / "lib64/libdemo.so.1");
+  ASSERT_TRUE(holder.wait_holding());
+  Ran with = cmd("apply", "--package demo --with-deps --allow-replace --json");
+  ASSERT_EQ(with.status, 0) << with.out;
+  json applied = json::parse(with.out, nullptr, false);
+  ASSERT_EQ(applied["added_packages"].size(), 1u) << with.out;
+  EXPECT_EQ(applied["added_packages"][0]["package"], "libdemo");
+  EXPECT_EQ(applied["added_packages"][0]["because"], "demo 2.0-1 needs libdemo (>= 2.0)");
+  EXPECT_EQ(read_file(mnt / "lib64/libdemo.so.1"), "libdemo 2.0\n");
+  std::string out;
+  EXPECT_EQ(livefs::testing::run(quote((mnt / "bin/demo").string()), &out), 0);
+  EXPECT_EQ(out, "demo 2.0\n");
+  // The holder report works the same on an RPM tree.
+  json st;
+  EXPECT_TRUE(eventually([&] {
+    Ran r = cmd("status", "--json");
+    st = json::parse(r.out, nullptr, false);
+    return !st.is_discarded() && st["holders_scan"]["current"] == true &&
+           lists_holder(st["holders"], holder.pid(), "lib64/libdemo.so.1");
+  })) << st.dump(2);
+}
+
+TEST(PackagesE2e, RpmTreeInDirectoryMode) {
+  if (!rpmfx::have_rpm_tools()) GTEST_SKIP() << "rpm/rpmbuild not installed";
+  LiveWorld w;
+  ASSERT_EQ(rpmfx::write_rpm_root(w.booted, rpmfx::Version::v1), "");
+  ASSERT_EQ(rpmfx::write_rpm_root(w.staged, rpmfx::Version::v2), "");
+  w.settle();
+  w.mounted_at = w.mnt;
+  Ran mounted = livefs("mount --booted " + quote((w.booted / "usr").string()) + " --staged " +
+                       quote((w.staged / "usr").string()) + " " + w.state_arg() + " " +
+                       quote(w.mnt.string()));
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+  check_rpm_flow(w.mnt, [&](const std::string& c, const std::string& a) { return w.cmd(c, a); });
+}
+
+// An rpm-ostree-like tree (the database in usr/share/rpm), committed and deployed.
+void make_rpm_commit(const fs::path& root, rpmfx::Version v) {
+  std::string error = rpmfx::write_rpm_root(root, v, rpmfx::DbLayout::usr_share);
+  ASSERT_EQ(error, "");
+  write_file(root / "usr/etc/os-release", "ID=livefs-rpm-test\n");
+  write_file(root / "usr/lib/modules/6.1.0/vmlinuz", "kernel\n");
+  // A deployment holds usr (and the top-level links into it); /var is the machine's.
+  fs::remove_all(root / "var");
+}
+
+TEST(PackagesE2e, RpmTreeFromAnOstreeSysroot) {
+  if (!rpmfx::have_rpm_tools()) GTEST_SKIP() << "rpm/rpmbuild not installed";
+  OstreeSysroot s(
+      "livefs-rpm-ostree", [](const fs::path& r) { make_rpm_commit(r, rpmfx::Version::v1); },
+      [](const fs::path& r) { make_rpm_commit(r, rpmfx::Version::v2); });
+  OstreeMount m;
+  Ran mounted = m.mount(s);
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+  check_rpm_flow(m.mnt, [&](const std::string& c, const std::string& a) { return m.cmd(c, a); });
 }
 
 // What the generated bash completion offers for COMP_WORDS = `words` (the last one is being
