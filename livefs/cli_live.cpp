@@ -15,6 +15,7 @@
 #include <future>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "livefs/cli_output.h"
@@ -30,11 +31,34 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 namespace proto = livefs::protocol;
 
+// --mount PATH of the command being run (one command per process).
+std::string& mount_option() {
+  static std::string mount;
+  return mount;
+}
+
+// The state directory of the command's daemon: --state, else the daemon of --mount, else the
+// only one running (control.h). Without one, the command ends here with the reason.
+fs::path daemon_state(const fs::path& state) {
+  static std::optional<fs::path> found;
+  if (!state.empty() && mount_option().empty()) return state;
+  if (!found) {
+    auto r = find_daemon_state(state.string(), mount_option());
+    if (!r) {
+      std::fprintf(stderr, "livefs: %s\n", r.error().message().c_str());
+      std::fflush(nullptr);
+      std::exit(kExitError);
+    }
+    found = *r;
+  }
+  return *found;
+}
+
 // Sends a request and reads its reply; prints the error line and returns nullopt when it
 // fails (the daemon's refusal as the daemon worded it).
 template <class Reply>
 std::optional<Reply> request(const fs::path& state, const proto::Request& req) {
-  auto response = call_daemon(state, proto::to_json(req));
+  auto response = call_daemon(daemon_state(state), proto::to_json(req));
   if (!response) {
     std::fprintf(stderr, "livefs: %s\n", response.error().message().c_str());
     return std::nullopt;
@@ -54,7 +78,10 @@ std::optional<Reply> request(const fs::path& state, const proto::Request& req) {
 // or a stage itself): when it has not been answered within half a second, what the daemon is
 // busy with is shown on stderr (when it is a terminal) until it is.
 template <class Reply>
-std::optional<Reply> request_showing_progress(const fs::path& state, const proto::Request& req) {
+std::optional<Reply> request_showing_progress(const fs::path& state_option,
+                                              const proto::Request& req) {
+  // Found here, on this thread: finding none ends the process.
+  const fs::path state = daemon_state(state_option);
   auto answer = std::async(std::launch::async, [&] { return request<Reply>(state, req); });
   const bool tty = ::isatty(STDERR_FILENO) != 0;
   bool shown = false;
@@ -171,6 +198,16 @@ bool process_gone(pid_t pid) {
       return false;
   }
   return true;
+}
+
+// --state DIR or --mount PATH on a command that talks to a daemon; neither: the one daemon
+// running. Resolved when the command first talks to it (daemon_state), so usage errors come
+// first.
+void add_daemon_options(CLI::App* cmd, std::string& state) {
+  cmd->add_option("--state", state,
+                  "State directory of the daemon (default: the daemon of --mount, or the only "
+                  "one running)");
+  cmd->add_option("--mount", mount_option(), "Mount point of the daemon, when several run");
 }
 
 void print_holders(const std::vector<proto::Holder>& holders) {
@@ -434,7 +471,7 @@ void register_live_commands(CLI::App& app, int& status) {
     }
     if (cmd == nullptr) {
       cmd = app.add_subcommand("diff", "Pending changes: staged vs what is live");
-      cmd->add_option("--state", *state, "State directory of a running daemon")->required();
+      add_daemon_options(cmd, *state);
       cmd->add_flag("--json", *as_json, "JSON output");
       cmd->add_flag("--by-package", *by_package, "Group the changes by owning package");
       cmd->callback([state, as_json, by_package, &status] {
@@ -454,8 +491,25 @@ void register_live_commands(CLI::App& app, int& status) {
             std::exit(rc);
           },
           "Pending changes of a running daemon (staged vs live)");
+      cmd->add_option_function<std::string>(
+          "--mount",
+          [cmd](const std::string& mount) {
+            bool j = false, p = false;
+            if (auto* opt = cmd->get_option_no_throw("--json")) j = opt->count() > 0;
+            if (auto* opt = cmd->get_option_no_throw("--by-package")) p = opt->count() > 0;
+            auto found = find_daemon_state("", mount);
+            int rc = kExitError;
+            if (found) {
+              rc = live_diff(*found, j, p);
+            } else {
+              std::fprintf(stderr, "livefs: %s\n", found.error().message().c_str());
+            }
+            std::fflush(nullptr);
+            std::exit(rc);
+          },
+          "Pending changes of the daemon serving this mount point");
       cmd->add_flag("--by-package", *by_package,
-                    "With --state: group the changes by owning package");
+                    "With --state or --mount: group the changes by owning package");
     }
   }
 
@@ -471,7 +525,7 @@ void register_live_commands(CLI::App& app, int& status) {
     };
     auto a = std::make_shared<ApplyArgs>();
     auto* cmd = app.add_subcommand("apply", "Make selected staged changes live");
-    cmd->add_option("--state", a->state, "State directory")->required();
+    add_daemon_options(cmd, a->state);
     cmd->add_option("PATHS", a->patterns, "Paths or globs (a directory selects its subtree)");
     cmd->add_flag("--all", a->all, "Select every pending change");
     cmd->add_option("--package", a->packages,
@@ -581,7 +635,7 @@ void register_live_commands(CLI::App& app, int& status) {
     auto* cmd = app.add_subcommand(
         "restart",
         "Restart the systemd units whose processes still use replaced files; list the rest");
-    cmd->add_option("--state", *state, "State directory")->required();
+    add_daemon_options(cmd, *state);
     cmd->add_flag("--dry-run", *dry_run, "Print the plan; restart nothing");
     cmd->add_flag("--json", *as_json, "JSON output");
     cmd->callback([state, as_json, dry_run, &status] {
@@ -599,7 +653,7 @@ void register_live_commands(CLI::App& app, int& status) {
     std::string op = name;
     auto* cmd = app.add_subcommand(
         name, op == "rollback" ? "Back one generation" : "Back to the booted tree (generation 0)");
-    cmd->add_option("--state", *state, "State directory")->required();
+    add_daemon_options(cmd, *state);
     cmd->add_flag("--json", *as_json, "JSON output");
     if (op == "rollback")
       cmd->add_option("--to", *to, "Back to this earlier generation, in one switch");
@@ -637,7 +691,7 @@ void register_live_commands(CLI::App& app, int& status) {
     auto state = std::make_shared<std::string>();
     auto as_json = std::make_shared<bool>(false);
     auto* cmd = app.add_subcommand("status", "Generations, what each applied, timings");
-    cmd->add_option("--state", *state, "State directory")->required();
+    add_daemon_options(cmd, *state);
     cmd->add_flag("--json", *as_json, "JSON output");
     cmd->callback([state, as_json, &status] {
       auto r = request<proto::StatusReply>(*state, proto::StatusRequest{});
@@ -727,7 +781,7 @@ void register_live_commands(CLI::App& app, int& status) {
     auto a = std::make_shared<StageArgs>();
     auto* cmd = app.add_subcommand(
         "stage", "Stage an OSTree commit (default: the sysroot's pending deployment)");
-    cmd->add_option("--state", a->state, "State directory")->required();
+    add_daemon_options(cmd, a->state);
     cmd->add_option("--commit", a->commit, "A ref or checksum of the sysroot's repository");
     cmd->add_option("--pull", a->pull, "REMOTE REF: pull from an OSTree remote, then stage")
         ->expected(2);
@@ -790,7 +844,7 @@ void register_live_commands(CLI::App& app, int& status) {
       status = kExitOk;
     };
     auto* watch = hot->add_subcommand("watch", "Mirror SRC_DIR onto PREFIX, following its edits");
-    watch->add_option("--state", a->state, "State directory")->required();
+    add_daemon_options(watch, a->state);
     watch->add_option("SRC_DIR", a->source, "The directory to mirror")->required();
     watch->add_option("--at", a->at, "Where in the view (e.g. bin)")->required();
     watch->add_flag("--json", a->json, "JSON output");
@@ -803,7 +857,7 @@ void register_live_commands(CLI::App& app, int& status) {
       });
     });
     auto* add = hot->add_subcommand("add", "Put FILE at PATH in the view");
-    add->add_option("--state", a->state, "State directory")->required();
+    add_daemon_options(add, a->state);
     add->add_option("FILE", a->source, "The file")->required();
     add->add_option("--at", a->at, "Its path in the view")->required();
     add->add_flag("--json", a->json, "JSON output");
@@ -813,7 +867,7 @@ void register_live_commands(CLI::App& app, int& status) {
       finish(r, [](const proto::HotfixAddReply& x) { return "added /" + x.at; });
     });
     auto* list = hot->add_subcommand("list", "Hotfix watches, files and the paths they serve");
-    list->add_option("--state", a->state, "State directory")->required();
+    add_daemon_options(list, a->state);
     list->add_flag("--json", a->json, "JSON output");
     list->callback([a, &status] {
       auto r = request<proto::HotfixListReply>(a->state, proto::HotfixListRequest{});
@@ -835,7 +889,7 @@ void register_live_commands(CLI::App& app, int& status) {
       status = kExitOk;
     });
     auto* reset = hot->add_subcommand("reset", "Drop the hotfix layer (or what is under PREFIX)");
-    reset->add_option("--state", a->state, "State directory")->required();
+    add_daemon_options(reset, a->state);
     reset->add_option("PREFIX", a->prefix, "Only what is at or below this path");
     reset->add_flag("--json", a->json, "JSON output");
     reset->callback([a, finish] {
@@ -856,7 +910,7 @@ void register_live_commands(CLI::App& app, int& status) {
     auto wait = std::make_shared<bool>(false);
     auto* cmd = app.add_subcommand(
         "umount", "Detach the view; the daemon serves what is still open or mapped, then exits");
-    cmd->add_option("--state", *state, "State directory")->required();
+    add_daemon_options(cmd, *state);
     cmd->add_flag("--json", *as_json, "JSON output");
     cmd->add_flag("--wait", *wait,
                   "Return only when the daemon has exited (its last user is gone)");
@@ -866,7 +920,7 @@ void register_live_commands(CLI::App& app, int& status) {
         status = kExitError;
         return;
       }
-      if (!wait_for_state_release(*state)) {
+      if (!wait_for_state_release(daemon_state(*state))) {
         std::fprintf(stderr, "livefs: the daemon for %s did not release its state directory\n",
                      state->c_str());
         status = kExitError;

@@ -6,7 +6,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "common/wire_text.h"
 
@@ -26,6 +31,145 @@ Result<sockaddr_un> socket_address(const std::filesystem::path& path) {
 }
 
 }  // namespace
+
+namespace fs = std::filesystem;
+
+fs::path runtime_dir() {
+  const char* env = std::getenv("LIVEFS_RUNTIME_DIR");
+  return env != nullptr && *env != '\0' ? fs::path(env) : fs::path("/run/livefs");
+}
+
+fs::path state_root() {
+  const char* env = std::getenv("LIVEFS_STATE_ROOT");
+  return env != nullptr && *env != '\0' ? fs::path(env) : fs::path("/var/lib/livefs");
+}
+
+fs::path normal_mountpoint(const fs::path& mountpoint) {
+  std::error_code ec;
+  fs::path absolute = fs::absolute(mountpoint, ec);
+  if (ec) absolute = mountpoint;
+  fs::path normal = absolute.lexically_normal();
+  std::string text = normal.native();
+  while (text.size() > 1 && text.back() == '/') text.pop_back();
+  return text;
+}
+
+std::string mount_name(const fs::path& mountpoint) {
+  std::string path = normal_mountpoint(mountpoint).native();
+  std::string_view rest = path;
+  while (!rest.empty() && rest.front() == '/') rest.remove_prefix(1);
+  if (rest.empty()) return "-";
+  std::string out;
+  for (size_t i = 0; i < rest.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(rest[i]);
+    bool plain = std::isalnum(c) || c == '_' || c == ':' || (c == '.' && i > 0);
+    if (c == '/') {
+      out += '-';
+    } else if (plain) {
+      out += static_cast<char>(c);
+    } else {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+  }
+  return out;
+}
+
+std::optional<fs::path> mountpoint_of_name(std::string_view name) {
+  if (name == "-") return fs::path("/");
+  std::string out = "/";
+  for (size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    if (c == '-') {
+      out += '/';
+    } else if (c == '\\') {
+      if (i + 3 >= name.size() || name[i + 1] != 'x') return std::nullopt;
+      auto digit = [](char h) -> int {
+        if (h >= '0' && h <= '9') return h - '0';
+        if (h >= 'a' && h <= 'f') return h - 'a' + 10;
+        return -1;
+      };
+      int hi = digit(name[i + 2]), lo = digit(name[i + 3]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      out += static_cast<char>(hi * 16 + lo);
+      i += 3;
+    } else {
+      out += c;
+    }
+  }
+  return fs::path(out);
+}
+
+fs::path registration_path(const fs::path& mountpoint) {
+  return runtime_dir() / (mount_name(mountpoint) + ".sock");
+}
+
+namespace {
+
+// Whether something listens on the socket `path` leads to.
+bool answers(const fs::path& path) {
+  auto addr = socket_address(path);
+  if (!addr) return false;
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return false;
+  return ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) == 0;
+}
+
+// The state directory a registration link names (its target's directory).
+std::optional<fs::path> state_of_link(const fs::path& link) {
+  std::error_code ec;
+  fs::path target = fs::read_symlink(link, ec);
+  if (ec || target.filename() != "control.sock") return std::nullopt;
+  return target.parent_path();
+}
+
+}  // namespace
+
+std::optional<fs::path> registered_daemon(const fs::path& mountpoint) {
+  fs::path link = registration_path(mountpoint);
+  auto state = state_of_link(link);
+  if (!state || !answers(link)) return std::nullopt;
+  return state;
+}
+
+Result<fs::path> find_daemon_state(const std::string& state, const std::string& mount) {
+  if (!state.empty() && !mount.empty()) {
+    return fail(EINVAL, "--state and --mount name the daemon each: give one");
+  }
+  if (!state.empty()) return fs::path(state);
+  fs::path dir = runtime_dir();
+  if (!mount.empty()) {
+    fs::path mountpoint = normal_mountpoint(mount);
+    if (auto found = registered_daemon(mountpoint)) return *found;
+    return fail(ENOENT, "no livefs daemon serves " + mountpoint.string() + " (nothing answers at " +
+                            registration_path(mountpoint).string() + ")");
+  }
+  std::vector<std::pair<fs::path, fs::path>> running;  // mount point, state
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    std::string file = it->path().filename().native();
+    if (!file.ends_with(".sock")) continue;
+    auto mountpoint = mountpoint_of_name(std::string_view(file).substr(0, file.size() - 5));
+    auto target = state_of_link(it->path());
+    if (!mountpoint || !target || !answers(it->path())) continue;
+    running.emplace_back(*mountpoint, *target);
+  }
+  if (running.size() == 1) return running.front().second;
+  if (running.empty()) {
+    return fail(ENOENT, "no livefs daemon is running (none is registered in " + dir.string() +
+                            "): start one with `livefs mount`, or name its state directory "
+                            "with --state");
+  }
+  std::sort(running.begin(), running.end());
+  std::string list;
+  for (const auto& [mountpoint, statedir] : running) {
+    list +=
+        (list.empty() ? "" : ", ") + mountpoint.string() + " (--mount " + mountpoint.string() + ")";
+  }
+  return fail(EINVAL,
+              "several livefs daemons are running: " + list + "; name one with --mount or --state");
+}
 
 std::filesystem::path control_socket_path(const std::filesystem::path& statedir) {
   return statedir / "control.sock";

@@ -51,6 +51,35 @@ Result<nlohmann::json> parse_wire_line(std::string_view line);
 // Responses: {"ok": true, ...} or {"ok": false, "error": "message", "code": "ENOENT"}.
 nlohmann::json error_response(const Error& error);
 
+// ---- Finding a daemon without --state ---------------------------------------------------
+// One daemon per mount point. Its state is STATE_ROOT/NAME by default (0700), and it
+// registers in RUNTIME: RUNTIME/NAME.sock, a symlink to STATEDIR/control.sock. The socket
+// itself stays in the state directory, whose 0700 guards it; the link is what the commands
+// find daemons by. NAME is the mount point escaped as systemd escapes paths ("/usr" → "usr",
+// "/srv/a-b" → "srv-a\x2db", "/" → "-").
+
+// $LIVEFS_RUNTIME_DIR, else /run/livefs.
+std::filesystem::path runtime_dir();
+// $LIVEFS_STATE_ROOT, else /var/lib/livefs.
+std::filesystem::path state_root();
+// The mount point as the daemon registers it: absolute (from the working directory) and
+// lexically normal, without symlinks resolved (a dead FUSE mount cannot be resolved).
+std::filesystem::path normal_mountpoint(const std::filesystem::path& mountpoint);
+std::string mount_name(const std::filesystem::path& mountpoint);
+// The inverse of mount_name; nullopt for a name it cannot have made.
+std::optional<std::filesystem::path> mountpoint_of_name(std::string_view name);
+std::filesystem::path registration_path(const std::filesystem::path& mountpoint);
+
+// The state directory of the daemon a client command talks to: `state` when given; else the
+// daemon registered for `mount`; else the one daemon registered at all. ENOENT when there is
+// none ("no livefs daemon is running ..."), EINVAL naming the mount points when there are
+// several. A registration whose daemon is gone (nothing listens) is not a daemon.
+Result<std::filesystem::path> find_daemon_state(const std::string& state, const std::string& mount);
+
+// The state directory a link registered for `mountpoint` leads to, when a daemon answers on
+// it (nullopt: none does).
+std::optional<std::filesystem::path> registered_daemon(const std::filesystem::path& mountpoint);
+
 // Client side: connects to STATEDIR's daemon, sends `request`, returns its response. A
 // missing daemon is "no livefs daemon for STATEDIR: connect(…/control.sock): …".
 Result<nlohmann::json> call_daemon(const std::filesystem::path& statedir,

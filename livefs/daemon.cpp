@@ -249,6 +249,7 @@ class Daemon {
     if (auto st = write_file_atomic(state / "daemon.pid", std::to_string(::getpid()) + "\n"); !st) {
       return st;
     }
+    register_mountpoint();
     log()->info("serving {} (booted {}) at generation {}", args_.mountpoint.string(),
                 booted.describe(), generation);
     // Type=notify: ready once the view serves (the rest loads in the background).
@@ -466,10 +467,43 @@ class Daemon {
     if (loader_.joinable()) loader_.join();
     if (hotfix_) hotfix_->stop();
     staging_->stop();
+    unregister_mountpoint();
     ::unlink(control_socket_path(args_.state).c_str());
     ::unlink((args_.state / "daemon.pid").c_str());
     state_lock_.reset();
     log()->info("detached {}; the state directory is released", args_.mountpoint.string());
+  }
+
+  // RUNTIME/NAME.sock -> STATEDIR/control.sock, so that commands find this daemon by its
+  // mount point, or as the only one (control.h). Replaces a dead daemon's link. Without it the
+  // daemon still serves; --state reaches it.
+  void register_mountpoint() {
+    std::error_code ec;
+    fs::path link = registration_path(args_.mountpoint);
+    fs::path target = fs::absolute(control_socket_path(args_.state), ec).lexically_normal();
+    fs::create_directories(link.parent_path(), ec);
+    fs::path tmp = link;
+    tmp += ".new." + std::to_string(::getpid());
+    ::unlink(tmp.c_str());
+    if (ec || ::symlink(target.c_str(), tmp.c_str()) != 0 ||
+        ::rename(tmp.c_str(), link.c_str()) != 0) {
+      log()->warn("not registered in {} ({}): commands need --state {}",
+                  link.parent_path().string(), ec ? ec.message() : std::strerror(errno),
+                  args_.state.string());
+      ::unlink(tmp.c_str());
+      return;
+    }
+    registered_link_ = link;
+    registered_target_ = target;
+  }
+
+  // Only this daemon's own link: a new daemon of the mount point may have replaced it.
+  void unregister_mountpoint() {
+    if (registered_link_.empty()) return;
+    std::error_code ec;
+    if (fs::read_symlink(registered_link_, ec) == registered_target_)
+      ::unlink(registered_link_.c_str());
+    registered_link_.clear();
   }
 
   std::map<std::string, ControlServer::Route> routes() {
@@ -1152,6 +1186,7 @@ class Daemon {
   // Declared after fs_ (its query reads the Filesystem): destroyed before it.
   std::unique_ptr<host::HolderMonitor> holders_;
   std::unique_ptr<ControlServer> control_;
+  fs::path registered_link_, registered_target_;  // register_mountpoint()
   std::thread loader_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> released_{false};
@@ -1261,6 +1296,12 @@ Result<UniqueFd> prepare(const MountArgs& args) {
   }
   if (auto st = require_dir(args.mountpoint, "mount point"); !st) {
     return std::unexpected(st.error());
+  }
+  // One daemon per mount point: a second one over a served view would hide it.
+  if (auto other = registered_daemon(args.mountpoint)) {
+    return fail(EBUSY, args.mountpoint.string() + " is served already, by the livefs daemon of " +
+                           other->string() + " (`livefs umount --mount " +
+                           normal_mountpoint(args.mountpoint).string() + "` first)");
   }
   if (has_livefs_mount(args.mountpoint)) {
     return fail(EBUSY, "mount point " + args.mountpoint.string() + " already has a livefs mount");

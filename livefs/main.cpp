@@ -43,12 +43,21 @@ bool served_here(int argc, char** argv) {
        {"status", "apply", "rollback", "reset", "stage", "hotfix", "umount", "restart"})
     if (command == c) return true;
   if (command != "diff") return false;
+  // `diff --state DIR`, `diff --mount PATH` and `diff` alone (the one daemon running) are the
+  // live diff; `diff OLD NEW` (and anything with --store) compares two trees.
+  int trees = 0;
   for (++i; i < argc; ++i) {
     std::string_view a = argv[i];
-    if (a == "--") break;
-    if (a == "--state" || a.starts_with("--state=")) return true;
+    if (a == "--") {
+      trees += argc - i - 1;
+      break;
+    }
+    if (a == "--state" || a.starts_with("--state=") || a == "--mount" || a.starts_with("--mount="))
+      return true;
+    if (a == "--store" || a.starts_with("--store")) return false;
+    if (!a.starts_with("-")) ++trees;
   }
-  return false;
+  return trees == 0;
 }
 
 // livefsd: $LIVEFSD, else beside this executable (the build tree), else in

@@ -150,7 +150,9 @@ TEST(Live, RefusalsAreClear) {
   Ran on_top = other.mount(w.mnt);
   other.mounted_at.clear();  // it must not clean up w's mount
   EXPECT_EQ(on_top.status, 1);
-  EXPECT_NE(on_top.out.find("already has a livefs mount"), std::string::npos) << on_top.out;
+  EXPECT_NE(on_top.out.find("is served already, by the livefs daemon of " + w.state.string()),
+            std::string::npos)
+      << on_top.out;
   // Bad paths.
   Ran bad = livefs("mount --booted /no/such --staged " + quote(w.staged.string()) + " --state " +
                    quote((other.dir / "s2").string()) + " " + quote(w.mnt.string()));

@@ -80,8 +80,19 @@ TEST(ThinClientTest, OtherCommandsRunInLivefsdWithArgvUnchanged) {
   EXPECT_EQ(out, "livefs 0.1\n");
   ASSERT_EQ(run_cli("--version", &out), 0) << out;
   // A usage error of a client command is the client's own (exit 2), without livefsd.
-  EXPECT_EQ(run_cli("status", &out, "LIVEFSD=/nonexistent/livefsd"), 2) << out;
-  EXPECT_NE(out.find("--state is required"), std::string::npos) << out;
+  EXPECT_EQ(run_cli("status --no-such-option", &out, "LIVEFSD=/nonexistent/livefsd"), 2) << out;
+  EXPECT_NE(out.find("--no-such-option"), std::string::npos) << out;
+  // So is finding no daemon without --state (exit 1).
+  EXPECT_EQ(run_cli("status", &out,
+                    "LIVEFSD=/nonexistent/livefsd LIVEFS_RUNTIME_DIR=" + (dir / "run").string()),
+            1)
+      << out;
+  EXPECT_NE(out.find("no livefs daemon is running"), std::string::npos) << out;
+  EXPECT_EQ(run_cli("diff", &out,
+                    "LIVEFSD=/nonexistent/livefsd LIVEFS_RUNTIME_DIR=" + (dir / "run").string()),
+            1)
+      << out;
+  EXPECT_NE(out.find("no livefs daemon is running"), std::string::npos) << out;
 }
 
 // A daemon stand-in: answers one connection on STATEDIR/control.sock with `answer`; the
