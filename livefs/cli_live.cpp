@@ -74,6 +74,11 @@ std::optional<Reply> request(const fs::path& state, const proto::Request& req) {
   return std::move(*reply);
 }
 
+// ", about 42%" of an estimated end; "" without one.
+std::string percent_text(const std::optional<uint64_t>& percent) {
+  return percent ? ", about " + std::to_string(*percent) + "%" : "";
+}
+
 // A request that may wait in the daemon (for the booted manifest at start-up, behind a stage,
 // or a stage itself): when it has not been answered within half a second, what the daemon is
 // busy with is shown on stderr (when it is a terminal) until it is.
@@ -93,9 +98,11 @@ std::optional<Reply> request_showing_progress(const fs::path& state_option,
     if (!r) continue;
     std::string what;
     if (r->loading) {
-      what = r->loading->phase + ": " + std::to_string(r->loading->entries) + " entries";
+      what = r->loading->phase + ": " + std::to_string(r->loading->entries) + " entries" +
+             percent_text(r->loading->percent);
     } else if (r->staging) {
-      what = "staging " + r->staging->what + ": " + std::to_string(r->staging->files) + " files";
+      what = "staging " + r->staging->what + ": " + std::to_string(r->staging->files) + " files" +
+             percent_text(r->staging->percent);
     }
     if (what.empty()) continue;
     std::fprintf(stderr, "\rlivefs: waiting for the daemon: %s\033[K", what.c_str());
@@ -707,12 +714,14 @@ void register_live_commands(CLI::App& app, int& status) {
       std::printf("mount point: %s (daemon pid %d)\n", r->mountpoint.c_str(), r->pid);
       std::printf("booted:      %s\nstaged:      %s\n", r->booted.c_str(), r->staged.c_str());
       if (r->loading) {
-        std::printf("loading:     %s (%llu entries so far)\n", r->loading->phase.c_str(),
-                    static_cast<unsigned long long>(r->loading->entries));
+        std::printf("loading:     %s (%llu entries so far%s)\n", r->loading->phase.c_str(),
+                    static_cast<unsigned long long>(r->loading->entries),
+                    percent_text(r->loading->percent).c_str());
       }
       if (r->staging) {
-        std::printf("staging:     %s (%llu files read so far)\n", r->staging->what.c_str(),
-                    static_cast<unsigned long long>(r->staging->files));
+        std::printf("staging:     %s (%llu files read so far%s)\n", r->staging->what.c_str(),
+                    static_cast<unsigned long long>(r->staging->files),
+                    percent_text(r->staging->percent).c_str());
       }
       if (r->file_io) {
         const proto::FileIo& io = *r->file_io;

@@ -606,13 +606,25 @@ class Daemon {
     out["staged"] = staged.describe();
     out["staged_origin"] = staged.to_json();
     if (!progress.error.empty()) out["journal_error"] = progress.error;
-    out["staging"] = progress.staging.empty()
-                         ? json(nullptr)
-                         : json({{"what", progress.staging}, {"files", progress.staging_files}});
+    // A percentage where the count's end can be estimated (below 100 until it is done: an
+    // estimate may be short).
+    auto with_percent = [](json j, uint64_t done, uint64_t expected) {
+      if (expected > 0) {
+        j["expected"] = expected;
+        j["percent"] = std::min<uint64_t>(99, done * 100 / expected);
+      }
+      return j;
+    };
+    out["staging"] =
+        progress.staging.empty()
+            ? json(nullptr)
+            : with_percent({{"what", progress.staging}, {"files", progress.staging_files}},
+                           progress.staging_files, progress.staging_expected);
     bool ready = is_ready();
     // What start-up has not finished yet: the booted manifest, the staged tree, the journal.
     if (!progress.phase.empty())
-      out["loading"] = {{"phase", progress.phase}, {"entries", progress.entries}};
+      out["loading"] = with_percent({{"phase", progress.phase}, {"entries", progress.entries}},
+                                    progress.entries, progress.entries_expected);
     else if (!ready && progress.error.empty())
       out["loading"] = {{"phase", "opening the journal"}, {"entries", 0}};
     if (!ready) {

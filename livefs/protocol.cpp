@@ -435,7 +435,12 @@ json to_json(const HotfixState& x) {
           {"layer_entries", x.layer_entries}};
 }
 
-json to_json(const Loading& x) { return {{"phase", x.phase}, {"entries", x.entries}}; }
+json to_json(const Loading& x) {
+  json j = {{"phase", x.phase}, {"entries", x.entries}};
+  if (x.expected) j["expected"] = *x.expected;
+  if (x.percent) j["percent"] = *x.percent;
+  return j;
+}
 
 json to_json(const HolderScan& x) {
   return {{"current", x.current},
@@ -445,7 +450,12 @@ json to_json(const HolderScan& x) {
           {"error", optional_string(x.error)}};
 }
 
-json to_json(const StagingNow& x) { return {{"what", x.what}, {"files", x.files}}; }
+json to_json(const StagingNow& x) {
+  json j = {{"what", x.what}, {"files", x.files}};
+  if (x.expected) j["expected"] = *x.expected;
+  if (x.percent) j["percent"] = *x.percent;
+  return j;
+}
 
 json to_json(const FileIo& x) {
   return {{"libfuse", x.libfuse},
@@ -694,7 +704,8 @@ Status read_fields(const json& j, HotfixState& x, const std::string& w) {
 }
 
 Status read_fields(const json& j, Loading& x, const std::string& w) {
-  LIVEFS_FIELDS(field(j, "phase", x.phase, w), field(j, "entries", x.entries, w));
+  LIVEFS_FIELDS(field(j, "phase", x.phase, w), field(j, "entries", x.entries, w),
+                field(j, "expected", x.expected, w), field(j, "percent", x.percent, w));
   return {};
 }
 
@@ -706,7 +717,8 @@ Status read_fields(const json& j, HolderScan& x, const std::string& w) {
 }
 
 Status read_fields(const json& j, StagingNow& x, const std::string& w) {
-  LIVEFS_FIELDS(field(j, "what", x.what, w), field(j, "files", x.files, w));
+  LIVEFS_FIELDS(field(j, "what", x.what, w), field(j, "files", x.files, w),
+                field(j, "expected", x.expected, w), field(j, "percent", x.percent, w));
   return {};
 }
 

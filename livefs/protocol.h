@@ -258,6 +258,10 @@ struct HotfixState {
 struct Loading {
   std::string phase;
   uint64_t entries = 0;  // read so far
+  // Where `entries` is expected to end (an estimate: the tree before) and how far that is,
+  // 0..99; absent when there is no estimate.
+  std::optional<uint64_t> expected;
+  std::optional<uint64_t> percent;
   bool operator==(const Loading&) const = default;
 };
 
@@ -274,8 +278,10 @@ struct HolderScan {
 
 // A stage running now (`livefs stage`, or a new deployment staged in the background).
 struct StagingNow {
-  std::string what;    // e.g. "commit CHECKSUM"
-  uint64_t files = 0;  // read so far
+  std::string what;                  // e.g. "commit CHECKSUM"
+  uint64_t files = 0;                // read so far
+  std::optional<uint64_t> expected;  // as Loading's
+  std::optional<uint64_t> percent;
   bool operator==(const StagingNow&) const = default;
 };
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 
 #include <chrono>
 
@@ -29,12 +30,21 @@ void log_stage(const Origin& origin, const ostree::OstreeImportStats& s) {
 
 }  // namespace
 
+// The regular files of a tree: how many files a stage of a similar tree reads entries of.
+static uint64_t file_count(const store::Tree& tree) {
+  uint64_t files = 0;
+  for (size_t i = 0; i < tree.size(); ++i) files += tree.entry(i).type() == store::EntryType::file;
+  return files;
+}
+
 class Staging::StagingNow {
  public:
-  StagingNow(Staging& s, std::string what) : s_(s) {
+  // `expected`: the number of files the stage is expected to count (the booted tree's).
+  StagingNow(Staging& s, std::string what, uint64_t expected) : s_(s) {
     std::lock_guard lock(s_.mutex_);
     s_.staging_now_ = std::move(what);
     s_.staging_files_ = 0;
+    s_.staging_expected_ = expected;
   }
   ~StagingNow() {
     std::lock_guard lock(s_.mutex_);
@@ -143,6 +153,25 @@ std::optional<store::Tree> Staging::cached_booted_manifest() {
   return std::move(*tree);
 }
 
+// The booted scan's expected entry count: the last booted tree's manifest (a system booted
+// into a new image had one of the old image, of nearly the same size), else, when the booted
+// directory is a file system's root, the inodes that file system uses; 0 (unknown) otherwise.
+// A commit's manifest is read without a count: no estimate.
+uint64_t Staging::estimate_booted_entries() const {
+  if (sysroot_mode()) return 0;
+  if (auto previous = store::Tree::load(args_.state / "booted.tree")) return previous->size();
+  struct stat dir {
+  }, parent{};
+  struct statfs fs {};
+  fs::path above = args_.booted / "..";
+  if (::fstat(booted_fd_.get(), &dir) != 0 || ::stat(above.c_str(), &parent) != 0 ||
+      ::fstatfs(booted_fd_.get(), &fs) != 0)
+    return 0;
+  bool fs_root = dir.st_dev != parent.st_dev || dir.st_ino == parent.st_ino;
+  if (!fs_root || fs.f_files < fs.f_ffree) return 0;
+  return fs.f_files - fs.f_ffree;
+}
+
 Result<store::Tree> Staging::build_booted_manifest() {
   Result<store::Tree> tree = fail(EINVAL, "no booted tree");
   if (sysroot_mode()) {
@@ -181,6 +210,7 @@ Status Staging::load(std::optional<store::Tree> booted) {
       std::lock_guard lock(mutex_);
       phase_ = "scanning the booted tree";
     }
+    entries_expected_ = estimate_booted_entries();
     auto built = build_booted_manifest();
     if (built)
       booted = std::move(*built);
@@ -193,6 +223,9 @@ Status Staging::load(std::optional<store::Tree> booted) {
       booted_tree_ = *booted;
       phase_ = "importing the staged tree";
       entries_done_ = 0;
+      // A directory import counts every entry, a commit's its files: the booted tree's
+      // numbers are what a staged tree of the same system comes near.
+      entries_expected_ = staged_origin_.kind == "directory" ? booted->size() : file_count(*booted);
     }
     std::lock_guard stage_lock(stage_mutex_);
     result = load_staged(*booted);
@@ -317,7 +350,11 @@ Staging::Progress Staging::progress() const {
   p.entries = loaded_ ? 0 : entries_done_.load(std::memory_order_relaxed);
   if (load_error_) p.error = load_error_->message();
   p.staging = staging_now_;
-  if (!p.staging.empty()) p.staging_files = staging_files_.load(std::memory_order_relaxed);
+  if (!p.staging.empty()) {
+    p.staging_files = staging_files_.load(std::memory_order_relaxed);
+    p.staging_expected = staging_expected_.load(std::memory_order_relaxed);
+  }
+  if (!loaded_) p.entries_expected = entries_expected_.load(std::memory_order_relaxed);
   return p;
 }
 
@@ -348,7 +385,7 @@ Outcome<Staging::Staged> Staging::stage(const std::string& commit, const std::st
     auto found = ostree::find_deployments(*args_.sysroot, args_.os, args_.booted_spec);
     if (!found) return refused(found.error());
     if (!found->pending) return refused(make_error(ENOENT, "no staged deployment in the sysroot"));
-    StagingNow now(*this, "deployment " + found->pending->checksum);
+    StagingNow now(*this, "deployment " + found->pending->checksum, file_count(sides->booted_tree));
     auto staged = ostree::stage_commit(repo(), found->pending->checksum, args_.subdir,
                                        sides->booted_tree, *store_, false, &staging_files_);
     if (!staged) return refused(with_context(staged.error(), "stage " + found->pending->checksum));
@@ -357,7 +394,7 @@ Outcome<Staging::Staged> Staging::stage(const std::string& commit, const std::st
   }
   auto checksum = ostree::resolve_rev(repo(), rev);
   if (!checksum) return refused(checksum.error());
-  StagingNow now(*this, "commit " + *checksum);
+  StagingNow now(*this, "commit " + *checksum, file_count(sides->booted_tree));
   auto staged = ostree::stage_commit(repo(), *checksum, args_.subdir, sides->booted_tree, *store_,
                                      false, &staging_files_);
   if (!staged) return refused(with_context(staged.error(), "stage " + rev));
@@ -431,7 +468,7 @@ void Staging::on_sysroot_change() {
     if (found->pending->checksum == staged_origin_.checksum) return;
   }
   log()->info("new deployment {}: staging it", found->pending->checksum);
-  StagingNow now(*this, "deployment " + found->pending->checksum);
+  StagingNow now(*this, "deployment " + found->pending->checksum, file_count(sides->booted_tree));
   auto staged = ostree::stage_commit(repo(), found->pending->checksum, args_.subdir,
                                      sides->booted_tree, *store_, false, &staging_files_);
   if (!staged) {

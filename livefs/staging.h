@@ -86,6 +86,10 @@ class Staging {
     // what, and how many files of it are read; "" when none.
     std::string staging;
     uint64_t staging_files = 0;
+    // What each count is expected to reach, 0 when unknown: estimates (the tree before),
+    // for a percentage.
+    uint64_t entries_expected = 0;
+    uint64_t staging_expected = 0;
   };
   Progress progress() const;
   // The last staging failure (background or at start), "" when none.
@@ -138,6 +142,7 @@ class Staging {
   Origin commit_origin(const std::string& checksum) const;
   std::string commit_version(const std::string& checksum) const;
   Result<store::Tree> build_booted_manifest();
+  uint64_t estimate_booted_entries() const;
   Status load_staged(const store::Tree& booted);
   Status set_staged_locked(store::Tree tree);
   Status write_config_locked() const;
@@ -172,6 +177,7 @@ class Staging {
   std::atomic<uint64_t> entries_done_{0};
   std::string staging_now_;  // Progress::staging
   std::atomic<uint64_t> staging_files_{0};
+  std::atomic<uint64_t> entries_expected_{0}, staging_expected_{0};  // Progress
   // Sets staging_now_ for the life of one stage.
   class StagingNow;
   Origin staged_origin_;

@@ -35,8 +35,7 @@ using json = nlohmann::json;
 std::string stanza(const std::string& name, const std::string& version,
                    const std::string& depends = "") {
   return "Package: " + name + "\nStatus: install ok installed\nVersion: " + version +
-         "\nArchitecture: amd64\n" + (depends.empty() ? "" : "Depends: " + depends + "\n") +
-         "\n";
+         "\nArchitecture: amd64\n" + (depends.empty() ? "" : "Depends: " + depends + "\n") + "\n";
 }
 
 // Commit A: foo 1.0 (bin/foo, share/foo/data, share/foo/old), bar 2.0, kernel 6.1.0.
@@ -64,9 +63,9 @@ void make_tree_b(const fs::path& root) {
   write_file(root / "usr/share/foo/data", "foo data 1.1\n");
   fs::remove(root / "usr/share/foo/old");
   write_file(root / "usr/bin/baz", "baz 0.1\n", 0755);
-  write_file(root / "usr/var/lib/dpkg/status",
-             stanza("foo", "1.1", "bar (>= 2.0)") + stanza("bar", "2.0") +
-                 stanza("baz", "0.1", "foo (>= 1.1)"));
+  write_file(root / "usr/var/lib/dpkg/status", stanza("foo", "1.1", "bar (>= 2.0)") +
+                                                   stanza("bar", "2.0") +
+                                                   stanza("baz", "0.1", "foo (>= 1.1)"));
   write_file(root / "usr/var/lib/dpkg/info/foo.list", "/usr/bin/foo\n/usr/share/foo/data\n");
   write_file(root / "usr/var/lib/dpkg/info/baz.list", "/usr/bin/baz\n");
 }
@@ -372,6 +371,11 @@ TEST_F(OstreeLive, StatusIsAnsweredWhileAStageRuns) {
     return seen["staging"].is_object();
   })) << seen.dump();
   EXPECT_EQ(seen["staging"]["what"], "commit " + commit);
+  // The booted tree's file count is the estimate: a percentage below 100 while it runs.
+  EXPECT_GT(seen["staging"].value("expected", 0), 0) << seen.dump();
+  EXPECT_LE(seen["staging"].value("percent", 100), 99) << seen.dump();
+  Ran text = m.cmd("status");
+  EXPECT_NE(text.out.find("files read so far, about "), std::string::npos) << text.out;
   EXPECT_EQ(seen["staged_origin"]["checksum"], s.commit_b);  // not staged yet
   *gc = store::StoreLock();                                  // the "gc" ends
   Ran staged = staging.get();
