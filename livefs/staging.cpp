@@ -375,7 +375,10 @@ Outcome<Staging::Staged> Staging::stage(const std::string& commit, const std::st
   double pull_seconds = 0;
   if (!remote.empty()) {
     auto t0 = std::chrono::steady_clock::now();
-    auto pulled = ostree::pull(repo(), remote, ref);
+    // Objects fetched of those requested so far (the count of requests grows as the commit's
+    // metadata arrives).
+    StagingNow now(*this, "pull " + remote + " " + ref, 0);
+    auto pulled = ostree::pull(repo(), remote, ref, {&staging_files_, &staging_expected_});
     if (!pulled) return refused(with_context(pulled.error(), "pull " + remote + " " + ref));
     rev = *pulled;
     pull_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

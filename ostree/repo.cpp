@@ -568,14 +568,42 @@ Result<CommitContents> read_commit(const std::filesystem::path& repo_path, const
   return out;
 }
 
+namespace {
+
+// libostree calls this from the pull's own main loop whenever its counts change.
+void on_pull_progress(OstreeAsyncProgress* progress, gpointer data) {
+  auto* counters = static_cast<PullCounters*>(data);
+  if (counters->fetched != nullptr)
+    counters->fetched->store(ostree_async_progress_get_uint(progress, "fetched"));
+  if (counters->requested != nullptr)
+    counters->requested->store(ostree_async_progress_get_uint(progress, "requested"));
+}
+
+}  // namespace
+
 Result<std::string> pull(const std::filesystem::path& repo_path, const std::string& remote,
-                         const std::string& ref) {
+                         const std::string& ref, PullCounters counters) {
   auto repo = open_repo(repo_path);
   if (!repo) return std::unexpected(repo.error());
   const char* refs[] = {ref.c_str(), nullptr};
   GErrorHolder err;
-  if (!ostree_repo_pull(repo->get(), remote.c_str(), const_cast<char**>(refs),
-                        OSTREE_REPO_PULL_FLAGS_NONE, nullptr, nullptr, err.out()))
+  // The pull runs the thread-default main context; the progress object delivers its
+  // "changed" callbacks in the context that was thread-default when it was made: one
+  // context of our own for both, so that the counts move while the pull runs.
+  GMainContext* context = g_main_context_new();
+  g_main_context_push_thread_default(context);
+  GPtr<OstreeAsyncProgress> progress(
+      counters.fetched != nullptr || counters.requested != nullptr
+          ? ostree_async_progress_new_and_connect(on_pull_progress, &counters)
+          : nullptr);
+  bool pulled = ostree_repo_pull(repo->get(), remote.c_str(), const_cast<char**>(refs),
+                                 OSTREE_REPO_PULL_FLAGS_NONE, progress.get(), nullptr, err.out());
+  // No callback after this: `counters` goes out of scope.
+  if (progress) ostree_async_progress_finish(progress.get());
+  progress.reset();
+  g_main_context_pop_thread_default(context);
+  g_main_context_unref(context);
+  if (!pulled)
     return gfail(err.error, "ostree: pull " + remote + ":" + ref + " into " + repo_path.string());
   return resolve_in(repo->get(), repo_path, remote + ":" + ref);
 }

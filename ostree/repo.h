@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <atomic>
 #include <filesystem>
 #include <functional>
 #include <optional>
@@ -121,10 +122,17 @@ inline Result<OstreeImportResult> import_commit(const std::filesystem::path& rep
                             std::move(contents->lock)};
 }
 
+// Where a pull counts its objects while it runs (libostree's progress): fetched so far and
+// requested so far (which grows as metadata arrives). Either may be null.
+struct PullCounters {
+  std::atomic<uint64_t>* fetched = nullptr;
+  std::atomic<uint64_t>* requested = nullptr;
+};
+
 // Fetches `ref` from the configured `remote` of the repo at `repo_path` (libostree pull;
 // HTTP for archive repositories). Returns the pulled commit's checksum.
 Result<std::string> pull(const std::filesystem::path& repo_path, const std::string& remote,
-                         const std::string& ref);
+                         const std::string& ref, PullCounters counters = {});
 
 // The checksum `rev` resolves to in the repo (ENOENT naming it when it does not).
 Result<std::string> resolve_rev(const std::filesystem::path& repo_path, const std::string& rev);

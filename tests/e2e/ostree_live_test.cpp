@@ -450,6 +450,78 @@ TEST_F(OstreeLive, StagePullFromAnArchiveRepositoryOverHttp) {
   EXPECT_EQ(read_file(m.mnt / "bin/pulled"), "from the remote\n");
 }
 
+// A pull shows its progress: objects fetched of those requested. The remote's HTTP server
+// holds every content object back until the test opens a gate, so the pull is seen halfway.
+TEST_F(OstreeLive, StagePullShowsItsProgress) {
+  Sysroot& s = *shared_;
+  TempDir d{"livefs-ostree-gated"};
+  fs::path served = d / "repo";
+  ASSERT_TRUE(sh("ostree --repo=" + served.string() + " init --mode=archive"));
+  make_tree_b(d / "tree");
+  write_file(d / "tree/usr/bin/gated", "behind the gate\n", 0755);
+  std::string commit = sh_out("ostree --repo=" + served.string() +
+                              " commit -b testos/gated --tree=dir=" + (d / "tree").string());
+  ASSERT_EQ(commit.size(), 64u);
+  fs::path gate = d / "gate";
+  write_file(d / "server.py",
+             "import http.server, os, sys, time\n"
+             "class Gated(http.server.SimpleHTTPRequestHandler):\n"
+             "    def do_GET(self):\n"
+             "        while self.path.endswith('.filez') and not os.path.exists(sys.argv[2]):\n"
+             "            time.sleep(0.01)\n"
+             "        super().do_GET()\n"
+             "    def log_message(self, *args):\n"
+             "        pass\n"
+             "http.server.ThreadingHTTPServer.allow_reuse_address = True\n"
+             "os.chdir(sys.argv[3])\n"
+             "http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), Gated)"
+             ".serve_forever()\n");
+  int port = free_port();
+  pid_t server = ::fork();
+  if (server == 0) {
+    ::setpgid(0, 0);
+    ::execlp("python3", "python3", (d / "server.py").c_str(), std::to_string(port).c_str(),
+             gate.c_str(), d.path().c_str(), nullptr);
+    ::_exit(127);
+  }
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{server};
+  ASSERT_TRUE(eventually([&] {
+    return livefs::testing::run(
+               "python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1])' "
+               "http://127.0.0.1:" +
+               std::to_string(port) + "/repo/config 2>/dev/null") == 0;
+  }));
+  std::string remote = "gated" + std::to_string(port);
+  ASSERT_TRUE(sh("ostree remote add --repo=" + s.repo.string() + " --no-gpg-verify " + remote +
+                 " http://127.0.0.1:" + std::to_string(port) + "/repo"));
+  OstreeMount m;
+  ASSERT_EQ(m.mount(s).status, 0);
+  auto staging = std::async(std::launch::async,
+                            [&] { return m.cmd("stage", "--pull " + remote + " testos/gated"); });
+  json seen;
+  // The metadata is fetched; the content waits at the gate.
+  bool halfway = eventually([&] {
+    seen = m.status();
+    return seen["staging"].is_object() &&
+           seen["staging"]["what"] == "pull " + remote + " testos/gated" &&
+           seen["staging"].value("files", 0) > 0 && seen["staging"].value("expected", 0) > 0;
+  });
+  write_file(gate, "open\n");
+  Ran staged = staging.get();
+  ASSERT_TRUE(halfway) << seen.dump(2);
+  EXPECT_LT(seen["staging"].value("files", 0), seen["staging"].value("expected", 0))
+      << seen.dump(2);
+  EXPECT_LE(seen["staging"].value("percent", 100), 99) << seen.dump(2);
+  EXPECT_EQ(staged.status, 0) << staged.out;
+  EXPECT_EQ(m.status()["staged_origin"]["checksum"], commit);
+}
+
 // Deploying changes the sysroot's deployments, so this test has its own.
 // Live equals rebooted, in OSTree mode: after `apply --all` the view equals `ostree checkout`
 // of the staged commit in every attribute OSTree records — content, type, mode (set-id bits
