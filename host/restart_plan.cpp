@@ -51,13 +51,17 @@ struct Placement {
 // systemd's layout: system units under system.slice (or any slice), PID 1 in /init.scope,
 // logins in user.slice/user-UID.slice/session-N.scope, a user's own manager in
 // user-UID.slice/user@UID.service with its units below it (its own process in init.scope).
-// The deepest unit counts (a unit may delegate a subtree of plain directories).
+// The host's manager nests units only under user@UID.service: below any other unit is a
+// delegated subtree (plain directories, or a container's own systemd with units of its own:
+// machine.slice/systemd-nspawn@c1.service/payload/system.slice/journald.service belongs to
+// systemd-nspawn@c1.service, never to the host's journald). So the first unit counts, and
+// below a user's manager the first unit under it.
 Placement place(std::string_view cgroup_path) {
   Placement p;
   std::string_view manager;
-  std::string_view deepest;          // the deepest unit of all
-  std::string_view deepest_in_user;  // ... below the user's manager
-  std::string_view slice;            // the last slice above `deepest`
+  std::string_view first;          // the first unit of all
+  std::string_view first_in_user;  // ... below the user's manager
+  std::string_view slice;          // the last slice above `first`
   std::string_view last_slice;
   for (std::string_view c : components(cgroup_path)) {
     if (c.ends_with(".slice")) {
@@ -65,36 +69,69 @@ Placement place(std::string_view cgroup_path) {
       continue;
     }
     if (!is_unit_name(c)) continue;
-    if (manager.empty() && c.starts_with("user@") && c.ends_with(".service")) {
+    if (first.empty() && manager.empty() && c.starts_with("user@") && c.ends_with(".service")) {
       manager = c;
     } else if (!manager.empty()) {
-      deepest_in_user = c;
+      if (first_in_user.empty()) first_in_user = c;
+      continue;
+    } else if (!first.empty()) {
+      continue;  // inside a unit's delegated subtree
     }
-    deepest = c;
+    first = c;
     slice = last_slice;
   }
   if (!manager.empty()) {
-    if (deepest_in_user.empty() || deepest_in_user == "init.scope") {
+    if (first_in_user.empty() || first_in_user == "init.scope") {
       p.kind = Placement::Kind::user_manager;
       p.unit = std::string(manager);
     } else {
       p.kind = Placement::Kind::user_unit;
-      p.unit = std::string(deepest_in_user);
+      p.unit = std::string(first_in_user);
       p.manager = std::string(manager);
     }
     return p;
   }
-  if (deepest.empty()) return p;
-  p.unit = std::string(deepest);
-  if (deepest.starts_with("session-") && deepest.ends_with(".scope")) {
+  if (first.empty()) return p;
+  p.unit = std::string(first);
+  if (first.starts_with("session-") && first.ends_with(".scope")) {
     p.kind = Placement::Kind::session;
     p.slice = std::string(slice);
-  } else if (deepest == "init.scope") {
+  } else if (first == "init.scope") {
     p.kind = Placement::Kind::init;
   } else {
     p.kind = Placement::Kind::system_unit;
   }
   return p;
+}
+
+// Services whose restart ends users' sessions or the machine's plumbing (as needrestart
+// leaves them out by default): listed, never restarted. Why, or nullopt for any other unit.
+std::optional<std::string> ends_sessions(std::string_view unit) {
+  static constexpr std::string_view kPrefixes[] = {"display-manager.service",
+                                                   "gdm.service",
+                                                   "gdm3.service",
+                                                   "sddm.service",
+                                                   "lightdm.service",
+                                                   "xdm.service",
+                                                   "lxdm.service",
+                                                   "getty@",
+                                                   "serial-getty@",
+                                                   "autovt@",
+                                                   "console-getty.service",
+                                                   "container-getty@",
+                                                   "dbus.service",
+                                                   "dbus-broker.service",
+                                                   "systemd-logind.service",
+                                                   "systemd-journald.service",
+                                                   "systemd-udevd.service",
+                                                   "user-runtime-dir@",
+                                                   "systemd-nspawn@"};
+  for (std::string_view prefix : kPrefixes) {
+    if (unit.starts_with(prefix))
+      return "restarting it would end users' sessions or the machine's own services: restart it "
+             "by hand when that is acceptable";
+  }
+  return std::nullopt;
 }
 
 std::string_view base_name(std::string_view path) {
@@ -277,6 +314,8 @@ RestartPlan plan_restart(const std::vector<Holder>& holders,
       case Kind::system_unit:
         if (!options.own_unit.empty() && where.unit == options.own_unit) {
           u.note = "livefs's own unit: restarting it would stop the daemon that serves the view";
+        } else if (auto why = ends_sessions(where.unit)) {
+          u.note = *why;
         } else if (where.unit.ends_with(".service")) {
           u.restart = true;
         } else if (where.unit.ends_with(".scope")) {

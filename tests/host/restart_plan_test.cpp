@@ -39,6 +39,38 @@ const UnitRestart* unit_named(const RestartPlan& plan, const std::string& name) 
   return nullptr;
 }
 
+// A container's own systemd (its units below the container's unit) and the services whose
+// restart would end sessions are never restarted on the host.
+TEST(RestartPlan, ContainersAndSessionServicesAreNotRestarted) {
+  std::vector<Holder> holders = {
+      hold(100, "systemd-journal", "lib/libc.so.6"),
+      hold(200, "gdm3", "lib/libc.so.6"),
+      hold(300, "agetty", "lib/libc.so.6"),
+      hold(400, "dbus-daemon", "lib/libc.so.6"),
+      hold(500, "sshd", "lib/libc.so.6"),
+  };
+  std::map<pid_t, ProcessFacts> facts = {
+      {100, in("/machine.slice/systemd-nspawn@c1.service/payload/system.slice/"
+               "systemd-journald.service")},
+      {200, in("/system.slice/gdm.service")},
+      {300, in("/system.slice/system-getty.slice/getty@tty1.service")},
+      {400, in("/system.slice/dbus.service")},
+      {500, in("/system.slice/ssh.service")},
+  };
+  RestartPlan plan = plan_restart(holders, facts, {.own_unit = "", .mountpoint = "/usr"});
+  EXPECT_EQ(unit_named(plan, "systemd-journald.service"), nullptr);
+  for (const char* name :
+       {"systemd-nspawn@c1.service", "gdm.service", "getty@tty1.service", "dbus.service"}) {
+    const UnitRestart* u = unit_named(plan, name);
+    ASSERT_NE(u, nullptr) << name;
+    EXPECT_FALSE(u->restart) << name;
+    EXPECT_NE(u->note.find("by hand"), std::string::npos) << name << ": " << u->note;
+  }
+  ASSERT_NE(unit_named(plan, "ssh.service"), nullptr);
+  EXPECT_TRUE(unit_named(plan, "ssh.service")->restart);
+  EXPECT_EQ(plan.units_to_restart(), std::vector<std::string>{"ssh.service"});
+}
+
 TEST(RestartPlan, GroupsHoldersByWhatRestartsThem) {
   std::vector<Holder> holders = {
       hold(1, "systemd", "lib/libc.so.6"),
