@@ -856,7 +856,7 @@ class Daemon {
         package_plan = std::move(**planned);
         if (!package_plan->problems.empty() && !ignore_deps)
           return refusal(dependency_refusal(*package_plan, with_deps));
-        package_names = package_plan->packages();
+        package_names = package_plan->ids;
       }
       auto files = staging_->package_files(*sides, package_names);
       if (!files) return refusal(files.error());
@@ -985,22 +985,29 @@ class Daemon {
     paths.reserve(pending.size());
     for (const auto& c : pending) paths.push_back(c.path);
     Result<std::optional<packages::SelectionPlan>> out = std::nullopt;
-    staging_->with_packages(
-        sides, [&](packages::PackageDb* before, packages::PackageDb* after, const std::string&) {
-          if (before == nullptr && after == nullptr) return;  // package_files says why
-          auto resolver = packages::DependencyResolver::create(
-              before, after, pending_names(packages::group_by_package(paths, before, after)));
-          if (!resolver) {
-            out = std::unexpected(with_context(resolver.error(), "dependencies"));
-            return;
-          }
-          auto plan = (*resolver)->plan(names, with_deps);
-          if (!plan) {
-            if (plan.error().code != ENOENT) out = std::unexpected(plan.error());
-            return;
-          }
-          out = std::move(*plan);
-        });
+    staging_->with_packages(sides, [&](packages::PackageDb* before, packages::PackageDb* after,
+                                       const std::string& error) {
+      if (before == nullptr && after == nullptr) return;  // package_files says why
+      // One side's database stood in for the other's, which cannot be read: the check
+      // would compare a tree with itself and pass.
+      if (!error.empty()) {
+        out = fail(EIO, "the package database cannot be read (" + error +
+                            "): dependencies cannot be checked");
+        return;
+      }
+      auto resolver = packages::DependencyResolver::create(
+          before, after, pending_names(packages::group_by_package(paths, before, after)));
+      if (!resolver) {
+        out = std::unexpected(with_context(resolver.error(), "dependencies"));
+        return;
+      }
+      auto plan = (*resolver)->plan(names, with_deps);
+      if (!plan) {
+        if (plan.error().code != ENOENT) out = std::unexpected(plan.error());
+        return;
+      }
+      out = std::move(*plan);
+    });
     return out;
   }
 

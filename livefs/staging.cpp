@@ -504,9 +504,10 @@ packages::PackageDb* Staging::packages_of(PackagesSlot& slot, uint64_t version,
   if (slot.version != version) {
     slot.version = version;
     slot.db.reset();
+    slot.error.clear();
     auto db = open_packages(origin, tree, store_);
     if (!db) {
-      packages_error_ = db.error().message();
+      slot.error = std::string(side) + ": " + db.error().message();
       log()->warn("{} package database: {}", side, db.error().message());
     } else {
       slot.db = std::move(*db);
@@ -521,7 +522,9 @@ void Staging::with_packages(const Sides& sides, const PackagesFn& fn) {
       packages_of(booted_pkgs_, 0, sides.booted, sides.booted_tree, "booted");
   packages::PackageDb* staged =
       packages_of(staged_pkgs_, sides.staged_version, sides.staged, sides.staged_tree, "staged");
-  fn(booted, staged != nullptr ? staged : booted, packages_error_);
+  std::string error = booted_pkgs_.error;
+  if (!staged_pkgs_.error.empty()) error += (error.empty() ? "" : "; ") + staged_pkgs_.error;
+  fn(booted, staged != nullptr ? staged : booted, error);
 }
 
 Result<std::vector<std::string>> Staging::package_files(const Sides& sides,

@@ -155,6 +155,7 @@ class Staging {
   struct PackagesSlot {
     std::optional<uint64_t> version;  // staged_version_ of the tree it was opened for
     std::unique_ptr<packages::PackageDb> db;
+    std::string error;  // why `db` could not be opened ("staged: ..."), "" when it was
   };
   packages::PackageDb* packages_of(PackagesSlot& slot, uint64_t version, const Origin& origin,
                                    const store::Tree& tree, const char* side);
@@ -191,7 +192,6 @@ class Staging {
 
   std::mutex packages_mutex_;  // guards the slots: a PackageDb is used by one caller at a time
   PackagesSlot booted_pkgs_, staged_pkgs_;
-  std::string packages_error_;
   std::vector<std::unique_ptr<inotify::WatchLoop>> deployment_watches_;
 };
 

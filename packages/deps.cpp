@@ -20,7 +20,8 @@ std::string_view bare_name(std::string_view name) { return name.substr(0, name.f
 
 struct DependencyResolver::Impl {
   struct Unit {
-    std::string name;  // as the staged database names it, else the booted one
+    std::string name;     // as the staged database names it, else the booted one
+    std::string package;  // the bare package name requirements use (Dependencies::package)
     std::optional<PackageInfo> info[2];
     Dependencies deps[2];
     bool pending = false;
@@ -34,8 +35,8 @@ struct DependencyResolver::Impl {
   const PackageDb* db[2] = {nullptr, nullptr};
   bool dpkg = false;
   std::string native_arch;
-  std::vector<Unit> units;                         // sorted by name
-  std::unordered_map<std::string, size_t> by_key;  // "bare\narch" -> unit
+  std::vector<Unit> units;                           // sorted by package and architecture
+  std::unordered_map<std::string, size_t> by_id[2];  // a database's PackageInfo::name -> unit
   std::unordered_map<std::string, std::vector<size_t>> by_bare;
   std::unordered_map<std::string, std::vector<Provider>> providers;
   // A name (package or provided) -> the units requiring it on either side.
@@ -45,8 +46,8 @@ struct DependencyResolver::Impl {
     for (Side side : {kStaged, kBooted}) {
       if (db[side] == nullptr) continue;
       if (auto info = db[side]->find(name)) {
-        auto it = by_key.find(std::string(bare_name(info->name)) + "\n" + info->arch);
-        if (it != by_key.end()) return it->second;
+        auto it = by_id[side].find(info->name);
+        if (it != by_id[side].end()) return it->second;
       }
     }
     return std::nullopt;
@@ -57,22 +58,31 @@ struct DependencyResolver::Impl {
     return units[u].pending && !selected.contains(u) ? kBooted : kStaged;
   }
 
-  std::string_view arch_of(const PackageInfo& info) const {
-    return info.arch == "all" ? std::string_view(native_arch) : std::string_view(info.arch);
+  // dpkg treats Architecture: all as the native architecture.
+  std::string_view arch_of(std::string_view arch) const {
+    return arch == "all" ? std::string_view(native_arch) : arch;
   }
+  std::string_view arch_of(const PackageInfo& info) const { return arch_of(info.arch); }
 
-  // dpkg's multi-arch rules: whether a package of `candidate_arch` (with its Multi-Arch)
-  // can meet a relation of a package of `depender_arch`.
+  // dpkg's multi-arch rules: whether a package of `candidate`'s architecture (with its
+  // Multi-Arch) can meet a relation of a package of `depender_arch`. Unqualified: the
+  // depender's own architecture, or any for Multi-Arch: foreign; ":any": only Multi-Arch:
+  // allowed; ":native" and ":ARCH": that architecture ("all" counting as native throughout).
   bool arch_ok(const Relation& r, std::string_view depender_arch, const PackageInfo& candidate,
                std::string_view candidate_multi_arch) const {
     if (!dpkg) return true;
-    bool same = candidate.arch == "all" || arch_of(candidate) == depender_arch;
-    if (r.arch.empty()) return same || candidate_multi_arch == "foreign";
-    if (r.arch == "any") {
-      return same || candidate_multi_arch == "allowed" || candidate_multi_arch == "foreign";
+    std::string_view wanted;
+    if (r.arch.empty()) {
+      if (candidate_multi_arch == "foreign") return true;
+      wanted = depender_arch;
+    } else if (r.arch == "any") {
+      return candidate_multi_arch == "allowed";
+    } else if (r.arch == "native") {
+      wanted = native_arch;
+    } else {
+      wanted = arch_of(std::string_view(r.arch));
     }
-    if (r.arch == "native") return arch_of(candidate) == native_arch;
-    return candidate.arch == r.arch;
+    return arch_of(candidate) == wanted;
   }
 
   // Whether unit `c`, at `side`, meets `r` for a depender of `depender_arch`.
@@ -83,13 +93,13 @@ struct DependencyResolver::Impl {
     const Dependencies& deps = unit.deps[side];
     if (!arch_ok(r, depender_arch, *info, deps.multi_arch)) return false;
     if (r.name.starts_with('/')) {
+      // A file requirement: met by the file's owner, or by a package providing the path.
       for (const std::string& owner : db[side]->file_owners(r.name)) {
-        if (unit_of(owner) == c) return true;
+        auto it = by_id[side].find(owner);
+        if (it != by_id[side].end() && it->second == c) return true;
       }
-      return false;
-    }
-    if (bare_name(info->name) == r.name &&
-        version_satisfies(*db[side], info->version, r.op, r.version)) {
+    } else if (unit.package == r.name &&
+               version_satisfies(*db[side], info->version, r.op, r.version)) {
       return true;
     }
     for (const Relation& p : deps.provides) {
@@ -117,7 +127,8 @@ struct DependencyResolver::Impl {
       for (Side side : {kBooted, kStaged}) {
         if (db[side] == nullptr) continue;
         for (const std::string& owner : db[side]->file_owners(r.name)) {
-          if (auto u = unit_of(owner)) out.push_back(*u);
+          auto it = by_id[side].find(owner);
+          if (it != by_id[side].end()) out.push_back(it->second);
         }
       }
     }
@@ -154,7 +165,7 @@ struct DependencyResolver::Impl {
     for (Side side : {kBooted, kStaged}) {
       const Unit& unit = units[u];
       if (!unit.info[side]) continue;
-      names.emplace_back(bare_name(unit.info[side]->name));
+      names.push_back(unit.package);
       for (const Relation& p : unit.deps[side].provides) names.push_back(p.name);
     }
     std::sort(names.begin(), names.end());
@@ -242,32 +253,71 @@ Result<std::unique_ptr<DependencyResolver>> DependencyResolver::create(
   impl->dpkg = any->kind() == "dpkg";
   impl->native_arch = any->native_arch();
 
-  std::map<std::string, Impl::Unit> units;  // by key, so the order is stable
+  // One unit per package and architecture, over both databases. A second instance of one
+  // name and architecture on one side (RPM: two kernels) is a unit of its own, by its id.
+  std::map<std::string, Impl::Unit> units;                 // by key, so the order is stable
+  std::unordered_map<std::string, std::string> key_of[2];  // PackageInfo::name -> key
   for (Side side : {kBooted, kStaged}) {
     if (impl->db[side] == nullptr) continue;
     for (PackageInfo& info : impl->db[side]->packages()) {
       auto deps = impl->db[side]->dependencies(info.name);
       if (!deps) return std::unexpected(deps.error());
-      std::string key = std::string(bare_name(info.name)) + "\n" + info.arch;
+      std::string package =
+          deps->package.empty() ? std::string(bare_name(info.name)) : deps->package;
+      std::string key = package + "\n" + info.arch;
+      if (auto it = units.find(key); it != units.end() && it->second.info[side])
+        key = info.name + "\n" + info.arch + "\n";
       Impl::Unit& unit = units[key];
       if (unit.name.empty() || side == kStaged) unit.name = info.name;
+      unit.package = package;
+      key_of[side][info.name] = key;
       unit.deps[side] = std::move(*deps);
       unit.info[side] = std::move(info);
     }
   }
+  // A package whose architecture changed between the trees (amd64 -> all, x86_64 ->
+  // noarch) is one package: its only booted instance and its only staged one are one unit.
+  std::map<std::string, std::vector<std::string>> keys_of_package;
+  for (const auto& [key, unit] : units) keys_of_package[unit.package].push_back(key);
+  for (const auto& [package, keys] : keys_of_package) {
+    if (keys.size() != 2) continue;
+    auto only = [&](const std::string& key, Side side) {
+      const Impl::Unit& u = units.at(key);
+      return u.info[side].has_value() && !u.info[1 - side].has_value();
+    };
+    std::string into, from;
+    if (only(keys[0], kBooted) && only(keys[1], kStaged)) {
+      into = keys[0];
+      from = keys[1];
+    } else if (only(keys[1], kBooted) && only(keys[0], kStaged)) {
+      into = keys[1];
+      from = keys[0];
+    } else {
+      continue;
+    }
+    Impl::Unit& target = units.at(into);
+    Impl::Unit& source = units.at(from);
+    key_of[kStaged][source.info[kStaged]->name] = into;
+    target.name = source.name;
+    target.deps[kStaged] = std::move(source.deps[kStaged]);
+    target.info[kStaged] = std::move(source.info[kStaged]);
+    units.erase(from);
+  }
+  std::unordered_map<std::string, size_t> index_of;
   impl->units.reserve(units.size());
   for (auto& [key, unit] : units) {
-    impl->by_key.emplace(key, impl->units.size());
+    index_of.emplace(key, impl->units.size());
     impl->units.push_back(std::move(unit));
+  }
+  for (Side side : {kBooted, kStaged}) {
+    for (const auto& [id, key] : key_of[side]) impl->by_id[side].emplace(id, index_of.at(key));
   }
   for (size_t u = 0; u < impl->units.size(); ++u) {
     const Impl::Unit& unit = impl->units[u];
     std::set<std::string> required;
+    impl->by_bare[unit.package].push_back(u);
     for (Side side : {kBooted, kStaged}) {
       if (!unit.info[side]) continue;
-      std::string bare(bare_name(unit.info[side]->name));
-      auto& same_name = impl->by_bare[bare];
-      if (same_name.empty() || same_name.back() != u) same_name.push_back(u);
       for (const Relation& p : unit.deps[side].provides)
         impl->providers[p.name].push_back({u, side, p});
       for (const Requirement& req : unit.deps[side].requirements) {
@@ -292,9 +342,24 @@ Result<SelectionPlan> DependencyResolver::plan(const std::vector<std::string>& r
     if (!u) return fail(ENOENT, "unknown package " + name);
     if (selected.insert(*u).second) plan.requested.push_back(name);
   }
+  // One package at a time, the problems worked out again after each: a package added for
+  // one requirement often meets others too, and then nothing more is added for them.
+  auto finish = [&] {
+    std::set<std::string> seen;
+    for (const std::string& name : plan.requested) {
+      if (seen.insert(name).second) plan.ids.push_back(name);
+    }
+    for (size_t u : selected) {
+      for (Side side : {kStaged, kBooted}) {
+        const auto& info = impl.units[u].info[side];
+        if (info && seen.insert(info->name).second) plan.ids.push_back(info->name);
+      }
+    }
+    return plan;
+  };
   while (true) {
     plan.problems = impl.problems(selected);
-    if (!with_deps || plan.problems.empty()) return plan;
+    if (!with_deps || plan.problems.empty()) return finish();
     bool added = false;
     for (const DependencyProblem& p : plan.problems) {
       if (p.fixes.empty()) continue;
@@ -304,8 +369,9 @@ Result<SelectionPlan> DependencyResolver::plan(const std::vector<std::string>& r
           p.package + " " + p.version + " needs " + requirement_text(p.requirement);
       plan.added.push_back({impl.units[*u].name, std::move(because)});
       added = true;
+      break;
     }
-    if (!added) return plan;
+    if (!added) return finish();
   }
 }
 

@@ -46,6 +46,10 @@ struct SelectionPlan {
   std::vector<DependencyProblem> problems;
   // requested + added, as package names the databases accept.
   std::vector<std::string> packages() const;
+  // The same packages by every name the two databases know them by (an instance may be
+  // named differently in the booted and the staged database: RPM's "name-V-R.arch"), for
+  // selecting their files on both sides.
+  std::vector<std::string> ids;
 };
 
 class DependencyResolver {

@@ -132,6 +132,7 @@ class DpkgDb final : public PackageDb {
     const Package& p = packages_[*index];
     Dependencies deps;
     deps.multi_arch = p.multi_arch;
+    deps.package = p.name;
     for (const auto& [field, text] :
          {std::pair<std::string_view, const std::string*>{"Pre-Depends", &p.pre_depends},
           {"Depends", &p.depends}}) {

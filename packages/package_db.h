@@ -51,6 +51,9 @@ struct Dependencies {
   std::vector<Relation> provides;
   // dpkg's Multi-Arch ("same", "foreign", "allowed" or ""); "" for RPM.
   std::string multi_arch;
+  // The name requirements call the package by: the bare package name, without what
+  // PackageInfo::name adds to tell installed instances apart (":arch", ".arch", "-V-R").
+  std::string package;
 };
 
 // "(>= 2.6.2)" as written by dpkg; "" for VersionOp::any.

@@ -45,7 +45,19 @@ std::mutex& librpm_mutex() {
 // fail with them; nothing goes to stderr, which belongs to the daemon's log.
 std::vector<std::string>* g_captured_errors = nullptr;
 
+int log_callback_unguarded(rpmlogRec rec);
+
+// Called from librpm's C code: no exception may cross it (an allocation failure loses the
+// message, and the open still fails on what librpm returns).
 int log_callback(rpmlogRec rec, rpmlogCallbackData) {
+  try {
+    return log_callback_unguarded(rec);
+  } catch (...) {
+    return 0;
+  }
+}
+
+int log_callback_unguarded(rpmlogRec rec) {
   const char* text = rpmlogRecMessage(rec);
   std::string message = text ? text : "";
   while (!message.empty() && message.back() == '\n') message.pop_back();
@@ -70,6 +82,8 @@ Status configure_librpm() {
   static bool configured = false;
   if (configured) return {};
   rpmlogSetCallback(log_callback, nullptr);
+  // The host's /usr/lib/rpm: in a daemon over /usr, a read through its own view, served by
+  // its FUSE threads (which take none of the locks held here: librpm's, the package slots').
   if (rpmReadConfigFiles(nullptr, nullptr) != 0) {
     return fail(EIO, "librpm: cannot read its configuration (rpmrc, macros)");
   }
@@ -164,8 +178,22 @@ struct RichParse {
   std::vector<RichNode*> stack{&root};
 };
 
+rpmRC rich_callback_unguarded(void* data, rpmrichParseType type, const char* n, int nl,
+                              const char* e, int el, rpmsenseFlags sense, rpmrichOp op);
+
+// Called from librpm's C code: no exception may cross it; an allocation failure fails the
+// parse (the requirement is then skipped, as an unparsable one is).
 rpmRC rich_callback(void* data, rpmrichParseType type, const char* n, int nl, const char* e, int el,
                     rpmsenseFlags sense, rpmrichOp op, char**) {
+  try {
+    return rich_callback_unguarded(data, type, n, nl, e, el, sense, op);
+  } catch (...) {
+    return RPMRC_FAIL;
+  }
+}
+
+rpmRC rich_callback_unguarded(void* data, rpmrichParseType type, const char* n, int nl,
+                              const char* e, int el, rpmsenseFlags sense, rpmrichOp op) {
   auto* parse = static_cast<RichParse*>(data);
   RichNode* current = parse->stack.back();
   switch (type) {
@@ -462,7 +490,9 @@ class RpmDb final : public PackageDb {
   Result<Dependencies> dependencies(std::string_view name) const override {
     const Package* p = lookup(name);
     if (!p) return fail(ENOENT, unknown_package(name));
-    return p->dependencies;
+    Dependencies deps = p->dependencies;
+    deps.package = p->name;
+    return deps;
   }
 
   int compare_versions(std::string_view a, std::string_view b) const override {

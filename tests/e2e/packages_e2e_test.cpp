@@ -87,6 +87,21 @@ TEST(PackagesE2e, AnUnreadableDependencyFieldRefusesUnlessIgnored) {
   EXPECT_EQ(read_file(w.mnt / "lib/libdemo.so.1"), "libdemo 1.0\n");
 }
 
+// A staged database that cannot be read: the booted one would stand in for it and every
+// requirement would look met, so the check refuses rather than pass.
+TEST(PackagesE2e, AnUnreadableStagedDatabaseRefusesTheCheck) {
+  DpkgWorld w("Depends: libdemo (>= 2.0)\n");
+  write_file(w.staged / "var/lib/dpkg/status", "this is not a status file\n");
+  Ran mounted = w.mount_usr();
+  ASSERT_EQ(mounted.status, 0) << mounted.out;
+  Ran refused = w.cmd("apply", "--package demo --allow-replace");
+  EXPECT_EQ(refused.status, 1) << refused.out;
+  EXPECT_NE(refused.out.find("dependencies cannot be checked"), std::string::npos)
+      << refused.out;
+  EXPECT_NE(refused.out.find("staged:"), std::string::npos) << refused.out;
+  EXPECT_EQ(read_file(w.mnt / "bin/demo"), "demo 1.0\n");
+}
+
 namespace rpmfx = livefs::packages::rpm_fixture;
 
 bool lists_holder(const json& holders, pid_t pid, const std::string& path) {

@@ -8,6 +8,7 @@
 
 #include "packages/deps.h"
 #include "packages/package_db.h"
+#include "packages/rpm_fixture.h"
 #include "packages/tree_reader.h"
 #include "support/temp_dir.h"
 
@@ -165,6 +166,66 @@ TEST(DependencyResolver, MultiArch) {
   auto foreign = r->plan({"foreign-user"}, false);
   ASSERT_TRUE(foreign);
   EXPECT_EQ(foreign->problems.size(), 1u);
+}
+
+// dpkg: a package that became Architecture: all is still the package the others need.
+TEST(DependencyResolver, APackageWhoseArchitectureChangedIsOnePackage) {
+  Trees t(stanza("data", "1.0") + stanza("user", "1.0", "Depends: data (>= 1.0)\n"),
+          stanza("data", "1.1", "", "all") + stanza("user", "1.1", "Depends: data (>= 1.0)\n"));
+  auto r = t.resolver({"user", "data"});
+  auto plan = r->plan({"user"}, false);
+  ASSERT_TRUE(plan);
+  EXPECT_TRUE(plan->problems.empty()) << plan->problems[0].text();
+  auto data = r->plan({"data"}, false);
+  ASSERT_TRUE(data);
+  EXPECT_TRUE(data->problems.empty()) << data->problems[0].text();
+}
+
+// --with-deps adds what the requirements need and no more: a package that meets two of
+// them is added once, and nothing else for the second.
+TEST(DependencyResolver, WithDepsAddsNoMoreThanNeeded) {
+  Trees t("", stanza("p", "1.0", "Depends: zlib (>= 2), virt\n") +
+                  stanza("zlib", "2.0", "Provides: virt\n") +
+                  stanza("alib", "1.0", "Provides: virt\n"));
+  auto plan = t.resolver({"p", "zlib", "alib"})->plan({"p"}, true);
+  ASSERT_TRUE(plan);
+  EXPECT_TRUE(plan->problems.empty());
+  EXPECT_EQ(plan->packages(), (Names{"p", "zlib"}));
+}
+
+// RPM with multilib: libdemo is installed for x86_64 and i686 (named libdemo.x86_64 and
+// libdemo.i686); demo 2.0's "Requires: libdemo >= 2.0" still names the package.
+TEST(DependencyResolver, RpmMultilibPackagesAreFoundByTheirName) {
+  namespace rf = rpm_fixture;
+  if (!rf::have_rpm_tools()) GTEST_SKIP() << "rpm/rpmbuild not installed";
+  const rf::BuiltRpms& rpms = rf::built_rpms();
+  ASSERT_EQ(rpms.error, "");
+  TempDir tmp;
+  rf::write_merged_usr_root(tmp.path() / "booted");
+  rf::write_merged_usr_root(tmp.path() / "staged");
+  ASSERT_EQ(rf::install_rpms(tmp.path() / "booted", rf::DbLayout::sysimage,
+                             {rpms.libdemo1, rpms.libdemo1_i686, rpms.demo1}),
+            "");
+  ASSERT_EQ(rf::install_rpms(tmp.path() / "staged", rf::DbLayout::sysimage,
+                             {rpms.libdemo2, rpms.libdemo1_i686, rpms.demo2}, "--replacefiles"),
+            "");
+  auto booted_reader = directory_reader(tmp.path() / "booted");
+  auto staged_reader = directory_reader(tmp.path() / "staged");
+  auto booted = open_package_db(*booted_reader, "usr");
+  auto staged = open_package_db(*staged_reader, "usr");
+  ASSERT_TRUE(booted && *booted && staged && *staged);
+  ASSERT_EQ((*staged)->kind(), "rpm");
+  auto r = DependencyResolver::create(booted->get(), staged->get(), {"demo", "libdemo.x86_64"});
+  ASSERT_TRUE(r) << r.error().message();
+  auto plan = (*r)->plan({"demo"}, false);
+  ASSERT_TRUE(plan);
+  ASSERT_EQ(plan->problems.size(), 1u);
+  EXPECT_EQ(plan->problems[0].text(), "demo 2.0-1 needs libdemo (>= 2.0); live has 1.0-1");
+  EXPECT_EQ(plan->problems[0].fixes, Names{"libdemo-2.0-1.x86_64"});
+  auto with = (*r)->plan({"demo"}, true);
+  ASSERT_TRUE(with);
+  EXPECT_TRUE(with->problems.empty()) << with->problems[0].text();
+  EXPECT_EQ(with->packages(), (Names{"demo", "libdemo-2.0-1.x86_64"}));
 }
 
 TEST(DependencyResolver, UnknownPackagesAndMustGoTogether) {
