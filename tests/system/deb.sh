@@ -83,6 +83,7 @@ if [[ -x $ROOT/usr/bin/man ]]; then
   in_root man -w livefs >/dev/null || fail "man -w livefs finds nothing"
 fi
 [[ -f $ROOT/usr/share/bash-completion/completions/livefs ]] || fail "no bash completion"
+[[ -d $ROOT/etc/livefs ]] || fail "no /etc/livefs (where livefs@NAME's configuration goes)"
 
 unit_dir=$ROOT/lib/systemd/system
 # The daemon from the units' bind of /usr (/run/livefs/real-usr), through the root's own loader.
