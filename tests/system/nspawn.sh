@@ -128,12 +128,12 @@ in_ct() {
     PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"
 }
 show() { in_ct systemctl show -p "$1" --value "$2"; }
-# Until systemd listens on its private socket, systemctl cannot connect; then --wait waits
-# for the boot to finish.
+# Until systemd has made /run/systemd/system, systemctl says "offline"; until it listens on
+# its private socket, it cannot connect; then --wait waits for the boot to finish.
 for ((i = 0; i < 600; i++)); do
   state=$(timeout 120 nsenter -t "$LEADER" -m -u -i -n -p -r -w -- \
     /usr/bin/systemctl is-system-running --wait 2>&1) || true
-  [[ $state == *"Failed to connect"* ]] || break
+  [[ $state == *"Failed to connect"* || $state == offline ]] || break
   kill -0 "$NSPAWN_PID" 2>/dev/null || break
   sleep 0.1
 done
