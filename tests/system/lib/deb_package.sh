@@ -50,6 +50,13 @@ deb_package_build() {
   rm -rf "$DEB_BUILD_DIR"
   mkdir -p "$DEB_BUILD_DIR/src"
   deb_source_files | (cd "$LIVEFS_SRC" && tar --null -T - -cf -) | tar -xf - -C "$DEB_BUILD_DIR/src"
+  # What debian/control's Build-Depends names and the machine lacks (the README's step).
+  if ! (cd "$DEB_BUILD_DIR/src" && dpkg-checkbuilddeps) >/dev/null 2>&1; then
+    debian_log "apt-get build-dep ./ (Build-Depends missing here)" >&2
+    (cd "$DEB_BUILD_DIR/src" && DEBIAN_FRONTEND=noninteractive apt-get build-dep -y -q ./) \
+      >"$cache/build-dep.log" 2>&1 ||
+      { tail -n 20 "$cache/build-dep.log" >&2; debian_die "apt-get build-dep ./ failed"; }
+  fi
   # debhelper runs the build with HOME set to a directory of its own: ccache is told where
   # the machine's cache and configuration are.
   local ccache=0 ccache_env=()
