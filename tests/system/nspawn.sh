@@ -144,6 +144,12 @@ esac
 debian_log "container booted ($state) in $((SECONDS - BOOT_START)) s"
 journal() { in_ct journalctl -b --no-pager -o cat -u "$1" | tail -n 30 >&2; }
 
+# The units as installed, where they run: their ExecStart (the loader in the bind of /usr the
+# first start took) exists.
+verify=$(in_ct systemd-analyze verify --man=no livefs-usr.service livefs@test.service 2>&1) ||
+  fail "systemd-analyze verify in the container: $verify"
+if grep -E "livefs(-usr|@)" <<<"$verify"; then fail "systemd-analyze verify in the container: $verify"; fi
+
 # livefs-usr.service: enabled, and its condition keeps it from running here.
 [[ $(in_ct systemctl is-enabled livefs-usr.service) == enabled ]] || fail "livefs-usr.service not enabled"
 [[ $(show ConditionResult livefs-usr.service) == no ]] ||
