@@ -29,15 +29,20 @@ help=$(env -u LIVEFSD "$W/root/usr/sbin/livefs" mount --help 2>&1) ||
 [[ $help == *--booted* ]] || fail "livefs mount --help printed: $help"
 for unit in livefs-usr.service livefs@.service; do
   [[ -f $W/root/usr/lib/systemd/system/$unit ]] || fail "no usr/lib/systemd/system/$unit"
-  grep -q "^ExecStart=/usr/sbin/livefs mount --foreground " "$W/root/usr/lib/systemd/system/$unit" ||
-    fail "$unit: ExecStart does not name the installed client"
+  # The daemon from /run/livefs/real-usr (the units' bind of the real /usr) through the loader
+  # there: systemd/configure_units.cmake.
+  exec_start=$(sed -n 's/^ExecStart=//p' "$W/root/usr/lib/systemd/system/$unit")
+  [[ $exec_start =~ ^/run/livefs/real-usr/([^ ]+)\ --library-path\ /run/livefs/real-usr/([^ ]+)\ /run/livefs/real-usr/libexec/livefs/livefsd\ mount\ --foreground\  ]] ||
+    fail "$unit: ExecStart does not start the installed daemon from /run/livefs/real-usr: $exec_start"
+  [[ -x /usr/${BASH_REMATCH[1]} && -d /usr/${BASH_REMATCH[2]} ]] ||
+    fail "$unit: no loader /usr/${BASH_REMATCH[1]} or library directory /usr/${BASH_REMATCH[2]}"
 done
 # systemd-analyze verify (where systemd is installed): the units as installed, with ExecStart
-# pointing at this build's client (the installed one is in DESTDIR, not at /usr/sbin).
+# pointing at the daemon in DESTDIR and the machine's loader.
 if command -v systemd-analyze >/dev/null; then
   mkdir -p "$W/units"
   for unit in livefs-usr.service livefs@.service; do
-    sed "s|^ExecStart=/usr/sbin/livefs |ExecStart=$W/root/usr/sbin/livefs |" \
+    sed "/^ExecStart=/ { s|/run/livefs/real-usr/libexec/|$W/root/usr/libexec/|; s|/run/livefs/real-usr/|/usr/|g }" \
       "$W/root/usr/lib/systemd/system/$unit" >"$W/units/$unit"
   done
   cp "$W/units/livefs@.service" "$W/units/livefs@test.service"
