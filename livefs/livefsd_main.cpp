@@ -3,6 +3,8 @@
 // executable (main.cpp) serves the client commands itself and execs this one, with argv
 // unchanged, for everything else, so this program takes the whole command line: every
 // command, and the help that lists them all.
+#include <sys/prctl.h>
+
 #include <cstdio>
 #include <cstring>
 #include <string_view>
@@ -13,6 +15,9 @@
 #include "overlay/filesystem.h"
 
 int main(int argc, char** argv) {
+  // The units start livefsd through the dynamic loader of a private bind of the real /usr
+  // (systemd/): without this its process would be called ld-linux-x86-64.
+  ::prctl(PR_SET_NAME, "livefsd");
   CLI::App app{"livefs: apply OS updates to a running system without a reboot"};
   app.require_subcommand(1);
   // The daemon's version names the libfuse it serves with (passthrough needs 3.16 or later).
