@@ -445,6 +445,19 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     if (node->is_dir())
       return reply_error(req, "open", ino, make_error(EISDIR, std::string(node->path())));
     if (fs.no_open()) return void(fuse_reply_err(req, ENOSYS));  // "success, never ask again"
+    // During a switch the kernel may still resolve a path through an entry the switch has
+    // not invalidated yet, to the version the new view replaced: a reader would then read
+    // this file old after another one new. ESTALE makes the kernel walk the path again with
+    // every entry revalidated (the VFS retries an open with LOOKUP_REVAL), which finds what
+    // the new view serves. Outside a switch no path leads to a replaced version (its entry
+    // is gone), and opening one (/proc/PID/fd/N of a process holding it) is left alone. An
+    // opener gets ESTALE once per path: its retry is served whatever it meets.
+    if (fs.switching()) {
+      auto now = fs.current()->resolve(node->path());
+      bool stale = !now || now->identity != node->identity();
+      if (fs.stale_open_once(fuse_req_ctx(req)->pid, node->path(), stale))
+        return void(fuse_reply_err(req, ESTALE));
+    }
     fi->noflush = 1;
     if (fs.passthrough()) {
       Status error;
@@ -816,7 +829,16 @@ void Filesystem::abort() {
 Result<SwitchStats> Filesystem::switch_to(std::shared_ptr<const View> next) {
   std::lock_guard lock(switch_mutex_);
   auto start = std::chrono::steady_clock::now();
+  // From the publication of the new view until the kernel has dropped every entry the
+  // switch changed, opens of replaced versions are sent back (op_open): no reader sees one
+  // file new and another old.
+  switching_.fetch_add(1, std::memory_order_acq_rel);
+  struct Done {
+    std::atomic<int>& count;
+    ~Done() { count.fetch_sub(1, std::memory_order_acq_rel); }
+  } done{switching_};
   std::shared_ptr<const View> old = view_.exchange(next);
+  if (switch_hook_) switch_hook_();
   SwitchStats stats;
   stats.from_generation = old->generation();
   stats.to_generation = next->generation();
@@ -914,6 +936,30 @@ Result<SwitchStats> Filesystem::switch_to(std::shared_ptr<const View> next) {
                           stats.from_generation, stats.to_generation, stats.changed_paths,
                           stats.invalidations, stats.seconds * 1e3);
   return stats;
+}
+
+bool Filesystem::stale_open_once(pid_t tid, std::string_view path, bool stale) {
+  auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(stale_opens_mutex_);
+  if (!stale) {
+    // The retry found what the new view serves: the next stale open gets its ESTALE again.
+    if (auto it = stale_opens_.find(tid); it != stale_opens_.end() && it->second.path == path)
+      stale_opens_.erase(it);
+    return false;
+  }
+  // Old entries go (a thread that died, an open that never came back): the map stays small.
+  constexpr auto kRetryWindow = std::chrono::seconds(1);
+  if (stale_opens_.size() > 64) {
+    std::erase_if(stale_opens_, [&](const auto& e) { return now - e.second.when > kRetryWindow; });
+  }
+  auto it = stale_opens_.find(tid);
+  if (it != stale_opens_.end() && it->second.path == path &&
+      now - it->second.when <= kRetryWindow) {
+    stale_opens_.erase(it);
+    return false;
+  }
+  stale_opens_[tid] = StaleOpen{std::string(path), now};
+  return true;
 }
 
 fuse_ino_t Filesystem::retire(const View& old, const View& next, const std::string& path) {

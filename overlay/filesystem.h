@@ -5,11 +5,14 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -142,6 +145,16 @@ class Filesystem {
   void count_backing_file() { backing_files_.fetch_add(1, std::memory_order_relaxed); }
   void count_fallback() { fallbacks_.fetch_add(1, std::memory_order_relaxed); }
   Prefetcher& prefetcher() { return prefetch_; }
+  // A switch is under way: the new view is published, the kernel's entries of what it
+  // changed are not all invalidated yet (op_open sends a stale version back, see there).
+  bool switching() const { return switching_.load(std::memory_order_acquire) > 0; }
+  // Whether an open of `path` by thread `tid` during a switch, which reached a version the
+  // new view replaced (`stale`), is sent back with ESTALE: once per opener and path (the VFS
+  // retries an open once; a retry that meets a replaced version again, because a second
+  // switch replaced it meanwhile, is served rather than failed).
+  bool stale_open_once(pid_t tid, std::string_view path, bool stale);
+  // Tests: called by switch_to after the new view is published, before the kernel is told.
+  void set_switch_hook_for_tests(std::function<void()> hook) { switch_hook_ = std::move(hook); }
 
  private:
   Filesystem(const MountOptions& options, std::shared_ptr<const View> initial, Resolved root);
@@ -161,6 +174,14 @@ class Filesystem {
   std::atomic<uint64_t> backing_files_{0};
   std::atomic<uint64_t> fallbacks_{0};
   std::mutex switch_mutex_;  // one switch at a time; never held by a FUSE op
+  std::atomic<int> switching_{0};
+  std::mutex stale_opens_mutex_;
+  struct StaleOpen {
+    std::string path;
+    std::chrono::steady_clock::time_point when;
+  };
+  std::unordered_map<pid_t, StaleOpen> stale_opens_;  // by opener thread
+  std::function<void()> switch_hook_;                 // guarded by switch_mutex_
 
   // For stale_files: the booted tree with an empty layer (resolves a path's booted version),
   // and the layer versions switches replaced, which nodes may still stand for. A switch only

@@ -968,6 +968,36 @@ TEST_F(MountTestNoPassthrough, ReplacedFilesLookDeletedToProcessesStillUsingThem
       [&](std::string path, std::string content) { return layer_file(path, content); });
 }
 
+// A switch of two files is one step for readers: while the kernel still has the old entries
+// (the hook runs after the new view is published, before the kernel is told), opening either
+// file already gives its new version, never one new and the other old. Both were looked up
+// (and their entries cached) before the switch.
+void a_switch_is_one_step_for_readers(Filesystem& fs, const fs::path& mnt,
+                                      const std::function<void()>& do_switch) {
+  EXPECT_EQ(read_file(mnt / "lib/a"), "a booted\n");
+  EXPECT_EQ(read_file(mnt / "lib/b"), "b booted\n");
+  std::string a_during, b_during;
+  fs.set_switch_hook_for_tests([&] {
+    a_during = read_file(mnt / "lib/a");
+    b_during = read_file(mnt / "lib/b");
+  });
+  do_switch();
+  fs.set_switch_hook_for_tests(nullptr);
+  EXPECT_EQ(a_during, "a new\n");
+  EXPECT_EQ(b_during, "b new\n");
+  EXPECT_EQ(read_file(mnt / "lib/a"), "a new\n");
+  EXPECT_EQ(read_file(mnt / "lib/b"), "b new\n");
+}
+
+TEST_F(MountTest, ASwitchIsOneStepForReaders) {
+  write_file(booted_ / "lib/a", "a booted\n");
+  write_file(booted_ / "lib/b", "b booted\n");
+  start(empty_layer(), mnt_);
+  a_switch_is_one_step_for_readers(*fs_, mnt_, [&] {
+    switch_to({layer_file("lib/a", "a new\n"), layer_file("lib/b", "b new\n")}, 1);
+  });
+}
+
 // A layer directory that goes takes its files with it: each held one looks deleted too
 // (its name is deleted before its directory's entry goes, while the kernel can still find it).
 TEST_F(MountTest, FilesOfARemovedLayerDirectoryLookDeleted) {
