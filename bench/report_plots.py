@@ -199,7 +199,9 @@ def plot_serve(rows, out):
         if not peers:
             continue
         fig, ax = plt.subplots(figsize=(7, 4.2))
-        width = 0.8 / len(peers)
+        # Bars of one width in every chart, whether 1 peer or 6 (over-mounted workloads
+        # have fewer).
+        width = 0.8 / len(SERVE_PEERS[1:])
         top = 1.0
         for i, p in enumerate(peers):
             xs, ratios = [], []
@@ -212,7 +214,7 @@ def plot_serve(rows, out):
                     ratios.append(ratio)
                     top = max(top, ratio)
             bars = ax.bar(xs, ratios, width, color=COLORS.get(p, "#1f77b4"), label=p)
-            ax.bar_label(bars, labels=[f"{x:.2g}" for x in ratios], fontsize=7, padding=1)
+            ax.bar_label(bars, labels=[f"{x:.2f}" if x < 10 else f"{x:.0f}" for x in ratios], fontsize=7, padding=1)
         ax.axhline(1.0, color="black", linewidth=1)
         ax.set_yscale("log")
         bottom = min(0.5, min(_number(r["ratio"]) or 1 for r in mine) / 1.5)
@@ -230,7 +232,9 @@ def plot_serve(rows, out):
                                            f"{v:.2f} s" if unit == "s" else f"{v:.0f} {unit}")
             labels.append(f"{c}\n(native {shown})")
         ax.set_xticks(range(len(caches)), labels)
-        ax.set_ylabel("time ÷ native's (log; lower is better)")
+        ax.set_xlim(-0.6, len(caches) - 0.4)
+        what = "time" if native.get(caches[0], {}).get("unit", "s") == "s" else "growth"
+        ax.set_ylabel(f"{what} ÷ native's (log; lower is better)")
         ax.set_title(workload)
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
         names.append(_save(fig, out, "serve-" + _slug(workload)))
