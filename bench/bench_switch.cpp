@@ -29,8 +29,8 @@
 //   bench_switch [--livefs PATH] [--quick] [--runs N] [--sizes N,N,...] [--tree-files N]
 //                [--csv FILE] [livefs] [copy] [sysext]
 //
-// --quick: 3 runs a size (default 10). A tool that cannot run here (no systemd-sysext) is
-// a note in the output and no rows, never a failure.
+// --quick: 3 runs a size (default 10). When systemd-sysext is missing or its first merge
+// fails, the CSV has a row with the reason and none of its figures, never a failure.
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -47,6 +47,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -110,8 +111,8 @@ void run_or_die(const std::string& cmd) {
 
 void mount_tmpfs(const fs::path& at) {
   fs::create_directories(at);
-  must(::mount("tmpfs", at.c_str(), "tmpfs", 0, "size=2g") == 0,
-       "mount a tmpfs on " + at.string() + " (" + std::strerror(errno) + ")");
+  if (::mount("tmpfs", at.c_str(), "tmpfs", 0, "size=2g") != 0)
+    die("mount a tmpfs on " + at.string() + ": " + std::strerror(errno));
   g_setup.mounts.push_back(at);
 }
 
@@ -425,8 +426,22 @@ void prepare_sysext() {
   fs::create_directories("/run/extensions");
 }
 
-void bench_sysext(const Options& o, Reader& reader, const fs::path& booted, const fs::path& dir,
-                  size_t n) {
+// Why the extension did not merge (systemd-sysext's own words); empty when it did.
+std::string first_merge(const fs::path& dir, const fs::path& probe) {
+  fs::path log = dir / "merge.log";
+  int rc = sh("systemd-sysext refresh > " + shell_word(log) + " 2>&1");
+  std::ifstream in(log);
+  std::string said((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::replace(said.begin(), said.end(), '\n', ' ');
+  std::erase(said, '"');
+  if (rc != 0) return numbered("systemd-sysext refresh exited ", rc) + ": " + said;
+  if (!fs::exists(probe)) return "systemd-sysext refresh merged nothing into /usr: " + said;
+  return "";
+}
+
+// Empty, or why systemd-sysext does not work here (nothing measured then).
+std::string bench_sysext(const Options& o, Reader& reader, const fs::path& booted,
+                         const fs::path& dir, size_t n) {
   auto changed = changed_files(o.tree_files, n);
   // Two versions of the extension, each a directory with usr/ and its extension-release.
   fs::path v0 = dir / "v0", v1 = dir / "v1", link = fs::path("/run/extensions") / kExtension;
@@ -452,9 +467,11 @@ void bench_sysext(const Options& o, Reader& reader, const fs::path& booted, cons
   const std::string refresh = "systemd-sysext refresh > /dev/null 2>&1";
   const fs::path root = "/" / below;
   auto probes = probe_changed(changed);
+  point_at(v0);
+  g_setup.sysext_merged = true;
+  if (std::string why = first_merge(dir, root / file_rel(0)); !why.empty()) return why;
   for (int run = 0; run < o.runs; ++run) {
     point_at(v0);
-    g_setup.sysext_merged = true;
     run_or_die(refresh);
     must(fs::exists(root / file_rel(0)), "the extension merged into /usr");
     reader.open(root, probes, probe_unchanged(o.tree_files, changed));
@@ -470,6 +487,7 @@ void bench_sysext(const Options& o, Reader& reader, const fs::path& booted, cons
   g_setup.sysext_merged = false;
   fs::remove(link);
   fs::remove_all(dir);
+  return "";
 }
 
 // --- output ----------------------------------------------------------------------------
@@ -579,7 +597,8 @@ int main(int argc, char** argv) {
   Options o = parse(argc, argv);
   g_setup.cli = o.cli;
   // First, while this process is single-threaded (unshare(CLONE_NEWNS) refuses otherwise).
-  must(::unshare(CLONE_NEWNS) == 0, std::string("unshare(CLONE_NEWNS): ") + std::strerror(errno));
+  if (::unshare(CLONE_NEWNS) != 0)
+    die(std::string("unshare(CLONE_NEWNS): ") + std::strerror(errno));
   must(::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0,
        "make every mount private in this namespace");
   char tmpl[] = "/var/tmp/livefs-bench-switch-XXXXXX";
@@ -614,12 +633,17 @@ int main(int argc, char** argv) {
   try {
     Reader reader;
     for (size_t n : o.sizes) {
-      for (const std::string& tool : tools) {
+      for (const std::string& tool : std::vector(tools)) {
         std::fprintf(stderr, "== %s, %zu changed files\n", tool.c_str(), n);
         fs::path dir = work / (tool + "-" + std::to_string(n));
         if (tool == "livefs") bench_livefs(o, reader, booted, dir, n);
         if (tool == "copy") bench_copy(o, reader, booted, dir, n);
-        if (tool == "sysext") bench_sysext(o, reader, booted, dir, n);
+        if (tool != "sysext") continue;
+        if (std::string why = bench_sysext(o, reader, booted, dir, n); !why.empty()) {
+          std::fprintf(stderr, "sysext: skipped: %s\n", why.c_str());
+          notes.push_back("sysext,,,,,,,,,,,\"skipped: " + why + "\"");
+          std::erase(tools, "sysext");
+        }
       }
     }
   } catch (const std::exception& e) {
