@@ -5,7 +5,7 @@ LIVEFS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LIVEFS_PACKAGES=(cmake ninja-build g++ pkg-config libfuse3-dev fuse3 libostree-dev ostree
   libxxhash-dev libspdlog-dev libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
   fuse-overlayfs mergerfs unionfs-fuse e2fsprogs attr psmisc python3 lsof needrestart librpm-dev
-  rpm)
+  rpm python3-matplotlib)
 # The fuzz build (scripts/fuzz): libFuzzer and the sanitizer runtimes of clang 16, the first
 # Debian 12 clang whose C++23 support reads libstdc++ 12's <expected>.
 LIVEFS_FUZZ_PACKAGES=(clang-16 libclang-rt-16-dev)
