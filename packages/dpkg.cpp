@@ -39,22 +39,6 @@ std::string shorten(std::string_view s) {
   return s.size() <= kMax ? std::string(s) : std::string(s.substr(0, kMax)) + "...";
 }
 
-// Edit distance, for suggesting names close to a mistyped one.
-size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
-
 struct Package {
   PackageInfo info;  // info.name is the id (name or name:arch)
   std::string name;  // the bare package name
@@ -182,22 +166,10 @@ class DpkgDb final : public PackageDb {
   }
 
   std::string unknown_package(std::string_view name) const {
-    std::string_view bare = name.substr(0, name.find(':'));
-    std::vector<std::pair<size_t, std::string>> close;
-    size_t limit = std::max<size_t>(1, bare.size() / 4);
-    for (const auto& [candidate, indices] : by_name_) {
-      size_t distance = edit_distance(bare, candidate);
-      bool prefix = candidate.starts_with(bare) || bare.starts_with(candidate);
-      if (distance <= limit || (prefix && !bare.empty())) close.emplace_back(distance, candidate);
-    }
-    std::sort(close.begin(), close.end());
-    std::string message = "unknown package " + std::string(name);
-    if (close.empty()) return message;
-    message += " (close: ";
-    for (size_t i = 0; i < close.size() && i < 5; ++i) {
-      message += (i ? ", " : "") + close[i].second;
-    }
-    return message + ")";
+    std::vector<std::pair<std::string_view, std::string_view>> candidates;
+    candidates.reserve(by_name_.size());
+    for (const auto& [candidate, indices] : by_name_) candidates.emplace_back(candidate, candidate);
+    return unknown_package_message(name, name.substr(0, name.find(':')), candidates);
   }
 
   // The package's served paths in list order (duplicates possible: "/bin" and "/usr/bin"

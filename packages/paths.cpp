@@ -50,4 +50,45 @@ std::optional<std::string> served_path(std::string_view listed,
   return os_path.substr(served_subdir.size() + 1);
 }
 
+namespace {
+
+// Edit distance, for suggesting names close to a mistyped one.
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+}  // namespace
+
+std::string unknown_package_message(
+    std::string_view name, std::string_view compared,
+    const std::vector<std::pair<std::string_view, std::string_view>>& candidates) {
+  std::vector<std::pair<size_t, std::string_view>> close;
+  size_t limit = std::max<size_t>(1, compared.size() / 4);
+  for (const auto& [candidate, shown] : candidates) {
+    size_t distance = edit_distance(compared, candidate);
+    bool prefix = candidate.starts_with(compared) || compared.starts_with(candidate);
+    if (distance <= limit || (prefix && !compared.empty())) close.emplace_back(distance, shown);
+  }
+  std::sort(close.begin(), close.end());
+  close.erase(std::unique(close.begin(), close.end()), close.end());
+  std::string message = "unknown package " + std::string(name);
+  if (close.empty()) return message;
+  message += " (close: ";
+  for (size_t i = 0; i < close.size() && i < 5; ++i) {
+    message += (i ? ", " : "") + std::string(close[i].second);
+  }
+  return message + ")";
+}
+
 }  // namespace livefs::packages

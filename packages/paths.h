@@ -1,10 +1,12 @@
-// OS paths as package databases list them ("/usr/bin/ls", "/bin/sh") and the paths a view
-// serves: shared by the dpkg and RPM databases, both of which run on merged-/usr trees.
+// What the dpkg and RPM databases share: OS paths as they list them ("/usr/bin/ls",
+// "/bin/sh") against the paths a view serves (both run on merged-/usr trees), and the
+// error for a package name neither knows.
 #pragma once
 
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/error.h"
@@ -26,5 +28,12 @@ Result<std::vector<std::string>> find_usr_aliases(const TreeReader& tree);
 std::optional<std::string> served_path(std::string_view listed,
                                        const std::vector<std::string>& usr_aliases,
                                        std::string_view served_subdir);
+
+// "unknown package NAME (close: a, b)": up to 5 of `candidates` (name compared, name shown)
+// within a quarter of `compared`'s length in edits, or one a prefix of the other; closest
+// first.
+std::string unknown_package_message(
+    std::string_view name, std::string_view compared,
+    const std::vector<std::pair<std::string_view, std::string_view>>& candidates);
 
 }  // namespace livefs::packages

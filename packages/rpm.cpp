@@ -414,22 +414,6 @@ Result<std::vector<Package>> read_database(const std::string& dir, const std::st
   return packages;
 }
 
-// Edit distance, for suggesting names close to a mistyped one.
-size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
-
 class RpmDb final : public PackageDb {
  public:
   RpmDb(std::string location, std::vector<Package> packages, std::vector<std::string> aliases,
@@ -588,22 +572,10 @@ class RpmDb final : public PackageDb {
   }
 
   std::string unknown_package(std::string_view name) const {
-    std::set<std::pair<size_t, std::string>> close;
-    size_t limit = std::max<size_t>(1, name.size() / 4);
-    for (const Package& p : packages_) {
-      size_t distance = edit_distance(name, p.name);
-      bool prefix = p.name.starts_with(name) || name.starts_with(p.name);
-      if (distance <= limit || (prefix && !name.empty())) close.emplace(distance, p.info.name);
-    }
-    std::string message = "unknown package " + std::string(name);
-    if (close.empty()) return message;
-    message += " (close: ";
-    size_t shown = 0;
-    for (const auto& [distance, candidate] : close) {
-      if (shown == 5) break;
-      message += (shown++ ? ", " : "") + candidate;
-    }
-    return message + ")";
+    std::vector<std::pair<std::string_view, std::string_view>> candidates;
+    candidates.reserve(packages_.size());
+    for (const Package& p : packages_) candidates.emplace_back(p.name, p.info.name);
+    return unknown_package_message(name, name, candidates);
   }
 
   std::vector<std::string> owners_of_os_path(std::string_view os_path) const {
