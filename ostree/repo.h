@@ -3,8 +3,8 @@
 // index from OSTree content checksums to object ids so unchanged files are never reread.
 #pragma once
 
-#include <cstdint>
 #include <atomic>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <optional>

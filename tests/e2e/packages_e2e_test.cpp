@@ -96,8 +96,7 @@ TEST(PackagesE2e, AnUnreadableStagedDatabaseRefusesTheCheck) {
   ASSERT_EQ(mounted.status, 0) << mounted.out;
   Ran refused = w.cmd("apply", "--package demo --allow-replace");
   EXPECT_EQ(refused.status, 1) << refused.out;
-  EXPECT_NE(refused.out.find("dependencies cannot be checked"), std::string::npos)
-      << refused.out;
+  EXPECT_NE(refused.out.find("dependencies cannot be checked"), std::string::npos) << refused.out;
   EXPECT_NE(refused.out.find("staged:"), std::string::npos) << refused.out;
   EXPECT_EQ(read_file(w.mnt / "bin/demo"), "demo 1.0\n");
 }
