@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "common/text.h"
+#include "packages/owner_index.h"
 #include "packages/paths.h"
 #include "store/tree.h"
 
@@ -98,15 +99,9 @@ class DpkgDb final : public PackageDb {
     std::call_once(index_built_, [this] { build_owner_index(); });
     while (!served.empty() && served.front() == '/') served.remove_prefix(1);
     while (!served.empty() && served.back() == '/') served.remove_suffix(1);
-    auto it = owner_index_.find(std::string(served));
     std::vector<std::string> out;
-    if (it == owner_index_.end()) return out;
-    if (it->second & kShared) {
-      for (uint32_t i : shared_owners_[it->second & ~kShared])
-        out.push_back(packages_[i].info.name);
-    } else {
-      out.push_back(packages_[it->second].info.name);
-    }
+    for (uint32_t i : owner_index_.owners(std::string(served)))
+      out.push_back(packages_[i].info.name);
     return out;  // packages_ is sorted and indices were added in order
   }
 
@@ -222,17 +217,7 @@ class DpkgDb final : public PackageDb {
         logger("packages")->warn("dpkg: {}", paths.error().message());
         continue;
       }
-      for (std::string& path : *paths) {
-        auto [it, inserted] = owner_index_.try_emplace(std::move(path), i);
-        if (inserted || it->second == i) continue;
-        if (it->second & kShared) {
-          std::vector<uint32_t>& owners = shared_owners_[it->second & ~kShared];
-          if (owners.back() != i) owners.push_back(i);
-        } else {
-          shared_owners_.push_back({it->second, i});
-          it->second = kShared | static_cast<uint32_t>(shared_owners_.size() - 1);
-        }
-      }
+      for (std::string& path : *paths) owner_index_.add(std::move(path), i);
     }
     logger("packages")
         ->debug("dpkg: owner index of {} paths from {} lists ({} unreadable)", owner_index_.size(),
@@ -250,12 +235,8 @@ class DpkgDb final : public PackageDb {
   std::string served_subdir_;
 
   // Built once, under index_built_; read-only afterwards, so owners() needs no lock.
-  // Most paths have one owner: the value is its index in packages_, or, for a path several
-  // packages list (directories), kShared | its index in shared_owners_.
-  static constexpr uint32_t kShared = 0x80000000u;
   mutable std::once_flag index_built_;
-  mutable std::unordered_map<std::string, uint32_t> owner_index_;
-  mutable std::vector<std::vector<uint32_t>> shared_owners_;
+  mutable OwnerIndex<std::string> owner_index_;
 };
 
 }  // namespace

@@ -27,6 +27,7 @@
 
 #include "common/log.h"
 #include "common/unique_fd.h"
+#include "packages/owner_index.h"
 #include "packages/paths.h"
 #include "store/tree.h"
 
@@ -580,31 +581,14 @@ class RpmDb final : public PackageDb {
 
   std::vector<std::string> owners_of_os_path(std::string_view os_path) const {
     std::call_once(index_built_, [this] { build_owner_index(); });
-    auto it = owner_index_.find(os_path);
     std::vector<std::string> out;
-    if (it == owner_index_.end()) return out;
-    if (it->second & kShared) {
-      for (uint32_t i : shared_owners_[it->second & ~kShared])
-        out.push_back(packages_[i].info.name);
-    } else {
-      out.push_back(packages_[it->second].info.name);
-    }
+    for (uint32_t i : owner_index_.owners(os_path)) out.push_back(packages_[i].info.name);
     return out;  // packages_ is sorted by id and indices were added in order
   }
 
   void build_owner_index() const {
     for (uint32_t i = 0; i < packages_.size(); ++i) {
-      for (const std::string& path : packages_[i].files) {
-        auto [it, inserted] = owner_index_.try_emplace(path, i);
-        if (inserted || it->second == i) continue;
-        if (it->second & kShared) {
-          std::vector<uint32_t>& owners = shared_owners_[it->second & ~kShared];
-          if (owners.back() != i) owners.push_back(i);
-        } else {
-          shared_owners_.push_back({it->second, i});
-          it->second = kShared | static_cast<uint32_t>(shared_owners_.size() - 1);
-        }
-      }
+      for (const std::string& path : packages_[i].files) owner_index_.add(path, i);
     }
     logger("packages")
         ->debug("rpm: owner index of {} paths from {} packages", owner_index_.size(),
@@ -618,13 +602,10 @@ class RpmDb final : public PackageDb {
   std::vector<std::string> usr_aliases_;
   std::string served_subdir_;
 
-  // OS path (a view into packages_' file lists) -> its owner's index in packages_, or, for a
-  // path several packages list (directories), kShared | its index in shared_owners_. Built
-  // once, under index_built_; read-only afterwards.
-  static constexpr uint32_t kShared = 0x80000000u;
+  // OS path (a view into packages_' file lists) -> its owners in packages_. Built once, under
+  // index_built_; read-only afterwards.
   mutable std::once_flag index_built_;
-  mutable std::unordered_map<std::string_view, uint32_t> owner_index_;
-  mutable std::vector<std::vector<uint32_t>> shared_owners_;
+  mutable OwnerIndex<std::string_view> owner_index_;
 };
 
 }  // namespace
