@@ -87,15 +87,10 @@ std::string describe(const Hold& h) {
 
 // The deepest unit-like component of a cgroup path, or "".
 std::string_view unit_in_cgroup_path(std::string_view path) {
-  static constexpr std::string_view kUnitSuffixes[] = {
-      ".service", ".scope", ".socket", ".mount",  ".swap",
-      ".timer",   ".path",  ".target", ".device", ".automount"};
   while (!path.empty()) {
     size_t slash = path.rfind('/');
     std::string_view name = slash == std::string_view::npos ? path : path.substr(slash + 1);
-    for (std::string_view suffix : kUnitSuffixes) {
-      if (name.size() > suffix.size() && name.ends_with(suffix)) return name;
-    }
+    if (is_unit_name(name)) return name;
     if (slash == std::string_view::npos) break;
     path = path.substr(0, slash);
   }
@@ -326,9 +321,18 @@ bool parse_maps_line(std::string_view line, dev_t* dev, ino_t* ino) {
   return true;
 }
 
-std::string unit_from_cgroup(std::string_view contents) {
-  std::string_view systemd_v1;  // "N:name=systemd:PATH"
-  std::string_view other_v1;    // any other hierarchy that names a unit
+bool is_unit_name(std::string_view name) {
+  static constexpr std::string_view kUnitSuffixes[] = {
+      ".service", ".scope", ".socket", ".mount",  ".swap",
+      ".timer",   ".path",  ".target", ".device", ".automount"};
+  for (std::string_view suffix : kUnitSuffixes) {
+    if (name.size() > suffix.size() && name.ends_with(suffix)) return true;
+  }
+  return false;
+}
+
+std::string systemd_cgroup_path(std::string_view contents) {
+  std::string_view unified, named_systemd, other;
   std::string_view line;
   while (next_line(contents, line)) {
     // "hierarchy-ID:controller-list:cgroup-path"; the path may itself hold ':'.
@@ -338,16 +342,23 @@ std::string unit_from_cgroup(std::string_view contents) {
     if (c2 == std::string_view::npos) continue;
     std::string_view id = line.substr(0, c1);
     std::string_view controllers = line.substr(c1 + 1, c2 - c1 - 1);
-    std::string_view unit = unit_in_cgroup_path(line.substr(c2 + 1));
-    if (unit.empty()) continue;
-    if (id == "0" && controllers.empty()) return std::string(unit);
-    if (controllers == "name=systemd") {
-      if (systemd_v1.empty()) systemd_v1 = unit;
-    } else if (other_v1.empty()) {
-      other_v1 = unit;
+    std::string_view path = line.substr(c2 + 1);
+    if (unit_in_cgroup_path(path).empty()) continue;
+    if (id == "0" && controllers.empty()) {
+      if (unified.empty()) unified = path;
+    } else if (controllers == "name=systemd") {
+      if (named_systemd.empty()) named_systemd = path;
+    } else if (other.empty()) {
+      other = path;
     }
   }
-  return std::string(systemd_v1.empty() ? other_v1 : systemd_v1);
+  if (!unified.empty()) return std::string(unified);
+  if (!named_systemd.empty()) return std::string(named_systemd);
+  return std::string(other);
+}
+
+std::string unit_from_cgroup(std::string_view contents) {
+  return std::string(unit_in_cgroup_path(systemd_cgroup_path(contents)));
 }
 
 Result<std::vector<Holder>> find_holders(const HolderQuery& query, const fs::path& proc) {

@@ -81,4 +81,14 @@ bool parse_maps_line(std::string_view line, dev_t* dev, ino_t* ino);
 //   "0::/" or no unit-like component                                  → ""
 std::string unit_from_cgroup(std::string_view cgroup_file_contents);
 
+// The cgroup path of /proc/PID/cgroup's contents that names the process's systemd unit: the
+// unified hierarchy's ("0::PATH") when it names a unit, else name=systemd's (cgroup v1 and
+// the hybrid layout), else the first that does; "" when none does. unit_from_cgroup takes
+// its unit from this path.
+std::string systemd_cgroup_path(std::string_view cgroup_file_contents);
+
+// Whether a cgroup path component names a systemd unit (".service", ".scope", ...; not
+// ".slice", which groups units).
+bool is_unit_name(std::string_view name);
+
 }  // namespace livefs::host

@@ -17,16 +17,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool is_unit_name(std::string_view name) {
-  static constexpr std::array<std::string_view, 10> kUnitSuffixes = {
-      ".service", ".scope", ".socket", ".mount",  ".swap",
-      ".timer",   ".path",  ".target", ".device", ".automount"};
-  for (std::string_view suffix : kUnitSuffixes) {
-    if (name.size() > suffix.size() && name.ends_with(suffix)) return true;
-  }
-  return false;
-}
-
 std::vector<std::string_view> components(std::string_view path) {
   std::vector<std::string_view> out;
   while (!path.empty()) {
@@ -216,32 +206,6 @@ bool is_script_path(std::string_view path) {
     if (name.size() > ext.size() && name.ends_with(ext)) return true;
   }
   return false;
-}
-
-std::string systemd_cgroup_path(std::string_view contents) {
-  std::string_view unified, named_systemd, other;
-  std::string_view line;
-  while (next_line(contents, line)) {
-    // "hierarchy-ID:controller-list:cgroup-path"; the path may itself hold ':'.
-    size_t c1 = line.find(':');
-    if (c1 == std::string_view::npos) continue;
-    size_t c2 = line.find(':', c1 + 1);
-    if (c2 == std::string_view::npos) continue;
-    std::string_view id = line.substr(0, c1);
-    std::string_view controllers = line.substr(c1 + 1, c2 - c1 - 1);
-    std::string_view path = line.substr(c2 + 1);
-    bool names_unit = std::ranges::any_of(components(path), is_unit_name);
-    if (id == "0" && controllers.empty()) {
-      if (names_unit) unified = path;
-    } else if (controllers == "name=systemd") {
-      if (names_unit) named_systemd = path;
-    } else if (names_unit && other.empty()) {
-      other = path;
-    }
-  }
-  if (!unified.empty()) return std::string(unified);
-  if (!named_systemd.empty()) return std::string(named_systemd);
-  return std::string(other);
 }
 
 std::optional<ProcessFacts> read_process_facts(pid_t pid, const fs::path& proc) {

@@ -100,11 +100,6 @@ RestartPlan plan_restart(const std::vector<Holder>& holders, const RestartPlanOp
 // The facts of `pid` from `proc`/PID; nullopt when the process is gone (or unreadable).
 std::optional<ProcessFacts> read_process_facts(pid_t pid, const std::filesystem::path& proc);
 
-// The cgroup path of /proc/PID/cgroup's contents that names the process's systemd unit: the
-// unified hierarchy's ("0::PATH") when it names a unit, else name=systemd's (cgroup v1 and
-// the hybrid layout), else the first that does; "" when none does.
-std::string systemd_cgroup_path(std::string_view cgroup_file_contents);
-
 // Whether `command` (a comm or argv[0]'s base name) is a script interpreter: python3,
 // python3.11, perl, ruby, node, php, lua, tclsh, bash, sh, ...
 bool is_interpreter(std::string_view command);
