@@ -274,30 +274,26 @@ std::string bash_completion(const CLI::App& app) {
          "  esac\n"
          "  case $path in\n";
   for (const Node& n : nodes) {
-    std::vector<std::string> words = n.subcommands;
     std::string options = bash_words(n.options);
     out += "    \"" + n.path + "\")\n";
     if (!n.subcommands.empty()) {
-      out += "      COMPREPLY=($(compgen -W \"" + bash_words(words) + " " + options +
+      out += "      COMPREPLY=($(compgen -W \"" + bash_words(n.subcommands) + " " + options +
              "\" -- \"$cur\")) ;;\n";
-    } else if (n.path == "apply") {
-      out +=
-          "      if [[ $cur == -* ]]; then\n"
-          "        COMPREPLY=($(compgen -W \"" +
-          options +
-          "\" -- \"$cur\"))\n"
-          "      else\n"
-          "        COMPREPLY=($(compgen -W \"$(_livefs_pending path \"${state_args[@]}\")\" -- "
-          "\"$cur\"))\n"
-          "      fi ;;\n";
     } else if (n.positionals) {
+      // apply's arguments are the daemon's pending paths; other commands' are files.
+      std::string arguments =
+          n.path == "apply"
+              ? "compgen -W \"$(_livefs_pending path \"${state_args[@]}\")\" -- \"$cur\""
+              : "compgen -f -- \"$cur\"";
       out +=
           "      if [[ $cur == -* ]]; then\n"
           "        COMPREPLY=($(compgen -W \"" +
           options +
           "\" -- \"$cur\"))\n"
           "      else\n"
-          "        COMPREPLY=($(compgen -f -- \"$cur\"))\n"
+          "        COMPREPLY=($(" +
+          arguments +
+          "))\n"
           "      fi ;;\n";
     } else {
       out += "      COMPREPLY=($(compgen -W \"" + options + "\" -- \"$cur\")) ;;\n";
