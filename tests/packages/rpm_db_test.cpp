@@ -14,6 +14,7 @@
 #include "rpm_fixture.h"
 #include "store/import.h"
 #include "store/object_store.h"
+#include "store_import.h"
 #include "support/temp_dir.h"
 
 namespace livefs::packages {
@@ -365,22 +366,8 @@ TEST(RpmDb, LeavesNoCopyBehind) {
   EXPECT_TRUE(fs::is_empty(tmp / "tmpdir"));
 }
 
-struct Imported {
-  std::shared_ptr<store::ObjectStore> store;
-  std::optional<store::Tree> tree;
-};
-
-Imported import(const fs::path& dir, const fs::path& store_dir) {
-  Imported out;
-  auto opened = store::ObjectStore::open(store_dir);
-  EXPECT_TRUE(opened) << opened.error().message();
-  if (!opened) return out;
-  out.store = std::make_shared<store::ObjectStore>(std::move(*opened));
-  auto imported = store::import_directory(dir, out.store.get());
-  EXPECT_TRUE(imported) << imported.error().message();
-  if (imported) out.tree = std::move(imported->tree);
-  return out;
-}
+using testing::import;
+using testing::Imported;
 
 // A staged deployment is a manifest of usr/ in the store: the database is read from there
 // (copied out, as librpm needs files), with the same answers as from the directory.

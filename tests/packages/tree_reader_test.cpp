@@ -11,6 +11,7 @@
 #include "packages/package_db.h"
 #include "store/import.h"
 #include "store/object_store.h"
+#include "store_import.h"
 #include "support/temp_dir.h"
 
 namespace livefs::packages {
@@ -91,22 +92,8 @@ TEST(DirectoryReader, MissingRootFailsEveryCall) {
   EXPECT_FALSE(reader->read_link("a"));
 }
 
-struct Imported {
-  std::shared_ptr<store::ObjectStore> store;
-  std::optional<store::Tree> tree;
-};
-
-Imported import(const fs::path& dir, const fs::path& store_dir) {
-  Imported out;
-  auto opened = store::ObjectStore::open(store_dir);
-  EXPECT_TRUE(opened) << opened.error().message();
-  if (!opened) return out;
-  out.store = std::make_shared<store::ObjectStore>(std::move(*opened));
-  auto imported = store::import_directory(dir, out.store.get());
-  EXPECT_TRUE(imported) << imported.error().message();
-  if (imported) out.tree = std::move(imported->tree);
-  return out;
-}
+using testing::import;
+using testing::Imported;
 
 TEST(ManifestReader, ReadsThroughAPrefix) {
   TempDir tmp;
